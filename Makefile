@@ -1,0 +1,49 @@
+# Quick start: `make run` (the whole stack with demo data) and `make test` (the whole suite).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENV_FILE ?= .env
+WITH_ENV := set -a; [ -f $(ENV_FILE) ] && . ./$(ENV_FILE); set +a;
+
+.PHONY: help install run migrate demo test test-unit lint typecheck bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@echo "creating $(VENV) with $(PYTHON) and installing dependencies ..."
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## create the virtualenv and install
+
+$(ENV_FILE):
+	@$(PY) -m oauthctl.envfile $(ENV_FILE)
+
+run: install $(ENV_FILE) ## migrate, create demo data, start all services (Ctrl-C stops them)
+	@$(WITH_ENV) exec $(PY) -m oauthctl run
+
+migrate: install $(ENV_FILE) ## apply pending migrations to DATABASE_URL
+	@$(WITH_ENV) $(PY) -m oauthctl migrate
+
+demo: install $(ENV_FILE) ## create (or refresh) the demo data and print it
+	@$(WITH_ENV) $(PY) -m oauthctl demo
+
+test: install ## the whole suite (needs PostgreSQL, Redis, RabbitMQ)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## unit tests only (no I/O)
+	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy libs/common
+
+bench: install $(ENV_FILE) ## load benchmark, prints a table
+	@$(WITH_ENV) $(PY) -m bench
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

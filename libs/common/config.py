@@ -1,0 +1,115 @@
+"""One typed settings object, read from the environment once at start.
+
+Every setting the code reads is a field here; docs/operations.md lists them all (a test keeps the
+two in step). Nothing else in the code reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("gateway", "authz", "token", "account")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # --- infrastructure -------------------------------------------------------------------------
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/oauth"
+    db_pool_min: int = Field(2, ge=1)
+    db_pool_max: int = Field(10, ge=1)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "oauth:"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    events_exchange: str = "oauth.events"
+
+    # --- network ----------------------------------------------------------------------------------
+    public_base_url: str = "http://localhost:8080"
+    bind_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    authz_port: int = 8081
+    token_port: int = 8082
+    account_port: int = 8083
+    authz_url: str = ""  # upstreams for the gateway; default http://127.0.0.1:<port>
+    token_url: str = ""
+    account_url: str = ""
+    upstream_timeout_seconds: float = Field(10.0, gt=0)
+    upstream_connect_timeout_seconds: float = Field(2.0, gt=0)
+    upstream_pool_size: int = Field(100, ge=1)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    trust_forwarded_headers: bool = False  # the gateway trusts X-Forwarded-* only behind a known proxy
+    shutdown_timeout_seconds: float = Field(10.0, ge=0)
+
+    # --- secrets ----------------------------------------------------------------------------------
+    # HMAC key for storing client secrets, developer tokens, refresh tokens and codes (SPEC.md
+    # "Operations"). Required; `make run` generates one into .env for local use.
+    token_pepper: str = Field("", repr=False)
+    internal_service_token: str = Field("", repr=False)
+
+    # --- OAuth ------------------------------------------------------------------------------------
+    access_token_ttl_seconds: int = Field(7200, ge=60)
+    refresh_token_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+    auth_code_ttl_seconds: int = Field(600, ge=10, le=600)
+    refresh_grace_seconds: int = Field(5, ge=0, le=60)
+    auto_authorize_enabled: bool = True
+    jwt_algorithm: Literal["RS256", "ES256", "HS256"] = "RS256"
+
+    # --- accounts ---------------------------------------------------------------------------------
+    quota_per_unit: int = Field(1000, ge=1)
+    max_apps_per_developer: int = Field(100, ge=1)
+
+    # --- local development (`make run`) ------------------------------------------------------------
+    demo_password: str = Field("", repr=False)
+    example_port: int = 3000
+
+    # --- logging ----------------------------------------------------------------------------------
+    log_level: str = "INFO"
+    access_log: bool = True
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("PUBLIC_BASE_URL must be an absolute http(s) URL, e.g. https://auth.example.com")
+        return v.rstrip("/")
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return v if v.endswith(":") else v + ":"
+
+    def port_of(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def upstream_url(self, service: str) -> str:
+        explicit = getattr(self, f"{service}_url")
+        return (explicit or f"http://127.0.0.1:{self.port_of(service)}").rstrip("/")
+
+    @cached_property
+    def issuer(self) -> str:
+        return self.public_base_url
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.public_base_url.startswith("https://")
+
+    @cached_property
+    def pepper_bytes(self) -> bytes:
+        if len(self.token_pepper) < 32:
+            raise RuntimeError(
+                "TOKEN_PEPPER is missing or shorter than 32 characters. Set it to a long random value "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`); `make run` "
+                "creates one in .env for local use."
+            )
+        return self.token_pepper.encode()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment (overrides win; tests use them)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,61 @@
+"""Secrets: generation (CSPRNG), keyed hashing for high-entropy tokens, password hashing.
+
+Client secrets, developer tokens, refresh tokens and codes are 256-bit random values, so a keyed
+fast hash (HMAC-SHA256 with a server pepper) is the right store for them: it cannot be brute
+forced and it keeps the token endpoint fast. Only passwords, which people choose, get argon2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+TOKEN_BYTES = 32  # 256 bits
+
+_hasher = PasswordHasher()
+# A valid hash of a random password, verified when the user does not exist, so a login for an
+# unknown account takes as long as one for a known account (no user enumeration by timing).
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def new_token(prefix: str) -> str:
+    """``<prefix>_<43 url-safe chars>``: 256 bits from the OS CSPRNG."""
+    return f"{prefix}_{secrets.token_urlsafe(TOKEN_BYTES)}"
+
+
+def token_hash(pepper: bytes, token: str) -> bytes:
+    return hmac.new(pepper, token.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+
+def same(a: bytes | str, b: bytes | str) -> bool:
+    """Constant-time equality for secrets."""
+    if isinstance(a, str):
+        a = a.encode("utf-8", "surrogatepass")
+    if isinstance(b, str):
+        b = b.encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(a, b)
+
+
+def hash_password_sync(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password_sync(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+async def hash_password(password: str) -> str:
+    # argon2 costs tens of milliseconds of CPU: keep it off the event loop.
+    return await asyncio.get_running_loop().run_in_executor(None, hash_password_sync, password)
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    return await asyncio.get_running_loop().run_in_executor(None, verify_password_sync, stored, password)

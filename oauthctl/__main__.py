@@ -1,0 +1,200 @@
+"""oauthctl: the operator's command line. Every command has --help.
+
+oauthctl migrate                         apply pending migrations
+oauthctl user create --username U --email E [--password-stdin]
+oauthctl user disable --username U
+oauthctl devtoken create --username U [--name N]
+oauthctl devtoken revoke --id N
+oauthctl demo                            create the demo data once and print it
+oauthctl run                             migrate, demo data, start every service (make run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from libs.common.config import Settings, load_settings
+from libs.common.migrate import MigrationError, apply_all, ensure_database
+
+
+def _die(msg: str, code: int = 1) -> int:
+    print(f"oauthctl: {msg}", file=sys.stderr)
+    return code
+
+
+async def _with_conn(settings: Settings, fn: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        return await fn(conn)
+    finally:
+        await conn.close()
+
+
+# --- commands ------------------------------------------------------------------------------------
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    await ensure_database(settings.database_url)
+    await apply_all(settings.database_url)
+    return 0
+
+
+async def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
+    from services.account.users import UserError, create_user
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password for the new user: ")
+
+    async def run(conn: asyncpg.Connection) -> int:
+        try:
+            user = await create_user(conn, args.username, args.email, password)
+        except UserError as exc:
+            return _die(exc.message)
+        print(f"created user id={user.id} username={user.username} email={user.email}")
+        return 0
+
+    return await _with_conn(settings, run)
+
+
+async def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
+    from services.account.users import STATUS_DISABLED, find_user
+
+    async def run(conn: asyncpg.Connection) -> int:
+        user = await find_user(conn, args.username)
+        if user is None:
+            return _die(
+                f"no user named {args.username!r}; list users with psql or create one with 'oauthctl user create'"
+            )
+        await conn.execute("UPDATE users SET status = $2, updated_at = now() WHERE id = $1", user.id, STATUS_DISABLED)
+        print(f"disabled user id={user.id} username={user.username}")
+        return 0
+
+    return await _with_conn(settings, run)
+
+
+async def cmd_devtoken_create(settings: Settings, args: argparse.Namespace) -> int:
+    from services.account.developer_tokens import create_developer_token
+    from services.account.users import find_user
+
+    async def run(conn: asyncpg.Connection) -> int:
+        user = await find_user(conn, args.username)
+        if user is None:
+            return _die(f"no user named {args.username!r}; create one first with 'oauthctl user create'")
+        token, record = await create_developer_token(conn, settings.pepper_bytes, user.id, args.name)
+        print(f"developer token id={record.id} for {user.username} (shown once, store it now):")
+        print(token)
+        return 0
+
+    return await _with_conn(settings, run)
+
+
+async def cmd_devtoken_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from services.account.developer_tokens import revoke_developer_token
+
+    async def run(conn: asyncpg.Connection) -> int:
+        if not await revoke_developer_token(conn, args.id):
+            return _die(f"no active developer token with id {args.id}")
+        print(f"revoked developer token id={args.id}")
+        return 0
+
+    return await _with_conn(settings, run)
+
+
+async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from .demo import ensure_demo
+
+    await ensure_database(settings.database_url)
+    await apply_all(settings.database_url, log=lambda m: None)
+    info = await ensure_demo(settings)
+    from .demo import print_demo
+
+    print_demo(settings, info)
+    return 0
+
+
+async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from .run import run_stack
+
+    return await run_stack(settings, with_example=not args.no_example)
+
+
+# --- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="oauthctl",
+        description="Operate the OAuth platform. Settings come from the environment (DATABASE_URL, TOKEN_PEPPER, ...).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser(
+        "migrate", help="apply pending migrations", description="Apply pending SQL migrations to DATABASE_URL."
+    ).set_defaults(fn=cmd_migrate)
+
+    user = sub.add_parser("user", help="manage users", description="Manage platform users.")
+    usub = user.add_subparsers(dest="action", required=True, metavar="ACTION")
+    uc = usub.add_parser(
+        "create", help="create a user", description="Create a user (password prompted, or read from stdin)."
+    )
+    uc.add_argument("--username", required=True)
+    uc.add_argument("--email", required=True)
+    uc.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    uc.set_defaults(fn=cmd_user_create)
+    ud = usub.add_parser("disable", help="disable a user", description="Disable a user (by username or email).")
+    ud.add_argument("--username", required=True)
+    ud.set_defaults(fn=cmd_user_disable)
+
+    dt = sub.add_parser("devtoken", help="manage developer tokens", description="Manage developer-API tokens.")
+    dsub = dt.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dc = dsub.add_parser(
+        "create", help="create a developer token", description="Create a developer token; it is printed once."
+    )
+    dc.add_argument("--username", required=True, help="the developer's username or email")
+    dc.add_argument("--name", default="cli", help="a label for the token")
+    dc.set_defaults(fn=cmd_devtoken_create)
+    dr = dsub.add_parser("revoke", help="revoke a developer token", description="Revoke a developer token by id.")
+    dr.add_argument("--id", type=int, required=True)
+    dr.set_defaults(fn=cmd_devtoken_revoke)
+
+    sub.add_parser(
+        "demo",
+        help="create the demo data once and print it",
+        description="Migrate, then create a demo user, developer token and app if missing, and print them.",
+    ).set_defaults(fn=cmd_demo)
+
+    run = sub.add_parser(
+        "run",
+        help="run the whole stack locally",
+        description="Migrate, create demo data, start the four services (and the example app); Ctrl-C stops all.",
+    )
+    run.add_argument("--no-example", action="store_true", help="do not start the example third-party app")
+    run.set_defaults(fn=cmd_run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_settings()
+    fn: Callable[[Settings, Any], Awaitable[int]] = args.fn
+    try:
+        return asyncio.run(fn(settings, args))
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, asyncpg.PostgresError) as exc:
+        return _die(
+            f"{exc}\nIs PostgreSQL up, and is DATABASE_URL ({settings.database_url.split('@')[-1]}) right? Then run 'oauthctl migrate'."
+        )
+    except MigrationError as exc:
+        return _die(str(exc))
+    except RuntimeError as exc:
+        return _die(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

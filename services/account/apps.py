@@ -1,0 +1,290 @@
+"""OAuth apps (clients) and the developer API that manages them (guide section "2. 创建 OAuth 应用").
+
+A developer sees and changes only their own apps: another developer's app is a 404, never a 403,
+so app ids of others cannot be probed. The client secret is shown once and stored as a keyed hash.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+from aiohttp import web
+
+from libs.common import outbox
+from libs.common.errors import ApiError
+from libs.common.security import new_token, token_hash
+from libs.common.validation import has_control_chars, json_object, text_field
+from libs.common.web import PG, SETTINGS, envelope
+
+from .developer_tokens import current_developer
+
+AUTH_METHODS = ("client_secret_post", "client_secret_basic", "none")
+MAX_REDIRECT_URIS = 10
+MAX_URI_LEN = 2000
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+CREATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", "token_endpoint_auth_method"}
+UPDATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris"}
+APP_COLUMNS = """id, name, description, client_id, redirect_uris, token_endpoint_auth_method,
+                 created_at, updated_at"""
+
+
+def new_client_id() -> str:
+    return "client_" + secrets.token_hex(16)  # 128 bits from the CSPRNG: public, but unguessable
+
+
+# --- rules ---------------------------------------------------------------------------------------
+def validate_redirect_uri(uri: Any) -> str:
+    """An absolute https URI without fragment; http only for loopback (RFC 8252 7.3, RFC 9700 2.1)."""
+    if not isinstance(uri, str):
+        raise ApiError(400, "redirect_uri must be a string")
+    if not uri or len(uri) > MAX_URI_LEN:
+        raise ApiError(400, f"redirect_uri must be 1-{MAX_URI_LEN} characters")
+    if has_control_chars(uri) or any(c.isspace() for c in uri):
+        raise ApiError(400, "redirect_uri must not contain spaces or control characters")
+    if "#" in uri:
+        raise ApiError(400, "redirect_uri must not contain a fragment (#...)")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ApiError(400, "redirect_uri is not a valid URI") from None
+    if not parts.scheme or not parts.netloc:
+        raise ApiError(400, "redirect_uri must be an absolute URI such as https://yourapp.com/oauth/callback")
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise ApiError(400, "redirect_uri must name a host")
+    if "@" in parts.netloc:
+        raise ApiError(400, "redirect_uri must not contain user information (user@host)")
+    if "*" in host:
+        raise ApiError(400, "redirect_uri must not contain wildcards; register each URI exactly")
+    if scheme == "https":
+        return uri
+    if scheme == "http":
+        if host in LOOPBACK_HOSTS or _is_loopback_ip(host):
+            return uri
+        raise ApiError(400, "redirect_uri must use https; http is allowed only for localhost and 127.0.0.1")
+    raise ApiError(400, "redirect_uri must use https (or http for localhost/127.0.0.1)")
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redirect_uris_from(body: dict[str, Any], *, required: bool) -> list[str] | None:
+    uris: list[str] = []
+    if "redirect_uri" in body and body["redirect_uri"] is not None:
+        uris.append(validate_redirect_uri(body["redirect_uri"]))
+    if "redirect_uris" in body and body["redirect_uris"] is not None:
+        listed = body["redirect_uris"]
+        if not isinstance(listed, list):
+            raise ApiError(400, "redirect_uris must be a list of strings")
+        uris.extend(validate_redirect_uri(u) for u in listed)
+    if not uris:
+        if required:
+            raise ApiError(400, "redirect_uri is required, e.g. https://yourapp.com/oauth/callback")
+        return None
+    unique = list(dict.fromkeys(uris))
+    if len(unique) > MAX_REDIRECT_URIS:
+        raise ApiError(400, f"at most {MAX_REDIRECT_URIS} redirect URIs per app")
+    return unique
+
+
+@dataclass(frozen=True)
+class NewApp:
+    name: str
+    description: str
+    redirect_uris: list[str]
+    token_endpoint_auth_method: str
+
+
+def parse_new_app(body: dict[str, Any]) -> NewApp:
+    name = text_field(body, "name", required=True, min_len=1, max_len=100)
+    description = text_field(body, "description", required=False, min_len=0, max_len=1000)
+    uris = redirect_uris_from(body, required=True)
+    assert uris is not None
+    method = body.get("token_endpoint_auth_method") or "client_secret_post"
+    if method not in AUTH_METHODS:
+        raise ApiError(400, f"token_endpoint_auth_method must be one of: {', '.join(AUTH_METHODS)}")
+    return NewApp(name, description, uris, method)
+
+
+def app_view(row: asyncpg.Record, client_secret: str | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": row["id"],
+        "name": row["name"],
+        "description": row["description"],
+        "client_id": row["client_id"],
+    }
+    if client_secret is not None:
+        view["client_secret"] = client_secret
+    view.update(
+        redirect_uri=row["redirect_uris"][0],
+        redirect_uris=list(row["redirect_uris"]),
+        token_endpoint_auth_method=row["token_endpoint_auth_method"],
+        created_time=int(row["created_at"].timestamp()),
+        updated_time=int(row["updated_at"].timestamp()),
+    )
+    return view
+
+
+def _client_event(row: asyncpg.Record) -> dict[str, Any]:
+    return {"app_id": row["id"], "client_id": row["client_id"]}
+
+
+async def create_app(pool: asyncpg.Pool, pepper: bytes, owner_id: int, new: NewApp, max_apps: int) -> dict[str, Any]:
+    client_id = new_client_id()
+    secret = new_token("secret") if new.token_endpoint_auth_method != "none" else None
+    async with pool.acquire() as conn, conn.transaction():
+        # Lock the owner so concurrent creates cannot pass the per-developer limit together.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", owner_id)
+        count = await conn.fetchval("SELECT count(*) FROM oauth_apps WHERE owner_id = $1", owner_id)
+        if count >= max_apps:
+            raise ApiError(400, f"you already have {max_apps} apps, the limit; delete one you no longer use")
+        row = await conn.fetchrow(
+            f"""INSERT INTO oauth_apps (owner_id, name, description, client_id, client_secret_hash,
+                                        redirect_uris, token_endpoint_auth_method)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {APP_COLUMNS}""",
+            owner_id,
+            new.name,
+            new.description,
+            client_id,
+            token_hash(pepper, secret) if secret else None,
+            new.redirect_uris,
+            new.token_endpoint_auth_method,
+        )
+        assert row is not None
+        await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": "created"})
+    return app_view(row, client_secret=secret)
+
+
+async def list_apps(pool: asyncpg.Pool, owner_id: int) -> list[dict[str, Any]]:
+    rows = await pool.fetch(f"SELECT {APP_COLUMNS} FROM oauth_apps WHERE owner_id = $1 ORDER BY id", owner_id)
+    return [app_view(r) for r in rows]
+
+
+async def get_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> dict[str, Any]:
+    row = await pool.fetchrow(f"SELECT {APP_COLUMNS} FROM oauth_apps WHERE id = $1 AND owner_id = $2", app_id, owner_id)
+    if row is None:
+        raise ApiError(404, "app not found")
+    return app_view(row)
+
+
+async def update_app(pool: asyncpg.Pool, owner_id: int, app_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    if not body:
+        raise ApiError(400, f"nothing to update; send one or more of: {', '.join(sorted(UPDATE_FIELDS))}")
+    name = text_field(body, "name", required=False, min_len=1, max_len=100) if "name" in body else None
+    description = (
+        text_field(body, "description", required=False, min_len=0, max_len=1000) if "description" in body else None
+    )
+    uris = redirect_uris_from(body, required=False)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"""UPDATE oauth_apps SET name = coalesce($3, name), description = coalesce($4, description),
+                       redirect_uris = coalesce($5, redirect_uris), updated_at = now()
+                WHERE id = $1 AND owner_id = $2 RETURNING {APP_COLUMNS}""",
+            app_id,
+            owner_id,
+            name,
+            description,
+            uris,
+        )
+        if row is None:
+            raise ApiError(404, "app not found")
+        await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": "updated"})
+    return app_view(row)
+
+
+async def delete_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "DELETE FROM oauth_apps WHERE id = $1 AND owner_id = $2 RETURNING id, client_id", app_id, owner_id
+        )
+        if row is None:
+            raise ApiError(404, "app not found")
+        await outbox.enqueue(conn, "client.deleted", _client_event(row))
+
+
+async def rotate_secret(pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id: int) -> dict[str, Any]:
+    secret = new_token("secret")
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            f"""UPDATE oauth_apps SET client_secret_hash = $3, secret_rotated_at = now(), updated_at = now()
+                WHERE id = $1 AND owner_id = $2 AND token_endpoint_auth_method <> 'none'
+                RETURNING {APP_COLUMNS}""",
+            app_id,
+            owner_id,
+            token_hash(pepper, secret),
+        )
+        if row is None:
+            exists = await conn.fetchval("SELECT 1 FROM oauth_apps WHERE id = $1 AND owner_id = $2", app_id, owner_id)
+            if exists:
+                raise ApiError(400, "this app is a public client (token_endpoint_auth_method none) and has no secret")
+            raise ApiError(404, "app not found")
+        await outbox.enqueue(conn, "client.secret_rotated", _client_event(row))
+    return app_view(row, client_secret=secret)
+
+
+# --- handlers ------------------------------------------------------------------------------------
+def _app_id(request: web.Request) -> int:
+    raw = request.match_info["app_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise ApiError(404, "app not found")
+    return int(raw)
+
+
+async def handle_create(request: web.Request) -> web.Response:
+    owner = await current_developer(request)
+    settings = request.app[SETTINGS]
+    new = parse_new_app(await json_object(request, CREATE_FIELDS))
+    data = await create_app(request.app[PG], settings.pepper_bytes, owner, new, settings.max_apps_per_developer)
+    return envelope(data, "应用创建成功")
+
+
+async def handle_list(request: web.Request) -> web.Response:
+    owner = await current_developer(request)
+    return envelope(await list_apps(request.app[PG], owner), "获取成功")
+
+
+async def handle_get(request: web.Request) -> web.Response:
+    owner = await current_developer(request)
+    return envelope(await get_app(request.app[PG], owner, _app_id(request)), "获取成功")
+
+
+async def handle_update(request: web.Request) -> web.Response:
+    owner = await current_developer(request)
+    app_id = _app_id(request)
+    body = await json_object(request, UPDATE_FIELDS | {"token_endpoint_auth_method"})
+    if "token_endpoint_auth_method" in body:
+        raise ApiError(400, "token_endpoint_auth_method cannot be changed; create a new app instead")
+    return envelope(await update_app(request.app[PG], owner, app_id, body), "应用更新成功")
+
+
+async def handle_delete(request: web.Request) -> web.Response:
+    owner = await current_developer(request)
+    await delete_app(request.app[PG], owner, _app_id(request))
+    return envelope(None, "应用删除成功")
+
+
+async def handle_rotate(request: web.Request) -> web.Response:
+    owner = await current_developer(request)
+    settings = request.app[SETTINGS]
+    data = await rotate_secret(request.app[PG], settings.pepper_bytes, owner, _app_id(request))
+    return envelope(data, "密钥已重置,请妥善保存新的 client_secret")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/oauth_apps", handle_create)
+    app.router.add_get("/api/oauth_apps", handle_list)
+    app.router.add_get("/api/oauth_apps/{app_id}", handle_get)
+    app.router.add_put("/api/oauth_apps/{app_id}", handle_update)
+    app.router.add_delete("/api/oauth_apps/{app_id}", handle_delete)
+    app.router.add_post("/api/oauth_apps/{app_id}/secret", handle_rotate)

@@ -1,0 +1,93 @@
+"""Developer tokens: bearer credentials for the developer API. Shown once, stored hashed, revocable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from aiohttp import web
+
+from libs.common.errors import ApiError
+from libs.common.security import new_token, token_hash
+from libs.common.web import PG, SETTINGS
+
+from .users import STATUS_ACTIVE
+
+PREFIX = "devtoken"
+WWW_AUTH = 'Bearer realm="developer-api"'
+
+
+@dataclass(frozen=True)
+class DeveloperToken:
+    id: int
+    user_id: int
+    name: str
+    created_at: datetime
+
+
+async def create_developer_token(
+    conn: asyncpg.Connection | asyncpg.Pool, pepper: bytes, user_id: int, name: str = ""
+) -> tuple[str, DeveloperToken]:
+    """Return the token (to show once) and its record; only its hash is stored."""
+    token = new_token(PREFIX)
+    row = await conn.fetchrow(
+        """INSERT INTO developer_tokens (user_id, token_hash, name) VALUES ($1, $2, $3)
+           RETURNING id, user_id, name, created_at""",
+        user_id,
+        token_hash(pepper, token),
+        name,
+    )
+    assert row is not None
+    return token, DeveloperToken(**dict(row))
+
+
+async def revoke_developer_token(
+    conn: asyncpg.Connection | asyncpg.Pool, token_id: int, user_id: int | None = None
+) -> bool:
+    status = await conn.execute(
+        """UPDATE developer_tokens SET revoked_at = now()
+           WHERE id = $1 AND revoked_at IS NULL AND ($2::bigint IS NULL OR user_id = $2)""",
+        token_id,
+        user_id,
+    )
+    return status.endswith(" 1")
+
+
+async def authenticate_developer(pool: asyncpg.Pool, pepper: bytes, authorization: str | None) -> int:
+    """The developer's user id for an ``Authorization: Bearer <developer token>`` header, else 401."""
+    if not authorization:
+        raise ApiError(
+            401, "missing developer token: send 'Authorization: Bearer <developer token>'", www_authenticate=WWW_AUTH
+        )
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise ApiError(
+            401,
+            "malformed Authorization header: expected 'Bearer <developer token>'",
+            www_authenticate=WWW_AUTH + ', error="invalid_request"',
+        )
+    # A lookup by keyed hash: the hash cannot be computed without the pepper, so the index lookup
+    # leaks nothing an attacker can use (no plain-text comparison of the secret happens here).
+    row = await pool.fetchrow(
+        """SELECT t.id, t.user_id, t.last_used_at < now() - interval '1 minute' OR t.last_used_at IS NULL AS stale
+           FROM developer_tokens t JOIN users u ON u.id = t.user_id
+           WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.status = $2""",
+        token_hash(pepper, token),
+        STATUS_ACTIVE,
+    )
+    if row is None:
+        raise ApiError(
+            401,
+            "invalid or revoked developer token; create a new one in the developer console (/developer)",
+            www_authenticate=WWW_AUTH + ', error="invalid_token"',
+        )
+    if row["stale"]:
+        await pool.execute("UPDATE developer_tokens SET last_used_at = now() WHERE id = $1", row["id"])
+    return int(row["user_id"])
+
+
+async def current_developer(request: web.Request) -> int:
+    settings = request.app[SETTINGS]
+    return await authenticate_developer(request.app[PG], settings.pepper_bytes, request.headers.get("Authorization"))

@@ -1,0 +1,5 @@
+from libs.common.web import run_service
+
+from .app import build
+
+run_service("gateway", build)

@@ -1,0 +1,189 @@
+"""The gateway: the only public entry. Routes by path prefix to authz, token and account over
+pooled keep-alive connections, streams bodies both ways with a size limit, and never exposes
+``/internal/*``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from libs.common.config import Settings
+from libs.common.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app
+
+from .routes import route_for
+
+log = logging.getLogger("oauth.gateway")
+
+CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
+
+# RFC 9110 7.6.1: connection-specific headers are not forwarded by a proxy.
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+    )
+)
+# Set by the gateway itself, never taken from the client as-is.
+OWN_REQUEST_HEADERS = frozenset(
+    {"host", "content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
+)
+CHUNK = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def _strip(
+    headers: CIMultiDict[str] | aiohttp.typedefs.LooseHeaders, extra: frozenset[str] = frozenset()
+) -> CIMultiDict[str]:
+    src = CIMultiDict(headers)
+    listed = {t.strip().lower() for v in src.getall("Connection", []) for t in v.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for k, v in src.items():
+        lk = k.lower()
+        if lk in HOP_BY_HOP or lk in listed or lk in extra:
+            continue
+        out.add(k, v)
+    return out
+
+
+def _is_unsafe_path(request: web.Request) -> bool:
+    """Refuse dot-segments and encoded slashes/dots, which could route one prefix into another."""
+    raw = request.raw_path.split("?", 1)[0].lower()
+    if "%2e" in raw or "%2f" in raw or "%5c" in raw or "\\" in raw:
+        return True
+    segments = request.path.split("/")
+    return any(s in (".", "..") for s in segments)
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    if _is_unsafe_path(request):
+        raise web.HTTPBadRequest(reason="Path contains dot-segments or encoded separators")
+    service = route_for(request.path)
+    if service is None:
+        raise web.HTTPNotFound(reason="No such endpoint")
+
+    limit = settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+
+    headers = _strip(request.headers, OWN_REQUEST_HEADERS)
+    peer = request.remote or ""
+    forwarded_for = request.headers.get("X-Forwarded-For") if settings.trust_forwarded_headers else None
+    headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
+    headers["X-Forwarded-Proto"] = (
+        request.headers.get("X-Forwarded-Proto", request.scheme) if settings.trust_forwarded_headers else request.scheme
+    )
+    headers["X-Forwarded-Host"] = request.host
+    headers["X-Request-Id"] = request[REQUEST_ID]
+
+    data: AsyncIterator[bytes] | None = None
+    too_large = False
+    if request.body_exists:
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal too_large
+            seen = 0
+            async for chunk in request.content.iter_chunked(CHUNK):
+                seen += len(chunk)
+                if seen > limit:
+                    too_large = True
+                    raise BodyTooLarge
+                yield chunk
+
+        data = body()
+
+    url = settings.upstream_url(service) + request.raw_path
+    client = request.app[CLIENT]
+    resp: web.StreamResponse | None = None
+    try:
+        async with client.request(request.method, url, headers=headers, data=data, allow_redirects=False) as upstream:
+            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            resp.headers.extend(_strip(upstream.headers, frozenset({"content-length", "server", "date"})))
+            if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
+                resp.content_length = upstream.content_length
+            await resp.prepare(request)
+            async for chunk in upstream.content.iter_chunked(CHUNK):
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+    except (TimeoutError, BodyTooLarge, aiohttp.ClientError) as exc:
+        if too_large:  # the upload passed the limit while streaming (no or a false Content-Length)
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1) from None
+        if resp is not None and resp.prepared:
+            # Headers already went out: the client sees a truncated body, never a second status.
+            log.warning("upstream failed mid-response", extra={"upstream": service, "error": type(exc).__name__})
+            return resp
+        _raise_upstream_error(service, exc)
+        raise
+
+
+def _raise_upstream_error(service: str, exc: BaseException) -> None:
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        log.warning("upstream payload error", extra={"upstream": service, "error": type(exc).__name__})
+        raise web.HTTPBadGateway(reason=f"The {service} service sent a broken response; try again") from None
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        log.warning("upstream timeout", extra={"upstream": service})
+        raise web.HTTPGatewayTimeout(reason=f"The {service} service did not answer in time; try again") from None
+    log.warning("upstream unreachable", extra={"upstream": service, "error": type(exc).__name__})
+    raise web.HTTPBadGateway(reason=f"The {service} service is unavailable; try again shortly") from None
+
+
+async def root(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/user")
+
+
+def build(settings: Settings) -> web.Application:
+    app = create_app("gateway", settings, postgres=False, redis=False, amqp=False)
+
+    async def client_ctx(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(
+            limit=settings.upstream_pool_size, keepalive_timeout=30, ttl_dns_cache=60, enable_cleanup_closed=True
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                connect=settings.upstream_connect_timeout_seconds,
+                sock_read=settings.upstream_timeout_seconds,
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+        app[CLIENT] = session
+        for service in ("authz", "token", "account"):
+            app[READY_CHECKS][service] = _upstream_check(session, settings.upstream_url(service))
+        yield
+        await session.close()
+
+    app.cleanup_ctx.append(client_ctx)
+    app.router.add_get("/", root)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    return app
+
+
+def _upstream_check(session: aiohttp.ClientSession, base: str):  # type: ignore[no-untyped-def]
+    async def check() -> None:
+        async with session.get(base + "/healthz") as r:
+            if r.status != 200:
+                raise ConnectionError(f"{base} answered {r.status}")
+
+    return check

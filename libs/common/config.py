@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     auth_code_ttl_seconds: int = Field(600, ge=10, le=600)
     refresh_grace_seconds: int = Field(5, ge=0, le=60)
     auto_authorize_enabled: bool = True
+    session_ttl_seconds: int = Field(24 * 3600, ge=300)
     jwt_algorithm: Literal["RS256", "ES256", "HS256"] = "RS256"
+    access_token_audience: str = ""  # the access tokens' aud (RFC 9068); default: the issuer
 
     # --- accounts ---------------------------------------------------------------------------------
     quota_per_unit: int = Field(1000, ge=1)
@@ -94,6 +96,10 @@ class Settings(BaseSettings):
     @cached_property
     def issuer(self) -> str:
         return self.public_base_url
+
+    @property
+    def resource_audience(self) -> str:
+        return self.access_token_audience or self.issuer
 
     @property
     def cookie_secure(self) -> bool:

@@ -1,0 +1,218 @@
+"""JWT access tokens (RFC 9068): minting (token service) and verification (every resource endpoint).
+
+Claims: iss, sub, aud, exp, iat, jti, client_id, scope, and ``fam``: the token family (everything
+issued from one authorization code) so revoking a grant or a replayed code rejects its access tokens
+without listing them. Header: ``typ: at+jwt`` and ``kid``.
+
+Revocation state is shared in Redis (``revoked:jti:<jti>`` and ``revoked:fam:<family>``, kept for
+one access-token lifetime); the token service writes it in the same request that revokes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from .config import Settings
+from .errors import OAuthError
+from .keys import KeyStore, ensure_signing_key
+from .redis import key
+from .web import PG, REDIS, SETTINGS
+
+REALM = 'Bearer realm="oauth"'
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    sub: str
+    user_id: int | None  # None for client_credentials tokens
+    client_id: str
+    scopes: frozenset[str]
+    jti: str
+    family: str | None
+    exp: int
+    iat: int
+    claims: dict[str, Any]
+
+
+def invalid_token(description: str) -> OAuthError:
+    return OAuthError(
+        "invalid_token",
+        description,
+        status=401,
+        www_authenticate=f'{REALM}, error="invalid_token", error_description="{description}"',
+    )
+
+
+async def mint(
+    keys: KeyStore,
+    settings: Settings,
+    *,
+    sub: str,
+    client_id: str,
+    scope: str,
+    family: str | None,
+    ttl: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    signing = await keys.signing_key()
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": settings.issuer,
+        "sub": sub,
+        "aud": settings.resource_audience,
+        "exp": now + (ttl or settings.access_token_ttl_seconds),
+        "iat": now,
+        "nbf": now,
+        "jti": uuid.uuid4().hex,
+        "client_id": client_id,
+        "scope": scope,
+    }
+    if family:
+        claims["fam"] = family
+    if extra:
+        claims.update(extra)
+    token = jwt.encode(claims, signing.private, algorithm=signing.alg, headers={"kid": signing.kid, "typ": "at+jwt"})
+    return token, claims
+
+
+def revoked_jti_key(settings: Settings, jti: str) -> str:
+    return key(settings, "revoked", "jti", jti)
+
+
+def revoked_family_key(settings: Settings, family: str) -> str:
+    return key(settings, "revoked", "fam", family)
+
+
+async def mark_revoked(
+    redis: aioredis.Redis,
+    settings: Settings,
+    *,
+    jtis: list[str] = (),
+    families: list[str] = (),  # type: ignore[assignment]
+) -> None:
+    """Record revocations for every verifier (kept as long as an access token can live)."""
+    ttl = settings.access_token_ttl_seconds + 60
+    async with redis.pipeline(transaction=False) as pipe:
+        for j in jtis:
+            pipe.set(revoked_jti_key(settings, j), b"1", ex=ttl)
+        for f in families:
+            pipe.set(revoked_family_key(settings, f), b"1", ex=ttl)
+        await pipe.execute()
+
+
+class AccessTokenVerifier:
+    def __init__(self, keys: KeyStore, redis: aioredis.Redis, settings: Settings) -> None:
+        self.keys = keys
+        self.redis = redis
+        self.settings = settings
+
+    async def verify(self, token: str) -> AccessToken:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise invalid_token("The access token is malformed") from None
+        kid = header.get("kid")
+        if not isinstance(kid, str) or header.get("typ") not in ("at+jwt", "application/at+jwt"):
+            raise invalid_token("The access token is malformed")
+        signing = await self.keys.verification_key(kid)
+        if signing is None:
+            raise invalid_token("The access token was signed by an unknown key")
+        if header.get("alg") != signing.alg:
+            raise invalid_token("The access token is malformed")
+        try:
+            claims = jwt.decode(
+                token,
+                signing.public,
+                algorithms=[signing.alg],
+                audience=self.settings.resource_audience,
+                issuer=self.settings.issuer,
+                options={"require": ["exp", "iat", "sub", "jti", "client_id", "iss", "aud"]},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise invalid_token("The access token expired") from None
+        except jwt.PyJWTError:
+            raise invalid_token("The access token is invalid") from None
+        family = claims.get("fam")
+        names = [revoked_jti_key(self.settings, claims["jti"])]
+        if family:
+            names.append(revoked_family_key(self.settings, family))
+        if any(await self.redis.mget(names)):
+            raise invalid_token("The access token was revoked")
+        sub = str(claims["sub"])
+        return AccessToken(
+            sub=sub,
+            user_id=int(sub) if sub.isdigit() else None,
+            client_id=str(claims["client_id"]),
+            scopes=frozenset(str(claims.get("scope", "")).split()),
+            jti=str(claims["jti"]),
+            family=family,
+            exp=int(claims["exp"]),
+            iat=int(claims["iat"]),
+            claims=claims,
+        )
+
+
+def bearer_from(request: web.Request) -> str:
+    """The token of ``Authorization: Bearer <token>`` (RFC 6750 2.1), else the RFC 6750 3.1 error."""
+    header = request.headers.get("Authorization")
+    if not header:
+        raise OAuthError("invalid_request", "Missing access token", status=401, www_authenticate=REALM)
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value or " " in value or len(value) > 8192:
+        raise OAuthError(
+            "invalid_request",
+            "Malformed Authorization header; expected 'Bearer <access token>'",
+            status=400,
+            www_authenticate=f'{REALM}, error="invalid_request"',
+        )
+    return value
+
+
+def require_scope(token: AccessToken, *needed: str) -> None:
+    """403 ``insufficient_scope`` unless the token carries at least one of ``needed``."""
+    if needed and not token.scopes.intersection(needed):
+        scope = " ".join(needed)
+        raise OAuthError(
+            "insufficient_scope",
+            f"The access token needs the scope: {scope}",
+            status=403,
+            www_authenticate=f'{REALM}, error="insufficient_scope", scope="{scope}"',
+        )
+
+
+KEYS = web.AppKey("keys", KeyStore)
+VERIFIER = web.AppKey("verifier", AccessTokenVerifier)
+
+
+def setup_tokens(app: web.Application, *, create_first_key: bool = False) -> None:
+    """Give ``app`` a KeyStore and an AccessTokenVerifier (after its Postgres and Redis are up)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        if create_first_key:
+            await ensure_signing_key(app[PG], settings.jwt_algorithm)
+        store = KeyStore(app[PG], settings.jwt_algorithm, timedelta(seconds=settings.access_token_ttl_seconds + 300))
+        await store.load()
+        app[KEYS] = store
+        app[VERIFIER] = AccessTokenVerifier(store, app[REDIS], settings)
+        yield
+
+    app.cleanup_ctx.append(ctx)
+
+
+async def authenticate(request: web.Request, *scopes: str) -> AccessToken:
+    """The verified access token of this request, with one of ``scopes`` (RFC 6750 errors otherwise)."""
+    token = await request.app[VERIFIER].verify(bearer_from(request))
+    require_scope(token, *scopes)
+    return token

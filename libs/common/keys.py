@@ -1,0 +1,167 @@
+"""JWT signing keys: creation, the current signing key, verification keys by ``kid``, JWKS.
+
+Keys live in the token service's ``signing_keys`` table. A key is published (JWKS) from creation
+and signs from ``activates_at`` (rotation: publish first, sign later, so caches of JWKS see a key
+before any token carries its kid). Retired keys stop signing but keep verifying until every token
+they signed has expired. Parsed key objects are cached in-process: signing and verifying never
+parse PEM on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+ALGORITHMS = ("RS256", "ES256", "HS256")
+KEYGEN_LOCK = 0x0A07_4B45
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    alg: str
+    private: Any  # a cryptography private key, or bytes for HS256
+    public: Any  # a cryptography public key, or bytes for HS256
+    activates_at: datetime
+    retired_at: datetime | None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def generate(alg: str) -> tuple[str, str, dict[str, Any] | None]:
+    """A new key: (kid, private material, public JWK or None for HS256)."""
+    kid = _b64(secrets.token_bytes(12))
+    if alg == "RS256":
+        priv: Any = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    elif alg == "ES256":
+        priv = ec.generate_private_key(ec.SECP256R1())
+    elif alg == "HS256":
+        return kid, _b64(secrets.token_bytes(32)), None
+    else:
+        raise ValueError(f"unsupported algorithm {alg}; use one of {', '.join(ALGORITHMS)}")
+    pem = priv.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    algo = jwt.get_algorithm_by_name(alg)
+    jwk = json.loads(algo.to_jwk(priv.public_key()))
+    jwk.pop("key_ops", None)  # RFC 7517 4.3: "use" and "key_ops" should not both be present
+    jwk.update(kid=kid, alg=alg, use="sig")
+    return kid, pem, jwk
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def _load(row: asyncpg.Record) -> SigningKey:
+    alg = row["alg"]
+    if alg == "HS256":
+        secret = base64.urlsafe_b64decode(row["private_pem"] + "=" * (-len(row["private_pem"]) % 4))
+        return SigningKey(row["kid"], alg, secret, secret, row["activates_at"], row["retired_at"])
+    priv = serialization.load_pem_private_key(row["private_pem"].encode(), password=None)
+    return SigningKey(row["kid"], alg, priv, priv.public_key(), row["activates_at"], row["retired_at"])
+
+
+async def add_key(db: asyncpg.Pool | asyncpg.Connection, alg: str, activate_after_seconds: int = 0) -> str:
+    kid, private, jwk = generate(alg)
+    await db.execute(
+        """INSERT INTO signing_keys (kid, alg, private_pem, public_jwk, activates_at)
+           VALUES ($1, $2, $3, $4::text::jsonb, now() + make_interval(secs => $5))""",
+        kid,
+        alg,
+        private,
+        json.dumps(jwk) if jwk else None,
+        float(activate_after_seconds),
+    )
+    return kid
+
+
+async def ensure_signing_key(pool: asyncpg.Pool, alg: str) -> None:
+    """Create the first key for ``alg`` on first start (once, even with many instances starting)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYGEN_LOCK)
+        exists = await conn.fetchval(
+            "SELECT 1 FROM signing_keys WHERE alg = $1 AND retired_at IS NULL AND activates_at <= now()", alg
+        )
+        if not exists:
+            await add_key(conn, alg)
+
+
+class KeyStore:
+    """In-process cache of the signing keys, reloaded periodically and on an unknown ``kid``."""
+
+    RELOAD_SECONDS = 30.0
+    UNKNOWN_KID_MIN_INTERVAL = 2.0
+
+    def __init__(self, pool: asyncpg.Pool, alg: str, retire_grace: timedelta) -> None:
+        self.pool = pool
+        self.alg = alg
+        self.retire_grace = retire_grace  # how long a retired key keeps verifying
+        self._keys: dict[str, SigningKey] = {}
+        self._jwks: list[dict[str, Any]] = []
+        self._loaded_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        async with self._lock:
+            rows = await self.pool.fetch(
+                """SELECT kid, alg, private_pem, public_jwk, activates_at, retired_at FROM signing_keys
+                   WHERE retired_at IS NULL OR retired_at > now() - $1::interval
+                   ORDER BY activates_at""",
+                self.retire_grace,
+            )
+            keys = {}
+            for r in rows:
+                cached = self._keys.get(r["kid"])
+                keys[r["kid"]] = (
+                    cached
+                    if cached and cached.retired_at == r["retired_at"] and cached.activates_at == r["activates_at"]
+                    else _load(r)
+                )
+            self._keys = keys
+            self._jwks = [_as_dict(r["public_jwk"]) for r in rows if r["public_jwk"] is not None]
+            self._loaded_at = time.monotonic()
+
+    async def _fresh(self) -> None:
+        if time.monotonic() - self._loaded_at > self.RELOAD_SECONDS:
+            await self.load()
+
+    def _active(self) -> list[SigningKey]:
+        now = datetime.now(UTC)
+        return [k for k in self._keys.values() if k.alg == self.alg and k.retired_at is None and k.activates_at <= now]
+
+    async def signing_key(self) -> SigningKey:
+        """The newest active key of the configured algorithm."""
+        await self._fresh()
+        candidates = self._active()
+        if not candidates:  # e.g. a rotated key just became active
+            await self.load()
+            candidates = self._active()
+        if not candidates:
+            raise RuntimeError(f"no active {self.alg} signing key; run 'oauthctl keys add --alg {self.alg}'")
+        return max(candidates, key=lambda k: k.activates_at)
+
+    async def verification_key(self, kid: str) -> SigningKey | None:
+        await self._fresh()
+        key = self._keys.get(kid)
+        if key is None and time.monotonic() - self._loaded_at > self.UNKNOWN_KID_MIN_INTERVAL:
+            await self.load()  # a key added by another instance since our last load
+            key = self._keys.get(kid)
+        return key
+
+    async def jwks(self) -> dict[str, Any]:
+        await self._fresh()
+        return {"keys": list(self._jwks)}

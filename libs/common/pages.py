@@ -1,0 +1,109 @@
+"""Server-rendered pages: Jinja2 (autoescaped), a shared layout, Chinese and English.
+
+Each service has ``templates/`` beside its modules; ``libs/common/templates`` holds the layout.
+Strings live in per-service dictionaries registered with ``add_strings``; templates call
+``t("key")``. The language is ``?lang=``, then the ``lang`` cookie, then Accept-Language; default zh.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from .sessions import CSRF_FIELD, csrf_token, current_session
+from .web import SETTINGS
+
+LANGS = ("zh", "en")
+ENV = web.AppKey("jinja_env", jinja2.Environment)
+STRINGS: dict[str, dict[str, str]] = {"zh": {}, "en": {}}
+
+add_common = {
+    "zh": {
+        "site.name": "开放平台",
+        "nav.user": "用户中心",
+        "nav.authorizations": "授权管理",
+        "nav.topup": "充值",
+        "nav.developer": "开发者",
+        "nav.login": "登录",
+        "nav.logout": "退出登录",
+        "nav.register": "注册",
+        "lang.switch": "English",
+    },
+    "en": {
+        "site.name": "Open Platform",
+        "nav.user": "Account",
+        "nav.authorizations": "Authorized apps",
+        "nav.topup": "Top up",
+        "nav.developer": "Developers",
+        "nav.login": "Log in",
+        "nav.logout": "Log out",
+        "nav.register": "Sign up",
+        "lang.switch": "中文",
+    },
+}
+
+
+def add_strings(strings: dict[str, dict[str, str]]) -> None:
+    for lang, table in strings.items():
+        STRINGS[lang].update(table)
+
+
+add_strings(add_common)
+
+
+def setup_pages(app: web.Application, templates: Path) -> None:
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(
+            [jinja2.FileSystemLoader(str(templates)), jinja2.FileSystemLoader(str(Path(__file__).parent / "templates"))]
+        ),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        enable_async=False,
+    )
+    app[ENV] = env
+
+
+def pick_lang(request: web.Request) -> str:
+    for candidate in (request.query.get("lang"), request.cookies.get("lang")):
+        if candidate in LANGS:
+            return candidate
+    accept = request.headers.get("Accept-Language", "").lower()
+    if accept.startswith("en"):
+        return "en"
+    return "zh"
+
+
+def translator(lang: str):  # type: ignore[no-untyped-def]
+    table = STRINGS[lang]
+    fallback = STRINGS["zh"]
+
+    def t(k: str, **kw: Any) -> str:
+        text = table.get(k) or fallback.get(k) or k
+        return text.format(**kw) if kw else text
+
+    return t
+
+
+async def render(request: web.Request, name: str, status: int = 200, **context: Any) -> web.Response:
+    lang = pick_lang(request)
+    session = await current_session(request)
+    ctx = {
+        "t": translator(lang),
+        "lang": lang,
+        "other_lang": "en" if lang == "zh" else "zh",
+        "csrf_field": CSRF_FIELD,
+        "csrf_token": csrf_token(request),
+        "logged_in": session is not None,
+        "base_url": request.app[SETTINGS].public_base_url,
+        "path": request.path,
+        **context,
+    }
+    html = request.app[ENV].get_template(name).render(**ctx)
+    resp = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+    resp.headers["Cache-Control"] = "no-store"
+    if request.query.get("lang") in LANGS:
+        resp.set_cookie("lang", request.query["lang"], max_age=365 * 24 * 3600, path="/", samesite="Lax")
+    return resp

@@ -1,0 +1,137 @@
+"""Login sessions in Redis behind an HttpOnly, SameSite=Lax cookie, and CSRF tokens for forms.
+
+The cookie holds a 256-bit random session id; Redis holds only its SHA-256, so a Redis dump does
+not give working cookies. A new id is issued at every login (no session fixation).
+
+CSRF: a signed double-submit token. A random ``csrf`` cookie is set once per browser; forms carry
+HMAC(pepper, cookie). An attacker who can plant a cookie still cannot compute its form token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+from .errors import PageError
+from .redis import key
+from .web import REDIS, SETTINGS
+
+SESSION_COOKIE = "sid"
+CSRF_COOKIE = "csrf"
+CSRF_FIELD = "csrf_token"
+SESSION = web.RequestKey("session", object)
+NEW_CSRF_COOKIE = web.RequestKey("new_csrf_cookie", str)
+
+
+@dataclass(frozen=True)
+class Session:
+    key: str  # redis key
+    user_id: int
+    auth_time: int  # when the user last entered their password (OIDC auth_time)
+
+
+def _skey(request_or_app: web.Request | web.Application, sid: str) -> str:
+    app = request_or_app.app if isinstance(request_or_app, web.Request) else request_or_app
+    return key(app[SETTINGS], "session", hashlib.sha256(sid.encode()).hexdigest())
+
+
+async def start_session(request: web.Request, response: web.StreamResponse, user_id: int) -> Session:
+    """Log ``user_id`` in: drop any old session, store a new one, set the cookie on ``response``."""
+    await end_session(request, response)
+    settings = request.app[SETTINGS]
+    sid = secrets.token_urlsafe(32)
+    skey = _skey(request, sid)
+    now = int(time.time())
+    await request.app[REDIS].set(
+        skey, orjson.dumps({"user_id": user_id, "auth_time": now}), ex=settings.session_ttl_seconds
+    )
+    response.set_cookie(
+        SESSION_COOKIE,
+        sid,
+        max_age=settings.session_ttl_seconds,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=settings.cookie_secure,
+    )
+    session = Session(skey, user_id, now)
+    request[SESSION] = session
+    return session
+
+
+async def current_session(request: web.Request) -> Session | None:
+    if SESSION in request:
+        return request[SESSION]  # type: ignore[return-value]
+    session = None
+    sid = request.cookies.get(SESSION_COOKIE)
+    if sid and 20 <= len(sid) <= 100:
+        skey = _skey(request, sid)
+        raw = await request.app[REDIS].get(skey)
+        if raw:
+            data = orjson.loads(raw)
+            session = Session(skey, int(data["user_id"]), int(data["auth_time"]))
+    request[SESSION] = session
+    return session
+
+
+async def end_session(request: web.Request, response: web.StreamResponse) -> None:
+    sid = request.cookies.get(SESSION_COOKIE)
+    if sid:
+        await request.app[REDIS].delete(_skey(request, sid))
+        response.del_cookie(SESSION_COOKIE, path="/")
+    request[SESSION] = None
+
+
+async def drop_user_sessions_key(request: web.Request, session: Session) -> None:
+    await request.app[REDIS].delete(session.key)
+
+
+# --- CSRF ----------------------------------------------------------------------------------------
+def _csrf_for(request: web.Request, cookie: str) -> str:
+    mac = hmac.new(request.app[SETTINGS].pepper_bytes, b"csrf:" + cookie.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+
+
+def csrf_token(request: web.Request) -> str:
+    """The form token for this browser; sets the csrf cookie on the response if it is new."""
+    cookie = request.cookies.get(CSRF_COOKIE) or request.get(NEW_CSRF_COOKIE)
+    if not cookie or len(cookie) > 100:
+        cookie = secrets.token_urlsafe(32)
+        request[NEW_CSRF_COOKIE] = cookie
+    return _csrf_for(request, cookie)
+
+
+async def set_csrf_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare hook: send the csrf cookie created while rendering this response."""
+    cookie = request.get(NEW_CSRF_COOKIE)
+    if cookie:
+        response.set_cookie(
+            CSRF_COOKIE,
+            cookie,
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=request.app[SETTINGS].cookie_secure,
+        )
+
+
+def check_csrf(request: web.Request, submitted: str | None) -> None:
+    """Refuse a form post whose token does not match this browser's csrf cookie (403 page)."""
+    cookie = request.cookies.get(CSRF_COOKIE)
+    if not cookie or not submitted or not hmac.compare_digest(_csrf_for(request, cookie), submitted):
+        raise PageError(
+            403,
+            "表单已过期 / This form has expired",
+            "请返回上一页刷新后重试。Go back, reload the page and submit again (cookies must be enabled).",
+        )
+
+
+def enable_csrf(app: web.Application) -> None:
+    app.on_response_prepare.append(set_csrf_cookie)

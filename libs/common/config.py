@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     refresh_grace_seconds: int = Field(5, ge=0, le=60)
     auto_authorize_enabled: bool = True
     session_ttl_seconds: int = Field(24 * 3600, ge=300)
+    consent_request_ttl_seconds: int = Field(600, ge=60, le=3600)  # a pending consent page's lifetime
+    # Login rate limits (failures per window): per account and per client IP.
+    login_max_failures_per_account: int = Field(5, ge=1)
+    login_max_failures_per_ip: int = Field(30, ge=1)
+    login_failure_window_seconds: int = Field(15 * 60, ge=10)
     jwt_algorithm: Literal["RS256", "ES256", "HS256"] = "RS256"
     access_token_audience: str = ""  # the access tokens' aud (RFC 9068); default: the issuer
 

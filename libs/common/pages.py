@@ -94,6 +94,8 @@ async def render(request: web.Request, name: str, status: int = 200, **context: 
         "t": translator(lang),
         "lang": lang,
         "other_lang": "en" if lang == "zh" else "zh",
+        # the header's language switch; a page whose query matters passes its own lang_url
+        "lang_url": "?lang=" + ("en" if lang == "zh" else "zh"),
         "csrf_field": CSRF_FIELD,
         "csrf_token": csrf_token(request),
         "logged_in": session is not None,

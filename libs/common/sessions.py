@@ -15,9 +15,10 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from .errors import PageError
 from .redis import key
@@ -112,14 +113,17 @@ async def set_csrf_cookie(request: web.Request, response: web.StreamResponse) ->
     """on_response_prepare hook: send the csrf cookie created while rendering this response."""
     cookie = request.get(NEW_CSRF_COOKIE)
     if cookie:
-        response.set_cookie(
-            CSRF_COOKIE,
-            cookie,
-            path="/",
-            httponly=True,
-            samesite="Lax",
-            secure=request.app[SETTINGS].cookie_secure,
-        )
+        # Written as a header, not with response.set_cookie(): recent aiohttp (3.14) turns cookies
+        # into headers *before* on_response_prepare runs, so a cookie set here would be dropped.
+        morsel: SimpleCookie = SimpleCookie()
+        morsel[CSRF_COOKIE] = cookie
+        attrs = morsel[CSRF_COOKIE]
+        attrs["path"] = "/"
+        attrs["httponly"] = True
+        attrs["samesite"] = "Lax"
+        if request.app[SETTINGS].cookie_secure:
+            attrs["secure"] = True
+        response.headers.add(hdrs.SET_COOKIE, attrs.OutputString())
 
 
 def check_csrf(request: web.Request, submitted: str | None) -> None:

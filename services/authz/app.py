@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
 from libs.common.config import Settings
+from libs.common.pages import setup_pages
+from libs.common.sessions import enable_csrf
 from libs.common.web import create_app
+
+from . import authorize, consent, login, strings  # noqa: F401 - strings registers the page texts
 
 
 def build(settings: Settings) -> web.Application:
     settings.pepper_bytes  # noqa: B018 - fail at start, not on the first request, without a pepper
-    return create_app("authz", settings)
+    app = create_app("authz", settings)
+    setup_pages(app, Path(__file__).parent / "templates")
+    enable_csrf(app)
+    login.add_routes(app)
+    authorize.add_routes(app)
+    consent.add_routes(app)
+    return app

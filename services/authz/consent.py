@@ -1,0 +1,121 @@
+"""The consent step: the page (the authorize endpoint's own response) and ``POST /consent``.
+
+A validated request waiting for the user's answer is kept in Redis under a random id (256 bits,
+CONSENT_REQUEST_TTL_SECONDS, default 10 min), bound to the user it was shown to:
+``consent:<sha256(id)>`` -> ``{"user_id", "request"}``. The page's form carries the id and the CSRF
+token. ``POST /consent`` accepts an id only for the same (still active) user, and only once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from urllib.parse import urlencode, urlsplit
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+from multidict import MultiMapping
+
+from libs.common.clients import get_client
+from libs.common.config import Settings
+from libs.common.pages import render
+from libs.common.redis import key
+from libs.common.sessions import CSRF_FIELD, check_csrf
+from libs.common.web import PG, REDIS, SETTINGS
+
+from .authrequest import AuthRequest
+from .codes import issue_code
+from .identity import SignedIn, signed_in
+from .responses import error_page, lang_url, to_client
+
+MAX_REQUEST_ID = 100
+
+
+class ConsentError(Exception):
+    def __init__(self, status: int, message_key: str) -> None:
+        super().__init__(message_key)
+        self.status = status
+        self.message_key = message_key
+
+
+def _rkey(settings: Settings, request_id: str) -> str:
+    return key(settings, "consent", hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest())
+
+
+async def store(redis: aioredis.Redis, settings: Settings, req: AuthRequest, user_id: int) -> str:
+    request_id = secrets.token_urlsafe(32)
+    value = orjson.dumps({"user_id": user_id, "request": req.to_json()})
+    await redis.set(_rkey(settings, request_id), value, ex=settings.consent_request_ttl_seconds)
+    return request_id
+
+
+async def take(redis: aioredis.Redis, settings: Settings, request_id: str, user_id: int) -> AuthRequest:
+    """The stored request, consumed: it must exist, belong to ``user_id``, and not be taken yet."""
+    if not request_id or len(request_id) > MAX_REQUEST_ID:
+        raise ConsentError(400, "error.request_expired")
+    rkey = _rkey(settings, request_id)
+    raw = await redis.get(rkey)
+    if raw is None:
+        raise ConsentError(400, "error.request_expired")
+    data = orjson.loads(raw)
+    if data["user_id"] != user_id:
+        raise ConsentError(403, "error.request_not_yours")
+    if await redis.delete(rkey) != 1:  # another submit won the race: single use
+        raise ConsentError(400, "error.request_expired")
+    return AuthRequest.from_json(data["request"])
+
+
+async def render_page(request: web.Request, req: AuthRequest, who: SignedIn, request_id: str) -> web.Response:
+    """The consent page: the app, the scopes in plain words, Allow / Deny."""
+    return await render(
+        request,
+        "consent.html",
+        app_name=req.client_name,
+        app_description=req.client_description,
+        scopes=req.scopes,
+        redirect_host=urlsplit(req.redirect_uri).netloc,
+        username=who.username,
+        request_id=request_id,
+        switch_url="/login?" + urlencode({"next": request.raw_path}),
+        lang_url=lang_url(request),
+    )
+
+
+def _field(form: MultiMapping[object], name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+async def post_consent(request: web.Request) -> web.Response:
+    form = await request.post()
+    check_csrf(request, _field(form, CSRF_FIELD))
+    decision = _field(form, "decision")
+    if decision not in ("allow", "deny"):
+        return await error_page(request, 400, "error.bad_form")
+    who = await signed_in(request)
+    if who is None:
+        return await error_page(request, 401, "error.not_logged_in")
+    settings = request.app[SETTINGS]
+    try:
+        req = await take(request.app[REDIS], settings, _field(form, "request"), who.user_id)
+    except ConsentError as exc:
+        return await error_page(request, exc.status, exc.message_key)
+    # The app may have been deleted or its redirect URIs changed while the page was open.
+    client = await get_client(request.app[PG], req.client_id)
+    if client is None or not client.has_redirect_uri(req.redirect_uri):
+        return await error_page(request, 400, "error.unknown_client")
+    if decision == "deny":
+        return to_client(
+            req.redirect_uri,
+            settings.issuer,
+            req.state,
+            error="access_denied",
+            error_description="the user denied the request",
+        )
+    code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time)
+    return to_client(req.redirect_uri, settings.issuer, req.state, code=code)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/consent", post_consent)

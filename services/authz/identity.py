@@ -1,0 +1,66 @@
+"""Who is logged in: the authz service's read-only view of the account service's ``users`` table
+(docs/contracts.md: "authz reads users for login")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from libs.common.sessions import Session, current_session, end_session
+from libs.common.validation import has_control_chars
+from libs.common.web import PG
+
+STATUS_ACTIVE = 1  # services/account/users.py: 1 active, 2 disabled
+MAX_IDENTIFIER = 254
+
+
+@dataclass(frozen=True)
+class LoginUser:
+    id: int
+    username: str
+    status: int
+    password_hash: str
+
+    @property
+    def active(self) -> bool:
+        return self.status == STATUS_ACTIVE
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    session: Session
+    user_id: int
+    username: str
+
+
+async def find_login_user(db: asyncpg.Pool, identifier: str) -> LoginUser | None:
+    """The user whose username or email is ``identifier`` (case-insensitive), with the hash."""
+    if not identifier or len(identifier) > MAX_IDENTIFIER or has_control_chars(identifier):
+        return None
+    row = await db.fetchrow(
+        """SELECT id, username, status, password_hash FROM users
+           WHERE lower(username) = lower($1) OR lower(email) = lower($1)
+           ORDER BY (lower(username) = lower($1)) DESC LIMIT 1""",
+        identifier,
+    )
+    return LoginUser(**dict(row)) if row else None
+
+
+async def signed_in(request: web.Request) -> SignedIn | None:
+    """The session's user if they are logged in and still active; a session whose user has been
+    disabled or deleted counts as logged out."""
+    session = await current_session(request)
+    if session is None:
+        return None
+    row = await request.app[PG].fetchrow("SELECT username, status FROM users WHERE id = $1", session.user_id)
+    if row is None or row["status"] != STATUS_ACTIVE:
+        return None
+    return SignedIn(session, session.user_id, row["username"])
+
+
+async def drop_dead_session(request: web.Request, response: web.StreamResponse) -> None:
+    """Clear the cookie of a session whose user can no longer log in (disabled or deleted)."""
+    if await current_session(request) is not None:
+        await end_session(request, response)

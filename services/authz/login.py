@@ -1,0 +1,158 @@
+"""Login and logout pages.
+
+``GET /login?next=`` shows the form; ``POST /login`` checks the CSRF token and the rate limits,
+verifies the password with argon2 (an unknown account costs the same time), refuses disabled
+accounts, starts a new session and redirects to ``next`` (a local path only, else ``/user``).
+Wrong credentials re-render the form with one message that never says which field was wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+from multidict import MultiMapping
+
+from libs.common.config import Settings
+from libs.common.pages import render
+from libs.common.security import verify_password
+from libs.common.sessions import CSRF_FIELD, check_csrf, current_session, end_session, start_session
+from libs.common.validation import has_control_chars
+from libs.common.web import PG, REDIS, SETTINGS
+
+from . import ratelimit
+from .identity import MAX_IDENTIFIER, find_login_user, signed_in
+from .responses import found, lang_url
+
+DEFAULT_NEXT = "/user"
+MAX_NEXT = 4096
+MAX_PASSWORD = 1024
+
+
+def safe_next(raw: object) -> str:
+    """``raw`` if it is a path on this site, else ``/user``. Refuses ``//host`` and ``/\\host``
+    (browsers read both as another host), and any whitespace or control character (browsers drop
+    tabs and newlines, which would turn ``/\\t/host`` into ``//host``)."""
+    if not isinstance(raw, str) or not raw.startswith("/") or len(raw) > MAX_NEXT:
+        return DEFAULT_NEXT
+    if raw.startswith(("//", "/\\")) or "\\" in raw or has_control_chars(raw) or any(c.isspace() for c in raw):
+        return DEFAULT_NEXT
+    return raw
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    outcome: Literal["ok", "missing", "failed", "disabled", "blocked"]
+    user_id: int | None = None
+    retry_after: int = 0
+
+
+async def authenticate(
+    db: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, identifier: str, password: str, ip: str
+) -> LoginResult:
+    """The login rule: rate limits first, then the password (argon2, the same cost for unknown
+    accounts), then the account status. Failures are counted per account and per IP."""
+    identifier = identifier.strip()
+    if not identifier or not password:
+        return LoginResult("missing")
+    user = await find_login_user(db, identifier)
+    acct = ratelimit.account_key(settings, user.id if user else None, identifier[:MAX_IDENTIFIER])
+    blocked = await ratelimit.check(redis, settings, acct, ip)
+    if blocked is not None:
+        return LoginResult("blocked", retry_after=blocked.retry_after)
+    ok = await verify_password(user.password_hash if user else None, password[:MAX_PASSWORD])
+    if not ok or user is None or len(password) > MAX_PASSWORD:
+        await ratelimit.record_failure(redis, settings, acct, ip)
+        return LoginResult("failed")
+    if not user.active:
+        return LoginResult("disabled")
+    await ratelimit.clear_account(redis, acct)
+    return LoginResult("ok", user_id=user.id)
+
+
+def _field(form: MultiMapping[object], name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+# --- handlers ------------------------------------------------------------------------------------
+async def _login_page(request: web.Request, next_url: str, *, status: int = 200, **ctx: object) -> web.Response:
+    who = await signed_in(request)
+    ctx.setdefault("error", None)
+    ctx.setdefault("identifier", "")
+    reauth = request.query.get("reauth") == "1"
+    keep = {"next": next_url} if next_url != DEFAULT_NEXT else {}
+    if reauth:
+        keep["reauth"] = "1"
+    return await render(
+        request,
+        "login.html",
+        status=status,
+        next=next_url,
+        reauth=reauth,
+        lang_url=lang_url(request, keep),
+        signed_in_as=who.username if who else None,
+        **ctx,
+    )
+
+
+async def get_login(request: web.Request) -> web.Response:
+    return await _login_page(request, safe_next(request.query.get("next")))
+
+
+async def post_login(request: web.Request) -> web.Response:
+    form = await request.post()
+    check_csrf(request, _field(form, CSRF_FIELD))
+    next_url = safe_next(_field(form, "next"))
+    identifier = _field(form, "username")
+    settings = request.app[SETTINGS]
+    result = await authenticate(
+        request.app[PG],
+        request.app[REDIS],
+        settings,
+        identifier,
+        _field(form, "password"),
+        ratelimit.client_ip(request),
+    )
+    shown_identifier = identifier[:MAX_IDENTIFIER]
+    if result.outcome == "ok":
+        assert result.user_id is not None
+        resp = found(next_url)
+        await start_session(request, resp, result.user_id)
+        return resp
+    if result.outcome == "blocked":
+        minutes = max(1, -(-result.retry_after // 60))
+        at = datetime.fromtimestamp(time.time() + result.retry_after, UTC).strftime("%H:%M")
+        resp = await render(request, "rate_limited.html", status=429, minutes=str(minutes), at=at, next=next_url)
+        resp.headers["Retry-After"] = str(result.retry_after)
+        return resp
+    status, key = {
+        "missing": (400, "login.missing"),
+        "failed": (401, "login.failed"),
+        "disabled": (403, "login.disabled"),
+    }[result.outcome]
+    return await _login_page(request, next_url, status=status, error=key, identifier=shown_identifier)
+
+
+async def get_logout(request: web.Request) -> web.Response:
+    return await render(request, "logout.html", session_active=await current_session(request) is not None)
+
+
+async def post_logout(request: web.Request) -> web.Response:
+    form = await request.post()
+    check_csrf(request, _field(form, CSRF_FIELD))
+    resp = found("/login")
+    await end_session(request, resp)
+    return resp
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/login", get_login)
+    app.router.add_post("/login", post_login)
+    app.router.add_get("/logout", get_logout)
+    app.router.add_post("/logout", post_logout)

@@ -1,0 +1,49 @@
+"""Responses of the authorization flow: redirects back to the client and error pages. All carry
+``Cache-Control: no-store`` (codes, states and pages must not be cached)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from libs.common.pages import pick_lang, render
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def with_query(uri: str, params: dict[str, str | None]) -> str:
+    """``uri`` with ``params`` appended to its query (keeping any query it already has)."""
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    if "?" not in uri:
+        sep = "?"
+    elif uri.endswith(("?", "&")):
+        sep = ""
+    else:
+        sep = "&"
+    return f"{uri}{sep}{query}"
+
+
+def found(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location, **NO_STORE})
+
+
+def to_client(redirect_uri: str, issuer: str, state: str | None, **params: str | None) -> web.Response:
+    """Redirect to the client's (validated) redirect_uri with ``params``, ``state`` and ``iss``
+    (RFC 9207)."""
+    return found(with_query(redirect_uri, {**params, "state": state, "iss": issuer}))
+
+
+async def error_page(request: web.Request, status: int, message_key: str, **kw: str) -> web.Response:
+    resp = await render(request, "error.html", status=status, message_key=message_key, message_args=kw)
+    resp.headers["Pragma"] = "no-cache"
+    return resp
+
+
+def lang_url(request: web.Request, query: dict[str, str] | None = None) -> str:
+    """The header's language switch for a page whose query matters: this path with ``query`` (by
+    default the current query) and ``lang`` set to the other language."""
+    other = "en" if pick_lang(request) == "zh" else "zh"
+    if query is None:
+        return str(request.rel_url.update_query(lang=other))
+    return request.rel_url.path + "?" + urlencode({**query, "lang": other})

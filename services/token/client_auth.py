@@ -1,0 +1,96 @@
+"""Client authentication at the token endpoint (RFC 6749 2.3.1, 3.2.1, 5.2).
+
+- ``client_secret_post``: ``client_id`` and ``client_secret`` in the form body (the guide's way).
+- ``client_secret_basic``: ``Authorization: Basic base64(urlencode(id) ":" urlencode(secret))``.
+- ``none`` (public clients): ``client_id`` only; they must use PKCE (checked by the grant).
+
+A confidential client may use either of post and basic whatever method it registered (the guide
+uses post; libraries often default to basic), but never both in one request (RFC 6749 2.3:
+"MUST NOT use more than one authentication method in each request"). Secrets are compared only via
+``Client.verify_secret`` (constant time). Failures are ``invalid_client`` 401, with
+``WWW-Authenticate: Basic`` when the client tried the Authorization header (RFC 6749 5.2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+import asyncpg
+
+from libs.common.clients import Client, get_client
+from libs.common.errors import OAuthError
+
+from .form import invalid_request
+
+BASIC_CHALLENGE = 'Basic realm="oauth"'
+MAX_AUTHORIZATION_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    client_id: str | None
+    secret: str | None
+    via_basic: bool
+
+
+def invalid_client(description: str, *, via_basic: bool) -> OAuthError:
+    return OAuthError(
+        "invalid_client", description, status=401, www_authenticate=BASIC_CHALLENGE if via_basic else None
+    )
+
+
+def _basic(header: str) -> tuple[str, str]:
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise invalid_client(
+            "Only HTTP Basic client authentication is supported in the Authorization header", via_basic=True
+        )
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        raw_id, sep, raw_secret = decoded.partition(":")
+        if not sep:
+            raise ValueError("no colon")
+        # RFC 6749 2.3.1: both parts are application/x-www-form-urlencoded before Basic encoding.
+        client_id, secret = unquote_plus(raw_id, errors="strict"), unquote_plus(raw_secret, errors="strict")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        raise invalid_client("The Basic credentials are malformed", via_basic=True) from None
+    if any(ord(c) < 32 or ord(c) == 127 for c in client_id + secret):
+        raise invalid_client("The Basic credentials are malformed", via_basic=True)
+    return client_id, secret
+
+
+def client_credentials(authorization: str | None, form: dict[str, str]) -> ClientCredentials:
+    """Which client claims to be calling, and with what secret (no checks against the store yet)."""
+    body_id, body_secret = form.get("client_id"), form.get("client_secret")
+    if not authorization:
+        return ClientCredentials(body_id, body_secret, via_basic=False)
+    if len(authorization) > MAX_AUTHORIZATION_CHARS:
+        raise invalid_client("The Authorization header is too long", via_basic=True)
+    basic_id, basic_secret = _basic(authorization)
+    if body_secret is not None:
+        raise invalid_request("Use one client authentication method: HTTP Basic or client_secret in the body, not both")
+    if body_id is not None and body_id != basic_id:
+        raise invalid_request("client_id in the body does not match the HTTP Basic credentials")
+    return ClientCredentials(basic_id, basic_secret or None, via_basic=True)
+
+
+async def authenticate_client(db: asyncpg.Pool | asyncpg.Connection, pepper: bytes, creds: ClientCredentials) -> Client:
+    if not creds.client_id:
+        raise invalid_client(
+            "Client authentication is missing: send client_id and client_secret", via_basic=creds.via_basic
+        )
+    client = await get_client(db, creds.client_id)
+    if client is None:
+        raise invalid_client("Unknown client", via_basic=creds.via_basic)
+    if client.is_public:
+        if creds.secret is not None:
+            raise invalid_client("This is a public client: it has no client_secret", via_basic=creds.via_basic)
+        return client
+    if creds.secret is None:
+        raise invalid_client("client_secret is missing", via_basic=creds.via_basic)
+    if not client.verify_secret(pepper, creds.secret):
+        raise invalid_client("Client authentication failed", via_basic=creds.via_basic)
+    return client

@@ -1,0 +1,141 @@
+"""``grant_type=authorization_code`` (RFC 6749 4.1.3, RFC 7636 4.6, RFC 9700 2.1.1 and 4.5).
+
+The code is consumed by ONE atomic statement (docs/contracts.md) in a transaction that also creates
+the token family, links it to the code, stores the first refresh token and mints the access token:
+two concurrent exchanges of one code cannot both succeed (the second blocks on the row lock, then
+finds it used).
+
+Binding to the client is part of that statement's WHERE clause, so a code presented by another
+client is never consumed (it stays usable by the client it was issued to; RFC 6749 4.1.3 answers
+``invalid_grant`` either way). The other bindings (redirect_uri, PKCE, an active user) are checked
+on the consumed row inside the same transaction; a failure rolls the consumption back, so a request
+that gets them wrong does not burn the code for the legitimate client (a PKCE verifier is 256 bits
+and cannot be guessed by retrying).
+
+A code that was already used is a replay (RFC 6749 4.1.2, 10.5): the family issued from it is
+revoked (refresh tokens and access tokens) and the answer is ``invalid_grant``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+import uuid
+
+import asyncpg
+
+from libs.common.clients import Client
+from libs.common.errors import OAuthError
+from libs.common.security import same, token_hash
+
+from ..families import create_family, revoke_family
+from ..form import required
+from ..issuance import Deps, issue_pair
+
+log = logging.getLogger("oauth.token")
+
+ACTIVE = 1  # users.status
+VERIFIER_RE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636 4.1
+
+CONSUME_SQL = """
+UPDATE authorization_codes c SET used_at = now(), family_id = $3
+FROM users u
+WHERE c.code_hash = $1 AND c.client_id = $2 AND c.used_at IS NULL AND c.expires_at > now()
+  AND u.id = c.user_id
+RETURNING c.user_id, c.redirect_uri, c.scope, c.code_challenge, c.code_challenge_method, c.auth_time,
+          u.status AS user_status
+"""
+
+DIAGNOSE_SQL = """
+SELECT client_id, used_at, family_id, expires_at <= now() AS expired
+FROM authorization_codes WHERE code_hash = $1
+"""
+
+
+def invalid_grant(description: str) -> OAuthError:
+    return OAuthError("invalid_grant", description)
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def verify_pkce(challenge: str | None, method: str | None, verifier: str | None, *, public_client: bool) -> None:
+    """RFC 7636 4.6, and no downgrade (RFC 9700 2.1.1): a verifier without a challenge fails."""
+    if challenge is None:
+        if verifier is not None:
+            raise invalid_grant("code_verifier was sent, but the authorization request had no code_challenge")
+        if public_client:
+            raise invalid_grant("Public clients must use PKCE (code_challenge_method=S256)")
+        return
+    # The authorize endpoint accepts only S256; a missing method is read as S256, which can only
+    # make a "plain" verifier fail, never pass.
+    if method not in (None, "S256"):
+        raise invalid_grant("Unsupported code_challenge_method")
+    if verifier is None:
+        raise invalid_grant("code_verifier is missing")
+    if not VERIFIER_RE.fullmatch(verifier):
+        raise invalid_grant("code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~")
+    if not same(s256(verifier), challenge):
+        raise invalid_grant("code_verifier does not match the code_challenge")
+
+
+def check_bindings(row: asyncpg.Record, client: Client, redirect_uri: str, code_verifier: str | None) -> None:
+    if not same(redirect_uri, row["redirect_uri"]):
+        raise invalid_grant("redirect_uri is not identical to the one of the authorization request")
+    verify_pkce(row["code_challenge"], row["code_challenge_method"], code_verifier, public_client=client.is_public)
+    if row["user_status"] != ACTIVE:
+        raise invalid_grant("The user account is disabled")
+
+
+async def exchange_code(
+    deps: Deps, client: Client, *, code: str, redirect_uri: str, code_verifier: str | None
+) -> dict[str, object]:
+    code_hash = token_hash(deps.settings.pepper_bytes, code)
+    family_id = uuid.uuid4()
+    async with deps.pool.acquire() as conn:
+        async with conn.transaction():
+            row = await conn.fetchrow(CONSUME_SQL, code_hash, client.client_id, family_id)
+            if row is not None:
+                check_bindings(row, client, redirect_uri, code_verifier)  # raises: rolled back, not burned
+                await create_family(
+                    conn,
+                    family_id,
+                    client_id=client.client_id,
+                    user_id=row["user_id"],
+                    scope=row["scope"],
+                    auth_time=row["auth_time"],
+                )
+                issued = await issue_pair(
+                    conn,
+                    deps,
+                    family_id=family_id,
+                    client_id=client.client_id,
+                    user_id=row["user_id"],
+                    scope=row["scope"],
+                )
+                return issued.body
+        known = await conn.fetchrow(DIAGNOSE_SQL, code_hash)
+    if known is None or known["client_id"] != client.client_id:
+        raise invalid_grant("The authorization code is invalid or was issued to another client")
+    if known["used_at"] is not None:
+        log.warning("authorization code replayed", extra={"client_id": client.client_id})
+        if known["family_id"] is not None:
+            await revoke_family(deps.pool, deps.redis, deps.settings, known["family_id"], "code_replay")
+        raise invalid_grant("The authorization code was already used; the tokens issued from it are revoked")
+    if known["expired"]:
+        raise invalid_grant("The authorization code expired")
+    raise invalid_grant("The authorization code is invalid")
+
+
+async def grant(deps: Deps, client: Client, form: dict[str, str]) -> dict[str, object]:
+    return await exchange_code(
+        deps,
+        client,
+        code=required(form, "code"),
+        redirect_uri=required(form, "redirect_uri"),
+        code_verifier=form.get("code_verifier"),
+    )

@@ -1,0 +1,164 @@
+"""``grant_type=refresh_token`` (RFC 6749 6, RFC 9700 4.14.2): rotation on every use, reuse
+detection, and a short grace window for concurrent refreshes.
+
+The presented token is consumed by ONE atomic statement (joined with a non-revoked family of the
+calling client and an existing user) in a transaction that inserts the child token, mints the
+access token and stores on the consumed row ``grace_response``: the JSON response, encrypted with
+AES-256-GCM under a key derived from the presented token (HMAC-SHA256(pepper, "grace:" + token)),
+so only its holder can read it back and the database alone reveals nothing.
+
+When the statement matches nothing, the token is looked up:
+- used within ``refresh_grace_seconds`` while its child is still unused (i.e. it is the immediate
+  predecessor of the family's live token) -> the same response again. Two tabs refreshing at once
+  both succeed with the same pair: the loser's UPDATE waits on the row lock until the winner
+  commits, then sees the row used and reads the winner's grace_response;
+- used otherwise (outside the window, or an older ancestor) -> reuse: the whole family is revoked;
+- unknown, expired, another client's, or of a revoked family -> ``invalid_grant``.
+
+A requested ``scope`` must be within the family's (originally granted) scope and narrows the new
+access token; the refresh token keeps the original grant (RFC 6749 6: "If omitted is treated as
+equal to the scope originally granted").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import uuid
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from libs.common.clients import Client
+from libs.common.errors import OAuthError
+from libs.common.security import token_hash
+
+from ..families import revoke_family
+from ..form import required
+from ..issuance import REFRESH_PREFIX, Deps, issue_pair
+
+log = logging.getLogger("oauth.token")
+
+ACTIVE = 1  # users.status
+MAX_TOKEN_CHARS = 256
+
+CONSUME_SQL = """
+UPDATE refresh_tokens rt SET used_at = now()
+FROM token_families f JOIN users u ON u.id = f.user_id
+WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now()
+  AND f.id = rt.family_id AND f.client_id = $2 AND f.revoked_at IS NULL
+RETURNING rt.id, rt.family_id, f.user_id, f.scope, u.status AS user_status
+"""
+
+STORE_GRACE_SQL = "UPDATE refresh_tokens SET grace_response = $2 WHERE id = $1"
+
+DIAGNOSE_SQL = """
+SELECT rt.id, rt.family_id, rt.used_at IS NOT NULL AS used, rt.grace_response,
+       rt.expires_at <= now() AS expired,
+       rt.used_at > now() - make_interval(secs => $2) AS in_grace,
+       EXISTS (SELECT 1 FROM refresh_tokens c
+               WHERE c.parent_id = rt.id AND c.used_at IS NULL AND c.expires_at > now()) AS child_live,
+       f.client_id, f.revoked_at IS NOT NULL AS family_revoked, u.status AS user_status
+FROM refresh_tokens rt
+JOIN token_families f ON f.id = rt.family_id
+LEFT JOIN users u ON u.id = f.user_id
+WHERE rt.token_hash = $1
+"""
+
+
+def invalid_grant(description: str) -> OAuthError:
+    return OAuthError("invalid_grant", description)
+
+
+# --- scope ---------------------------------------------------------------------------------------
+def narrowed_scope(granted: str, requested: str | None) -> str:
+    """The scope of the new access token: ``requested`` if within ``granted`` (else invalid_scope)."""
+    wanted = set((requested or "").split())
+    if not wanted:
+        return granted
+    granted_list = granted.split()
+    if not wanted <= set(granted_list):
+        raise OAuthError("invalid_scope", "The requested scope exceeds the scope originally granted")
+    return " ".join(s for s in granted_list if s in wanted)
+
+
+# --- the grace response, readable only by the holder of the old token ----------------------------
+def _grace_key(pepper: bytes, old_token: str) -> bytes:
+    return hmac.new(pepper, b"grace:" + old_token.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+
+def _aad(row_id: int) -> bytes:
+    return b"refresh_tokens.grace_response:" + str(row_id).encode()
+
+
+def seal_response(pepper: bytes, old_token: str, row_id: int, body: dict[str, Any]) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + AESGCM(_grace_key(pepper, old_token)).encrypt(nonce, orjson.dumps(body), _aad(row_id))
+
+
+def open_response(pepper: bytes, old_token: str, row_id: int, sealed: bytes) -> dict[str, Any] | None:
+    try:
+        plain = AESGCM(_grace_key(pepper, old_token)).decrypt(sealed[:12], sealed[12:], _aad(row_id))
+    except (InvalidTag, ValueError):
+        return None
+    body = orjson.loads(plain)
+    return body if isinstance(body, dict) else None
+
+
+# --- the grant -----------------------------------------------------------------------------------
+async def rotate(deps: Deps, client: Client, *, refresh_token: str, scope: str | None) -> dict[str, Any]:
+    settings = deps.settings
+    if not refresh_token.startswith(REFRESH_PREFIX + "_") or len(refresh_token) > MAX_TOKEN_CHARS:
+        raise invalid_grant("The refresh token is invalid")
+    presented_hash = token_hash(settings.pepper_bytes, refresh_token)
+    async with deps.pool.acquire() as conn:
+        async with conn.transaction():
+            row = await conn.fetchrow(CONSUME_SQL, presented_hash, client.client_id)
+            if row is not None:
+                # Failures below roll the consumption back: the token stays usable.
+                if row["user_status"] != ACTIVE:
+                    raise invalid_grant("The user account is disabled")
+                access_scope = narrowed_scope(row["scope"], scope)
+                issued = await issue_pair(
+                    conn,
+                    deps,
+                    family_id=row["family_id"],
+                    client_id=client.client_id,
+                    user_id=row["user_id"],
+                    scope=access_scope,
+                    parent_id=row["id"],
+                )
+                sealed = seal_response(settings.pepper_bytes, refresh_token, row["id"], issued.body)
+                await conn.execute(STORE_GRACE_SQL, row["id"], sealed)
+                return issued.body
+        known = await conn.fetchrow(DIAGNOSE_SQL, presented_hash, float(settings.refresh_grace_seconds))
+    return await _not_consumed(deps, client, refresh_token, known)
+
+
+async def _not_consumed(deps: Deps, client: Client, refresh_token: str, known: Any) -> dict[str, Any]:
+    """Why the token could not be consumed: a retry within the grace window, reuse, or just invalid."""
+    if known is None or known["client_id"] != client.client_id:
+        raise invalid_grant("The refresh token is invalid or was issued to another client")
+    if known["family_revoked"]:
+        raise invalid_grant("The refresh token was revoked")
+    if not known["used"]:
+        raise invalid_grant("The refresh token expired" if known["expired"] else "The refresh token is invalid")
+    family_id: uuid.UUID = known["family_id"]
+    if known["in_grace"] and known["child_live"] and known["grace_response"] is not None:
+        if known["user_status"] != ACTIVE:
+            raise invalid_grant("The user account is disabled")
+        body = open_response(deps.settings.pepper_bytes, refresh_token, known["id"], bytes(known["grace_response"]))
+        if body is not None:
+            return body
+        log.error("grace response unreadable", extra={"family_id": str(family_id)})
+    log.warning("refresh token reused", extra={"client_id": client.client_id, "family_id": str(family_id)})
+    await revoke_family(deps.pool, deps.redis, deps.settings, family_id, "refresh_reuse")
+    raise invalid_grant("The refresh token was already used; all tokens of this grant are revoked")
+
+
+async def grant(deps: Deps, client: Client, form: dict[str, str]) -> dict[str, Any]:
+    return await rotate(deps, client, refresh_token=required(form, "refresh_token"), scope=form.get("scope"))

@@ -1,0 +1,69 @@
+"""Issuing a token pair inside the caller's transaction: one new refresh token row and one access
+token (RFC 6749 5.1 response). Shared by the authorization_code and refresh_token grants."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from libs.common.access_tokens import mint
+from libs.common.config import Settings
+from libs.common.keys import KeyStore
+from libs.common.security import new_token, token_hash
+
+REFRESH_PREFIX = "refresh"
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the grants need from the app: built once per request by the handler."""
+
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    keys: KeyStore
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Issued:
+    body: dict[str, Any]  # the RFC 6749 5.1 response
+    refresh_id: int
+
+
+async def issue_pair(
+    conn: asyncpg.Connection,
+    deps: Deps,
+    *,
+    family_id: uuid.UUID,
+    client_id: str,
+    user_id: int,
+    scope: str,
+    parent_id: int | None = None,
+) -> Issued:
+    """A new refresh token (stored only as its keyed hash) and an access token for ``scope``."""
+    settings = deps.settings
+    refresh = new_token(REFRESH_PREFIX)
+    refresh_id = await conn.fetchval(
+        """INSERT INTO refresh_tokens (family_id, token_hash, parent_id, expires_at)
+           VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+           RETURNING id""",
+        family_id,
+        token_hash(settings.pepper_bytes, refresh),
+        parent_id,
+        float(settings.refresh_token_ttl_seconds),
+    )
+    access, _claims = await mint(
+        deps.keys, settings, sub=str(user_id), client_id=client_id, scope=scope, family=str(family_id)
+    )
+    body = {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": settings.access_token_ttl_seconds,
+        "refresh_token": refresh,
+        "scope": scope,
+    }
+    return Issued(body, int(refresh_id))

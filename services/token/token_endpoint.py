@@ -1,0 +1,56 @@
+"""``POST /api/oauth2/token`` (RFC 6749 3.2, 4.1.3, 5.1, 5.2, 6): parse the form, dispatch on
+``grant_type``, authenticate the client, run the grant, render the response.
+
+The handler stays thin; the rules live in ``client_auth`` and ``grants/*``. Errors are
+``OAuthError``s, rendered by the shared error middleware as RFC 6749 5.2 bodies with
+``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from libs.common.access_tokens import KEYS
+from libs.common.clients import Client
+from libs.common.errors import OAuthError
+from libs.common.web import PG, REDIS, SETTINGS, json_response
+
+from .client_auth import authenticate_client, client_credentials
+from .form import read_form, required
+from .grants import authorization_code, refresh_token
+from .issuance import Deps
+
+Grant = Callable[[Deps, Client, dict[str, str]], Awaitable[dict[str, Any]]]
+
+GRANTS: dict[str, Grant] = {
+    "authorization_code": authorization_code.grant,
+    "refresh_token": refresh_token.grant,
+}
+PARAMETERS = frozenset(
+    {"grant_type", "client_id", "client_secret", "code", "redirect_uri", "code_verifier", "refresh_token", "scope"}
+)
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 5.1
+
+
+def deps_of(app: web.Application) -> Deps:
+    return Deps(pool=app[PG], redis=app[REDIS], keys=app[KEYS], settings=app[SETTINGS])
+
+
+async def handle_token(request: web.Request) -> web.Response:
+    form = await read_form(request, PARAMETERS)
+    grant_type = required(form, "grant_type")
+    grant = GRANTS.get(grant_type)
+    if grant is None:
+        raise OAuthError("unsupported_grant_type", f"Supported grant types: {', '.join(GRANTS)}")
+    creds = client_credentials(request.headers.get("Authorization"), form)
+    deps = deps_of(request.app)
+    client = await authenticate_client(deps.pool, deps.settings.pepper_bytes, creds)
+    body = await grant(deps, client, form)
+    return json_response(body, headers=NO_STORE)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/oauth2/token", handle_token)

@@ -5,6 +5,7 @@ oauthctl user create --username U --email E [--password-stdin]
 oauthctl user disable --username U
 oauthctl devtoken create --username U [--name N]
 oauthctl devtoken revoke --id N
+oauthctl topup create --amount N [--count K] [--expires-days D]
 oauthctl demo                            create the demo data once and print it
 oauthctl run                             migrate, demo data, start every service (make run)
 """
@@ -107,6 +108,28 @@ async def cmd_devtoken_revoke(settings: Settings, args: argparse.Namespace) -> i
     return await _with_conn(settings, run)
 
 
+async def cmd_topup_create(settings: Settings, args: argparse.Namespace) -> int:
+    from services.account.balance import format_balance
+    from services.account.topup import create_codes
+
+    async def run(conn: asyncpg.Connection) -> int:
+        async with conn.transaction():
+            codes = await create_codes(conn, settings.pepper_bytes, args.amount, args.count, args.expires_days)
+        expiry = f", valid for {args.expires_days} days" if args.expires_days else ", no expiry"
+        worth = format_balance(args.amount, 0, settings.quota_per_unit)
+        # The summary goes to stderr, so stdout is exactly the codes, one a line (easy to pipe).
+        print(
+            f"created {len(codes)} top-up code(s) of {args.amount} quota (= {worth}) each{expiry}; "
+            "shown once, store them now:",
+            file=sys.stderr,
+        )
+        for code in codes:
+            print(code)
+        return 0
+
+    return await _with_conn(settings, run)
+
+
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from .demo import ensure_demo
 
@@ -126,6 +149,19 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # --- parser --------------------------------------------------------------------------------------
+def _positive_int(maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not 0 < value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be an integer between 1 and {maximum}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="oauthctl",
@@ -161,6 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     dr = dsub.add_parser("revoke", help="revoke a developer token", description="Revoke a developer token by id.")
     dr.add_argument("--id", type=int, required=True)
     dr.set_defaults(fn=cmd_devtoken_revoke)
+
+    tp = sub.add_parser("topup", help="manage top-up codes", description="Manage one-time top-up codes.")
+    tsub = tp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tc = tsub.add_parser(
+        "create",
+        help="create top-up codes",
+        description="Create one-time top-up codes; each credits AMOUNT quota units once. They are printed once "
+        "(stdout, one a line) and stored only hashed.",
+    )
+    tc.add_argument("--amount", type=_positive_int(10**15), required=True, help="quota units per code (integer > 0)")
+    tc.add_argument("--count", type=_positive_int(1000), default=1, help="how many codes (default 1, at most 1000)")
+    tc.add_argument(
+        "--expires-days", type=_positive_int(3650), default=None, help="days until the codes expire (default: never)"
+    )
+    tc.set_defaults(fn=cmd_topup_create)
 
     sub.add_parser(
         "demo",

@@ -10,12 +10,15 @@ from aiohttp import web
 
 from libs.common.errors import ApiError
 from libs.common.security import new_token, token_hash
+from libs.common.validation import has_control_chars
 from libs.common.web import PG, SETTINGS
 
 from .users import STATUS_ACTIVE
 
 PREFIX = "devtoken"
 WWW_AUTH = 'Bearer realm="developer-api"'
+MAX_ACTIVE_TOKENS = 20  # per user: enough for every machine a developer runs, bounded against abuse
+MAX_NAME_LEN = 100
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,44 @@ async def create_developer_token(
     )
     assert row is not None
     return token, DeveloperToken(**dict(row))
+
+
+def validate_token_name(name: object) -> str:
+    if name is None:
+        return ""
+    if not isinstance(name, str):
+        raise ApiError(400, "name must be a string")
+    name = name.strip()
+    if len(name) > MAX_NAME_LEN:
+        raise ApiError(400, f"name must be at most {MAX_NAME_LEN} characters")
+    if has_control_chars(name):
+        raise ApiError(400, "name must not contain control characters")
+    return name
+
+
+async def issue_developer_token(
+    pool: asyncpg.Pool, pepper: bytes, user_id: int, name: object = ""
+) -> tuple[str, DeveloperToken]:
+    """A new token for a user from the console or the session API (bounded number of active tokens)."""
+    label = validate_token_name(name)
+    async with pool.acquire() as conn, conn.transaction():
+        # Lock the user so concurrent requests cannot pass the limit together.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+        active = await conn.fetchval(
+            "SELECT count(*) FROM developer_tokens WHERE user_id = $1 AND revoked_at IS NULL", user_id
+        )
+        if active >= MAX_ACTIVE_TOKENS:
+            raise ApiError(400, f"you already have {MAX_ACTIVE_TOKENS} active developer tokens; revoke one first")
+        return await create_developer_token(conn, pepper, user_id, label)
+
+
+async def list_developer_tokens(pool: asyncpg.Pool, user_id: int) -> list[asyncpg.Record]:
+    """The user's active tokens (never the tokens themselves: only their hashes are stored)."""
+    return await pool.fetch(
+        """SELECT id, name, created_at, last_used_at FROM developer_tokens
+           WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id""",
+        user_id,
+    )
 
 
 async def revoke_developer_token(

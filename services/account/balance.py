@@ -1,0 +1,19 @@
+"""Money formatting: integers only, never floats (SPEC.md "GET /api/oauth2/userinfo")."""
+
+from __future__ import annotations
+
+
+def format_balance(quota: int, used_quota: int, quota_per_unit: int) -> str:
+    """``(quota - used_quota) / quota_per_unit`` with two decimals, by integer arithmetic.
+
+    Truncates toward zero, so the shown balance is never more than the user has:
+    ``format_balance(1000000, 250000, 1000) == "750.00"``, ``format_balance(1, 0, 1000) == "0.00"``,
+    ``format_balance(1234567, 0, 1000) == "1234.56"``.
+    """
+    if quota_per_unit <= 0:
+        raise ValueError("quota_per_unit must be a positive integer")
+    remaining = int(quota) - int(used_quota)
+    cents = abs(remaining) * 100 // quota_per_unit  # truncation of |x| == truncation toward zero
+    whole, frac = divmod(cents, 100)
+    sign = "-" if remaining < 0 and cents else ""
+    return f"{sign}{whole}.{frac:02d}"

@@ -1,0 +1,93 @@
+"""What the account pages share: the logged-in user, login redirects, safe ``next`` targets, forms."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from libs.common.sessions import CSRF_FIELD, check_csrf, current_session, drop_user_sessions_key
+from libs.common.web import PG, SETTINGS
+
+from .balance import format_balance
+from .users import STATUS_ACTIVE, User, get_user
+
+DEFAULT_NEXT = "/user"
+MAX_NEXT_LEN = 2000
+
+
+def safe_next(value: str | None, default: str = DEFAULT_NEXT) -> str:
+    """``value`` if it is a path on this site, else ``default`` (no open redirect).
+
+    A local path starts with one "/"; "//host" and "/\\host" are other sites to a browser, and
+    browsers drop tabs and line breaks from URLs ("/\\t/host" is "//host"), so any control
+    character or backslash is refused too.
+    """
+    if not value or len(value) > MAX_NEXT_LEN or not value.startswith("/"):
+        return default
+    if value.startswith(("//", "/\\")) or "\\" in value:
+        return default
+    if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in value):
+        return default
+    return value
+
+
+def login_url(next_path: str) -> str:
+    return "/login?next=" + quote(safe_next(next_path), safe="/")
+
+
+async def session_user(request: web.Request) -> User | None:
+    """The active user of this browser's login session, if any."""
+    session = await current_session(request)
+    if session is None:
+        return None
+    user = await get_user(request.app[PG], session.user_id)
+    if user is None or user.status != STATUS_ACTIVE:
+        # End the session of a disabled or deleted account, so the login page does not treat the
+        # browser as logged in and send it straight back here.
+        await drop_user_sessions_key(request, session)
+        return None
+    return user
+
+
+async def require_user(request: web.Request, back: str | None = None) -> User:
+    """The logged-in user, else a redirect to the login page that comes back to ``back`` (default:
+    this page; form posts name the page the form is on)."""
+    user = await session_user(request)
+    if user is None:
+        raise web.HTTPFound(login_url(back or request.path_qs))
+    return user
+
+
+async def posted_form(request: web.Request) -> MultiDictProxy[str]:
+    """The posted form, after the CSRF check (403 page on a missing or wrong token)."""
+    form = await request.post()
+    token = form.get(CSRF_FIELD)
+    check_csrf(request, token if isinstance(token, str) else None)
+    return form  # type: ignore[return-value]
+
+
+def field(form: MultiDictProxy[Any], name: str, max_len: int = 5000) -> str:
+    value = form.get(name, "")
+    return value[:max_len] if isinstance(value, str) else ""
+
+
+def redirect(location: str, status: int = 303) -> web.Response:
+    return web.Response(status=status, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def account_view(request: web.Request, user: User) -> dict[str, Any]:
+    """How the pages show a user: balance in units, dates in UTC."""
+    per_unit = request.app[SETTINGS].quota_per_unit
+    return {
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "quota": user.quota,
+        "used_quota": user.used_quota,
+        "balance": format_balance(user.quota, user.used_quota, per_unit),
+        "created": user.created_at.astimezone(UTC).strftime("%Y-%m-%d"),
+    }

@@ -1,0 +1,214 @@
+"""The developer console (``/developer``) and ``POST /api/user/developer_token``.
+
+Pages for what the developer API does (apps: create, edit, rotate secret, delete; developer tokens:
+create, revoke), for the logged-in browser. The rules are those of ``apps`` and
+``developer_tokens``: this module only parses forms and renders. Secrets and tokens are shown once,
+in the response to the post that made them, never in a URL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from libs.common.errors import ApiError, PageError
+from libs.common.pages import pick_lang, render, translator
+from libs.common.sessions import CSRF_FIELD, check_csrf
+from libs.common.web import PG, SETTINGS, envelope
+
+from . import apps
+from .browser import field, posted_form, redirect, require_user, session_user
+from .developer_tokens import issue_developer_token, list_developer_tokens, revoke_developer_token
+from .users import User
+
+NOTICES = ("app_deleted", "token_revoked")
+EMPTY_FORM = {"name": "", "description": "", "redirect_uris": "", "token_endpoint_auth_method": "client_secret_post"}
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+def app_body(form: MultiDictProxy[Any], *, creating: bool) -> dict[str, Any]:
+    """The developer API's JSON body for an app form (one redirect URI per line)."""
+    body: dict[str, Any] = {
+        "name": field(form, "name", 1000),
+        "description": field(form, "description", 5000),
+        "redirect_uris": [line.strip() for line in field(form, "redirect_uris", 30000).splitlines() if line.strip()],
+    }
+    if creating:
+        body["token_endpoint_auth_method"] = field(form, "token_endpoint_auth_method", 50) or "client_secret_post"
+    return body
+
+
+async def console(
+    request: web.Request,
+    user: User,
+    *,
+    status: int = 200,
+    error: str = "",
+    notice: str = "",
+    shown_secret: dict[str, Any] | None = None,
+    shown_token: str = "",
+    form: dict[str, str] | None = None,
+) -> web.Response:
+    pool = request.app[PG]
+    tokens = [
+        {"id": r["id"], "name": r["name"], "created": _when(r["created_at"]), "last_used": _when(r["last_used_at"])}
+        for r in await list_developer_tokens(pool, user.id)
+    ]
+    return await render(
+        request,
+        "developer.html",
+        status=status,
+        apps=await apps.list_apps(pool, user.id),
+        tokens=tokens,
+        error=error,
+        notice=notice,
+        shown_secret=shown_secret,
+        shown_token=shown_token,
+        form=form or EMPTY_FORM,
+    )
+
+
+def _t(request: web.Request):  # type: ignore[no-untyped-def]
+    return translator(pick_lang(request))
+
+
+# --- page handlers -------------------------------------------------------------------------------
+async def handle_console(request: web.Request) -> web.Response:
+    user = await require_user(request)
+    key = request.query.get("notice", "")
+    notice = _t(request)(f"acct.dev.notice.{key}") if key in NOTICES else ""
+    return await console(request, user, notice=notice)
+
+
+async def handle_create_app(request: web.Request) -> web.Response:
+    user = await require_user(request, back="/developer")
+    form = await posted_form(request)
+    settings = request.app[SETTINGS]
+    try:
+        new = apps.parse_new_app(app_body(form, creating=True))
+        data = await apps.create_app(
+            request.app[PG], settings.pepper_bytes, user.id, new, settings.max_apps_per_developer
+        )
+    except ApiError as exc:
+        kept = {k: field(form, k, 30000) for k in EMPTY_FORM}
+        return await console(request, user, status=exc.status, error=exc.message, form=kept)
+    created = _t(request)("acct.dev.app_created", name=data["name"])
+    if not data.get("client_secret"):  # a public client (PKCE) has no secret to show
+        return await console(request, user, notice=created)
+    shown = {"client_id": data["client_id"], "client_secret": data["client_secret"], "message": created}
+    return await console(request, user, shown_secret=shown)
+
+
+async def handle_update_app(request: web.Request) -> web.Response:
+    user = await require_user(request, back="/developer")
+    form = await posted_form(request)
+    try:
+        await apps.update_app(request.app[PG], user.id, apps._app_id(request), app_body(form, creating=False))
+    except ApiError as exc:
+        return await console(request, user, status=exc.status, error=exc.message)
+    return await console(request, user, notice=_t(request)("acct.dev.app_updated"))
+
+
+async def handle_delete_app(request: web.Request) -> web.Response:
+    user = await require_user(request, back="/developer")
+    await posted_form(request)
+    try:
+        await apps.delete_app(request.app[PG], user.id, apps._app_id(request))
+    except ApiError as exc:
+        return await console(request, user, status=exc.status, error=exc.message)
+    return redirect("/developer?notice=app_deleted")
+
+
+async def handle_rotate_secret(request: web.Request) -> web.Response:
+    user = await require_user(request, back="/developer")
+    await posted_form(request)
+    settings = request.app[SETTINGS]
+    try:
+        data = await apps.rotate_secret(request.app[PG], settings.pepper_bytes, user.id, apps._app_id(request))
+    except ApiError as exc:
+        return await console(request, user, status=exc.status, error=exc.message)
+    shown = {
+        "client_id": data["client_id"],
+        "client_secret": data["client_secret"],
+        "message": _t(request)("acct.dev.secret_rotated", name=data["name"]),
+    }
+    return await console(request, user, shown_secret=shown)
+
+
+async def handle_create_token(request: web.Request) -> web.Response:
+    user = await require_user(request, back="/developer")
+    form = await posted_form(request)
+    settings = request.app[SETTINGS]
+    try:
+        token, _ = await issue_developer_token(
+            request.app[PG], settings.pepper_bytes, user.id, field(form, "name", 1000) or "console"
+        )
+    except ApiError as exc:
+        return await console(request, user, status=exc.status, error=exc.message)
+    return await console(request, user, shown_token=token)
+
+
+async def handle_revoke_token(request: web.Request) -> web.Response:
+    user = await require_user(request, back="/developer")
+    await posted_form(request)
+    raw = request.match_info["token_id"]
+    if not (raw.isdigit() and len(raw) <= 18 and await revoke_developer_token(request.app[PG], int(raw), user.id)):
+        return await console(request, user, status=404, error="developer token not found")
+    return redirect("/developer?notice=token_revoked")
+
+
+# --- session API ---------------------------------------------------------------------------------
+async def _token_name(request: web.Request) -> tuple[object, str | None]:
+    """(name, form csrf token) from a JSON or form body (both optional)."""
+    if request.content_type == "application/json":
+        raw = await request.read()
+        if not raw.strip():
+            return "", None
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "request body is not valid JSON") from None
+        if not isinstance(body, dict) or set(body) - {"name", CSRF_FIELD}:
+            raise ApiError(400, "request body must be a JSON object with an optional name")
+        return body.get("name"), body.get(CSRF_FIELD)
+    form = await request.post()
+    name, csrf = form.get("name"), form.get(CSRF_FIELD)
+    return (name if isinstance(name, str) else ""), (csrf if isinstance(csrf, str) else None)
+
+
+async def handle_api_developer_token(request: web.Request) -> web.Response:
+    user = await session_user(request)
+    if user is None:
+        raise ApiError(401, "not logged in: log in at /login first (this endpoint uses the browser session)")
+    name, form_csrf = await _token_name(request)
+    try:
+        check_csrf(request, request.headers.get("X-CSRF-Token") or form_csrf)
+    except PageError:
+        raise ApiError(
+            403, "missing or wrong CSRF token: send the page's csrf_token in the X-CSRF-Token header"
+        ) from None
+    token, record = await issue_developer_token(
+        request.app[PG], request.app[SETTINGS].pepper_bytes, user.id, name or "api"
+    )
+    data = {"id": record.id, "name": record.name, "token": token, "created_time": int(record.created_at.timestamp())}
+    response = envelope(data, "开发者令牌已创建,请妥善保存(只显示一次)")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/developer", handle_console)
+    app.router.add_post("/developer/apps", handle_create_app)
+    app.router.add_post("/developer/apps/{app_id}", handle_update_app)
+    app.router.add_post("/developer/apps/{app_id}/delete", handle_delete_app)
+    app.router.add_post("/developer/apps/{app_id}/secret", handle_rotate_secret)
+    app.router.add_post("/developer/tokens", handle_create_token)
+    app.router.add_post("/developer/tokens/{token_id}/revoke", handle_revoke_token)
+    app.router.add_post("/api/user/developer_token", handle_api_developer_token)

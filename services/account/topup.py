@@ -1,0 +1,116 @@
+"""Top-up codes: created by operators (``oauthctl topup create``), redeemed once by a logged-in user.
+
+A code is ``topup_<256 random bits>``, stored only as HMAC-SHA256(pepper, code). Redemption is one
+transaction: the code is consumed by a single conditional ``UPDATE`` (so concurrent redemptions of
+one code credit exactly once), the user's quota grows, and ``quota.changed`` goes to the outbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from libs.common import outbox
+from libs.common.security import new_token, token_hash
+
+from .users import STATUS_ACTIVE
+
+PREFIX = "topup"
+MAX_CODE_LEN = 200
+MAX_AMOUNT = 10**15  # far below bigint, so quota + amount cannot overflow in practice
+MAX_COUNT = 1000
+
+
+class TopupError(ValueError):
+    """A code that cannot be redeemed; ``reason`` is one of ``invalid``, ``used``, ``expired``,
+    ``empty``, ``too_large``, ``account`` (the page shows a message for each)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    amount: int
+    quota: int
+    used_quota: int
+
+
+def normalize_code(raw: str | None) -> str:
+    code = "".join((raw or "").split())  # pasted codes often carry spaces or line breaks
+    if not code:
+        raise TopupError("empty")
+    if len(code) > MAX_CODE_LEN:
+        raise TopupError("invalid")
+    return code
+
+
+async def create_codes(
+    conn: asyncpg.Connection | asyncpg.Pool, pepper: bytes, amount: int, count: int = 1, expires_days: int | None = None
+) -> list[str]:
+    """Create ``count`` codes worth ``amount`` quota units each; return them (to show once)."""
+    if not 0 < amount <= MAX_AMOUNT:
+        raise ValueError(f"amount must be an integer between 1 and {MAX_AMOUNT}")
+    if not 0 < count <= MAX_COUNT:
+        raise ValueError(f"count must be between 1 and {MAX_COUNT}")
+    if expires_days is not None and not 0 < expires_days <= 3650:
+        raise ValueError("expires-days must be between 1 and 3650")
+    codes = [new_token(PREFIX) for _ in range(count)]
+    await conn.executemany(
+        """INSERT INTO topup_codes (code_hash, amount, expires_at)
+           VALUES ($1, $2, CASE WHEN $3::int IS NULL THEN NULL ELSE now() + make_interval(days => $3::int) END)""",
+        [(token_hash(pepper, c), amount, expires_days) for c in codes],
+    )
+    return codes
+
+
+async def redeem(pool: asyncpg.Pool, pepper: bytes, user_id: int, raw_code: str | None) -> Redeemed:
+    """Credit ``user_id`` with the code's amount, once; ``TopupError`` if the code cannot be used."""
+    code_hash = token_hash(pepper, normalize_code(raw_code))
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                amount = await conn.fetchval(
+                    """UPDATE topup_codes SET redeemed_by = $2, redeemed_at = now()
+                       WHERE code_hash = $1 AND redeemed_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+                       RETURNING amount""",
+                    code_hash,
+                    user_id,
+                )
+                if amount is None:
+                    raise TopupError(await _why_not(conn, code_hash))
+                row = await conn.fetchrow(
+                    """UPDATE users SET quota = quota + $2, updated_at = now()
+                       WHERE id = $1 AND status = $3 RETURNING quota, used_quota""",
+                    user_id,
+                    amount,
+                    STATUS_ACTIVE,
+                )
+                if row is None:  # gone or disabled meanwhile: roll the code back too
+                    raise TopupError("account")
+                await outbox.enqueue(
+                    conn,
+                    "quota.changed",
+                    {
+                        "user_id": user_id,
+                        "delta": amount,
+                        "quota": row["quota"],
+                        "used_quota": row["used_quota"],
+                        "reason": "topup",
+                    },
+                )
+        except asyncpg.NumericValueOutOfRangeError:
+            raise TopupError("too_large") from None
+    return Redeemed(int(amount), int(row["quota"]), int(row["used_quota"]))
+
+
+async def _why_not(conn: asyncpg.Connection, code_hash: bytes) -> str:
+    row = await conn.fetchrow(
+        "SELECT redeemed_at IS NOT NULL AS used, expires_at <= now() AS expired FROM topup_codes WHERE code_hash = $1",
+        code_hash,
+    )
+    if row is None:
+        return "invalid"
+    return "used" if row["used"] else "expired"

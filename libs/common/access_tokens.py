@@ -96,8 +96,8 @@ async def mark_revoked(
     redis: aioredis.Redis,
     settings: Settings,
     *,
-    jtis: list[str] = (),
-    families: list[str] = (),  # type: ignore[assignment]
+    jtis: Sequence[str] = (),
+    families: Sequence[str] = (),
 ) -> None:
     """Record revocations for every verifier (kept as long as an access token can live)."""
     ttl = settings.access_token_ttl_seconds + 60

@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     upstream_pool_size: int = Field(100, ge=1)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     trust_forwarded_headers: bool = False  # the gateway trusts X-Forwarded-* only behind a known proxy
-    shutdown_timeout_seconds: float = Field(10.0, ge=0)
+    shutdown_timeout_seconds: float = Field(10.0, ge=0)  # wait for in-flight requests after SIGTERM
+    shutdown_drain_seconds: float = Field(0.0, ge=0)  # keep serving after SIGTERM while /readyz says 503
 
     # --- secrets ----------------------------------------------------------------------------------
     # HMAC key for storing client secrets, developer tokens, refresh tokens and codes (SPEC.md

@@ -36,6 +36,7 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 AMQP: web.AppKey[AmqpLink] = web.AppKey("amqp")
 READY_CHECKS = web.AppKey("ready_checks", dict)
 REQUEST_ID = web.RequestKey("request_id", str)
+DRAINING = web.AppKey("draining", list)  # [bool]: set on SIGTERM; /readyz then answers 503
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -175,6 +176,10 @@ async def error_middleware(
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     h = response.headers
+    if request.app[DRAINING][0]:
+        # Shutting down: tell keep-alive clients to reconnect (to another instance) rather than
+        # reuse a connection that is about to close under them.
+        response.force_close()
     if REQUEST_ID in request:
         h["X-Request-Id"] = request[REQUEST_ID]
     h.setdefault("X-Content-Type-Options", "nosniff")
@@ -196,6 +201,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[DRAINING][0]:
+        return json_response({"status": "draining", "checks": {}}, 503)
     checks: dict[str, Callable[[], Awaitable[None]]] = request.app[READY_CHECKS]
     results: dict[str, str] = {}
     ok = True
@@ -274,6 +281,7 @@ def create_app(
     app[SERVICE] = service
     app[SETTINGS] = settings
     app[READY_CHECKS] = {}
+    app[DRAINING] = [False]
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -325,7 +333,13 @@ def create_app(
 
 def run_service(service: str, build: Callable[[Settings], web.Application]) -> None:
     """Entry point of ``python -m services.<name>``: settings from the environment, uvloop, JSON
-    logs, graceful shutdown on SIGTERM/SIGINT (stop accepting, drain in-flight requests)."""
+    logs, and a graceful shutdown on SIGTERM/SIGINT:
+
+    1. ``/readyz`` answers 503 at once, so load balancers stop sending new requests;
+    2. for SHUTDOWN_DRAIN_SECONDS the service keeps serving (requests already routed here succeed);
+    3. it stops accepting, waits up to SHUTDOWN_TIMEOUT_SECONDS for in-flight requests, then runs
+       the cleanup (the outbox relay's last flush, pools closed).
+    """
     from .config import load_settings
 
     settings = load_settings()
@@ -336,13 +350,26 @@ def run_service(service: str, build: Callable[[Settings], web.Application]) -> N
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is optional on exotic platforms
         pass
-    app = build(settings)
-    log.info("starting", extra={"port": settings.port_of(service), "host": settings.bind_host})
-    web.run_app(
-        app,
-        host=settings.bind_host,
-        port=settings.port_of(service),
-        access_log=None,
-        shutdown_timeout=settings.shutdown_timeout_seconds,
-        print=None,
+    asyncio.run(_serve(service, build(settings), settings))
+
+
+async def _serve(service: str, app: web.Application, settings: Settings) -> None:
+    import signal
+
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.bind_host, settings.port_of(service), shutdown_timeout=settings.shutdown_timeout_seconds
     )
+    await site.start()
+    log.info("started", extra={"port": settings.port_of(service), "host": settings.bind_host})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    app[DRAINING][0] = True
+    log.info("stopping: draining", extra={"drain_seconds": settings.shutdown_drain_seconds})
+    await asyncio.sleep(settings.shutdown_drain_seconds)
+    await runner.cleanup()
+    log.info("stopped")

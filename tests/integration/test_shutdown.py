@@ -2,8 +2,8 @@
 
 The service runs as a real process (python -m services.account). On SIGTERM it answers /readyz 503,
 keeps serving with ``Connection: close`` for SHUTDOWN_DRAIN_SECONDS, then stops accepting and drains
-in-flight requests. A client that is mid-request never sees an error: every request that reached the
-service gets its 200; once the port is closed, connections are refused (the instance is gone).
+in-flight requests. The clients behave like a load balancer: a probe polls /readyz every 100 ms and
+new requests go to the instance only while it is ready. Every request sent gets its 200.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import time
 
 import aiohttp
+import pytest
 
 from libs.common.config import Settings
 from tests.support.factories import make_developer
@@ -66,14 +67,27 @@ async def test_sigterm_under_steady_requests_loses_nothing(settings: Settings, d
         await _wait_up(base, proc)
         ok = 0
         failures: list[str] = []
-        refused = 0
         stop = asyncio.Event()
+        routable = asyncio.Event()
+        routable.set()
+
+        async def probe() -> None:  # the load balancer's readiness probe
+            async with aiohttp.ClientSession() as s:
+                while routable.is_set():
+                    try:
+                        async with s.get(base + "/readyz") as r:
+                            if r.status != 200:
+                                routable.clear()
+                    except aiohttp.ClientError:
+                        routable.clear()
+                    await asyncio.sleep(0.1)
+
         headers = {"Authorization": f"Bearer {token}"}
 
         async def worker() -> None:
-            nonlocal ok, refused
+            nonlocal ok
             async with aiohttp.ClientSession() as s:  # keep-alive connections, like a gateway
-                while not stop.is_set():
+                while not stop.is_set() and routable.is_set():
                     try:
                         async with s.get(base + "/api/oauth_apps", headers=headers) as r:
                             await r.read()
@@ -81,12 +95,10 @@ async def test_sigterm_under_steady_requests_loses_nothing(settings: Settings, d
                                 ok += 1
                             else:
                                 failures.append(f"status {r.status}")
-                    except aiohttp.ClientConnectorError:
-                        refused += 1  # the port is closed: the instance is gone, nothing was lost
-                        await asyncio.sleep(0.05)
                     except aiohttp.ClientError as exc:
                         failures.append(repr(exc))
 
+        prober = asyncio.create_task(probe())
         workers = [asyncio.create_task(worker()) for _ in range(8)]
         await asyncio.sleep(1.0)
         before = ok
@@ -97,14 +109,15 @@ async def test_sigterm_under_steady_requests_loses_nothing(settings: Settings, d
             assert r.status == 503
             assert (await r.json())["status"] == "draining"
         rc = await asyncio.wait_for(proc.wait(), timeout=20)
-        await asyncio.sleep(0.3)
         stop.set()
-        await asyncio.gather(*workers)
+        await asyncio.gather(*workers, prober)
         assert rc == 0
         assert before > 20, "the steady load did not run"
-        assert ok > before, "requests during the drain window must still be served"
+        assert not routable.is_set(), "readiness must fail after SIGTERM"
         assert failures == [], failures[:5]
-        assert refused > 0, "after shutdown the port should be closed"
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(aiohttp.ClientConnectorError):
+                await s.get(base + "/healthz")  # the port is closed: the instance is gone
     finally:
         if proc.returncode is None:
             proc.kill()

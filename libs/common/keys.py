@@ -104,7 +104,8 @@ class KeyStore:
     """In-process cache of the signing keys, reloaded periodically and on an unknown ``kid``."""
 
     RELOAD_SECONDS = 30.0
-    UNKNOWN_KID_MIN_INTERVAL = 2.0
+    UNKNOWN_KID_TTL = 5.0  # how long a kid that is not in the database stays "unknown"
+    UNKNOWN_KID_LOOKUPS_PER_SECOND = 20  # bounds the database work random kids can cause
 
     def __init__(self, pool: asyncpg.Pool, alg: str, retire_grace: timedelta) -> None:
         self.pool = pool
@@ -113,6 +114,8 @@ class KeyStore:
         self._keys: dict[str, SigningKey] = {}
         self._jwks: list[dict[str, Any]] = []
         self._loaded_at = 0.0
+        self._unknown: dict[str, float] = {}  # kid -> until (monotonic)
+        self._lookup_window = (0.0, 0)  # (second, lookups in it)
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
@@ -157,10 +160,32 @@ class KeyStore:
     async def verification_key(self, kid: str) -> SigningKey | None:
         await self._fresh()
         key = self._keys.get(kid)
-        if key is None and time.monotonic() - self._loaded_at > self.UNKNOWN_KID_MIN_INTERVAL:
-            await self.load()  # a key added by another instance since our last load
-            key = self._keys.get(kid)
-        return key
+        if key is not None:
+            return key
+        # A kid we have not seen: a key another instance just created, or garbage. Look it up by
+        # primary key, remembering misses for a few seconds and capping lookups per second.
+        now = time.monotonic()
+        if self._unknown.get(kid, 0.0) > now or len(kid) > 64:
+            return None
+        second, count = self._lookup_window
+        if int(now) != second:
+            second, count = int(now), 0
+        if count >= self.UNKNOWN_KID_LOOKUPS_PER_SECOND:
+            return None
+        self._lookup_window = (second, count + 1)
+        exists = await self.pool.fetchval(
+            """SELECT 1 FROM signing_keys WHERE kid = $1
+               AND (retired_at IS NULL OR retired_at > now() - $2::interval)""",
+            kid,
+            self.retire_grace,
+        )
+        if exists:
+            await self.load()
+            return self._keys.get(kid)
+        if len(self._unknown) > 1000:
+            self._unknown = {k: t for k, t in self._unknown.items() if t > now}
+        self._unknown[kid] = now + self.UNKNOWN_KID_TTL
+        return None
 
     async def jwks(self) -> dict[str, Any]:
         await self._fresh()

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import jwt
@@ -19,8 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from libs.common.access_tokens import KEYS, mark_revoked, mint
 from libs.common.config import Settings
+from libs.common.events import EventWaiter
 from libs.common.keys import KeyStore, ensure_signing_key
+from libs.common.revocation import revoke_access_token
+from services.account.user_status import disable_user_everywhere
 from services.account.users import User
+from tests.support.events import changed
 from tests.support.factories import make_user
 from tests.support.stack import Stack
 
@@ -124,7 +128,11 @@ async def test_balance_is_read_fresh(stack: Stack, http, keys, settings, db) -> 
     user = await make_user(db)
     token = await token_for(keys, settings, user.id, "balance")
     for quota, used, shown in ((0, 0, "0.00"), (1, 0, "0.00"), (1234567, 0, "1234.56"), (5000, 4990, "0.01")):
-        await db.execute("UPDATE users SET quota = $2, used_quota = $3 WHERE id = $1", user.id, quota, used)
+        # Balances change with a quota.changed event (top-up, internal quota API): userinfo's cache
+        # on every instance follows it.
+        event = {"user_id": user.id, "quota": quota, "used_quota": used, "reason": "test"}
+        sql = "UPDATE users SET quota = $2, used_quota = $3 WHERE id = $1"
+        await changed(db, settings, "quota.changed", event, sql, user.id, quota, used)
         _, _, body = await userinfo(http, stack, bearer(token))
         assert (body["quota"], body["used_quota"], body["balance_formatted"]) == (quota, used, shown)
 
@@ -236,13 +244,25 @@ async def test_wrong_audience_and_issuer(stack: Stack, http, keys, settings, ric
         assert_invalid_token(*await userinfo(http, stack, bearer(token)))
 
 
-async def test_revoked_token(stack: Stack, http, keys, settings, rich_user) -> None:
+async def test_revoked_token(stack: Stack, http, keys, settings, rich_user, db) -> None:
     token, claims = await mint(
         keys, settings, sub=str(rich_user.id), client_id="client_x", scope="profile", family=None
     )
     assert (await userinfo(http, stack, bearer(token)))[0] == 200
     r = aioredis.Redis.from_url(settings.redis_url)
     try:
+        # As the token service revokes: Postgres and its event (instances' caches), then Redis.
+        async with EventWaiter(settings, ["token.revoked"]), db.acquire() as conn, conn.transaction():
+            expires = datetime.fromtimestamp(claims["exp"], UTC)
+            await revoke_access_token(
+                conn,
+                jti=claims["jti"],
+                family_id=None,
+                client_id="client_x",
+                user_id=None,
+                expires_at=expires,
+                reason="t",
+            )
         await mark_revoked(r, settings, jtis=[claims["jti"]])
     finally:
         await r.aclose()
@@ -284,7 +304,8 @@ async def test_insufficient_scope(stack: Stack, http, keys, settings, rich_user,
 async def test_disabled_user(stack: Stack, http, keys, settings, rich_user, db) -> None:
     token = await token_for(keys, settings, rich_user.id, "profile balance")
     assert (await userinfo(http, stack, bearer(token)))[0] == 200
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", rich_user.id)
+    async with db.acquire() as conn:  # as `oauthctl user disable` does (user.disabled event)
+        await disable_user_everywhere(conn, settings, rich_user.id)
     assert_invalid_token(*await userinfo(http, stack, bearer(token)))
 
 

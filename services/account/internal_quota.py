@@ -1,0 +1,220 @@
+"""The internal quota API (SPEC.md "Quota for internal services"; never routed by the gateway).
+
+``POST /internal/quota/consume`` and ``POST /internal/quota/credit`` with
+``{"user_id": int, "amount": int, "idempotency_key": str}`` (optional ``"reason"``, a short label
+carried in the event), authenticated with ``Authorization: Bearer <INTERNAL_SERVICE_TOKEN>``
+(compared in constant time). Answers the guide's envelope ``{success, message, data}``.
+
+- consume: ``used_quota += amount`` only if the balance (``quota - used_quota``) covers it, in one
+  conditional ``UPDATE`` (the row lock serialises concurrent consumes; the condition is re-checked
+  on the latest row), so the balance is exact and never below zero; otherwise **402**
+  ``insufficient quota`` and nothing changes.
+- credit: ``quota += amount`` (top-ups, refunds).
+- Idempotent on ``idempotency_key``: the key is recorded in ``quota_operations`` in the same
+  transaction as the change and its ``quota.changed`` event. A retry with the same key and the same
+  parameters gets the first result again (``Idempotent-Replayed: true``) and changes nothing; the
+  same key with other parameters is **409**. Two concurrent requests with one key: the second
+  waits for the first and then replays it. A refused request (402, 404, 403) records nothing, so
+  the key can be retried once the balance allows.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from libs.common import outbox
+from libs.common.errors import ApiError
+from libs.common.validation import has_control_chars, json_object
+from libs.common.web import PG, SETTINGS, envelope
+
+from .balance import format_balance
+from .users import STATUS_ACTIVE
+
+MAX_AMOUNT = 10**15
+MAX_KEY_CHARS = 200
+MAX_REASON_CHARS = 100
+FIELDS = {"user_id", "amount", "idempotency_key", "reason"}
+CHALLENGE = 'Bearer realm="internal"'
+
+
+def check_internal_token(request: web.Request) -> None:
+    expected = request.app[SETTINGS].internal_service_token
+    if not expected:
+        raise ApiError(503, "the internal API is disabled: set INTERNAL_SERVICE_TOKEN on the account service")
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    presented = value.strip().encode("utf-8", "surrogatepass")
+    # compare_digest of the full values: constant time in the length of the secret.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented, expected.encode()):
+        raise ApiError(
+            401, "a valid internal service token is required (Authorization: Bearer ...)", www_authenticate=CHALLENGE
+        )
+
+
+def _int_field(body: dict[str, Any], name: str, maximum: int) -> int:
+    value = body.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"{name} must be an integer")
+    if not 0 < value <= maximum:
+        raise ApiError(400, f"{name} must be between 1 and {maximum}")
+    return value
+
+
+def _key(body: dict[str, Any]) -> str:
+    key = body.get("idempotency_key")
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS or has_control_chars(key):
+        raise ApiError(400, f"idempotency_key must be a string of 1-{MAX_KEY_CHARS} printable characters")
+    return key
+
+
+def _reason(body: dict[str, Any], default: str) -> str:
+    reason = body.get("reason")
+    if reason is None:
+        return default
+    if not isinstance(reason, str) or not 1 <= len(reason) <= MAX_REASON_CHARS or has_control_chars(reason):
+        raise ApiError(400, f"reason must be a string of 1-{MAX_REASON_CHARS} printable characters")
+    return reason
+
+
+async def apply(
+    pool: asyncpg.Pool,
+    operation: str,
+    user_id: int,
+    amount: int,
+    key: str,
+    *,
+    reason: str,
+    quota_per_unit: int,
+) -> tuple[dict[str, Any], bool]:
+    """Apply ``operation`` once per ``key``; (result, replayed)."""
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            fresh = await conn.fetchval(
+                """INSERT INTO quota_operations (idempotency_key, operation, user_id, amount, result)
+                   VALUES ($1, $2, $3, $4, '{}'::jsonb) ON CONFLICT (idempotency_key) DO NOTHING RETURNING true""",
+                key,
+                operation,
+                user_id,
+                amount,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            raise ApiError(404, "user not found") from None
+        if not fresh:
+            return await _replay(conn, operation, user_id, amount, key), True
+        if operation == "consume":
+            row = await conn.fetchrow(
+                """UPDATE users SET used_quota = used_quota + $2, updated_at = now()
+                   WHERE id = $1 AND status = $3 AND quota - used_quota >= $2
+                   RETURNING quota, used_quota""",
+                user_id,
+                amount,
+                STATUS_ACTIVE,
+            )
+            if row is None:
+                await _refusal(conn, user_id, amount, quota_per_unit)
+        else:
+            try:
+                row = await conn.fetchrow(
+                    "UPDATE users SET quota = quota + $2, updated_at = now() WHERE id = $1 RETURNING quota, used_quota",
+                    user_id,
+                    amount,
+                )
+            except asyncpg.NumericValueOutOfRangeError:
+                raise ApiError(400, "amount is too large for this account") from None
+            if row is None:
+                raise ApiError(404, "user not found")
+        assert row is not None
+        quota, used = int(row["quota"]), int(row["used_quota"])
+        result = {
+            "user_id": user_id,
+            "operation": operation,
+            "amount": amount,
+            "idempotency_key": key,
+            "quota": quota,
+            "used_quota": used,
+            "balance": quota - used,
+            "balance_formatted": format_balance(quota, used, quota_per_unit),
+        }
+        await conn.execute(
+            "UPDATE quota_operations SET result = $2::text::jsonb WHERE idempotency_key = $1",
+            key,
+            orjson.dumps(result).decode(),
+        )
+        await outbox.enqueue(
+            conn,
+            "quota.changed",
+            {
+                "user_id": user_id,
+                "delta": -amount if operation == "consume" else amount,
+                "quota": quota,
+                "used_quota": used,
+                "reason": reason,
+                "idempotency_key": key,
+            },
+        )
+    return result, False
+
+
+async def _replay(conn: asyncpg.Connection, operation: str, user_id: int, amount: int, key: str) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        "SELECT operation, user_id, amount, result::text AS result FROM quota_operations WHERE idempotency_key = $1",
+        key,
+    )
+    if row is None or (row["operation"], row["user_id"], row["amount"]) != (operation, user_id, amount):
+        raise ApiError(
+            409,
+            "idempotency_key was already used for a different request "
+            "(another operation, user_id or amount); use a new key for a new operation",
+        )
+    result: dict[str, Any] = orjson.loads(row["result"])
+    return result
+
+
+async def _refusal(conn: asyncpg.Connection, user_id: int, amount: int, quota_per_unit: int) -> None:
+    user = await conn.fetchrow("SELECT status, quota, used_quota FROM users WHERE id = $1", user_id)
+    if user is None:
+        raise ApiError(404, "user not found")
+    if user["status"] != STATUS_ACTIVE:
+        raise ApiError(403, "the user's account is disabled")
+    balance = int(user["quota"]) - int(user["used_quota"])
+    raise ApiError(
+        402,
+        f"insufficient quota: the balance is {balance} "
+        f"({format_balance(user['quota'], user['used_quota'], quota_per_unit)}), {amount} was requested; "
+        "nothing was consumed",
+    )
+
+
+async def _handle(request: web.Request, operation: str) -> web.Response:
+    check_internal_token(request)
+    body = await json_object(request, FIELDS)
+    user_id = _int_field(body, "user_id", 2**63 - 1)
+    amount = _int_field(body, "amount", MAX_AMOUNT)
+    key = _key(body)
+    reason = _reason(body, operation)
+    settings = request.app[SETTINGS]
+    result, replayed = await apply(
+        request.app[PG], operation, user_id, amount, key, reason=reason, quota_per_unit=settings.quota_per_unit
+    )
+    resp = envelope(result, "replayed: this idempotency_key was already applied" if replayed else "ok")
+    resp.headers["Cache-Control"] = "no-store"
+    if replayed:
+        resp.headers["Idempotent-Replayed"] = "true"
+    return resp
+
+
+async def handle_consume(request: web.Request) -> web.Response:
+    return await _handle(request, "consume")
+
+
+async def handle_credit(request: web.Request) -> web.Response:
+    return await _handle(request, "credit")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/internal/quota/consume", handle_consume)
+    app.router.add_post("/internal/quota/credit", handle_credit)

@@ -1,0 +1,53 @@
+"""The account service's in-process cache of users for userinfo and top-up (``app[USER_CACHE]``).
+
+Invalidated by ``quota.changed`` and ``user.*`` events (every instance's own queue), trusted only
+while this instance's event consumer is live (libs/common/caches.LiveCache), entries kept at most
+``CACHE_TTL_SECONDS``. A request of this instance that changes a user has its event applied here
+before it answers (libs/common/events settle), and on other instances as soon as it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from libs.common.caches import LiveCache
+from libs.common.events import EVENTS, Event
+from libs.common.web import SETTINGS
+
+from .users import User, get_user
+
+USER_CACHE: web.AppKey[LiveCache[int, User]] = web.AppKey("user_cache")
+
+
+def setup(app: web.Application) -> LiveCache[int, User]:
+    """Create the cache and subscribe it to the events that change users (after setup_events)."""
+    bus = app[EVENTS]
+    cache: LiveCache[int, User] = LiveCache(bus, ttl=app[SETTINGS].cache_ttl_seconds, max_entries=100_000)
+
+    async def drop(event: Event) -> None:
+        user_id = event.data.get("user_id")
+        if isinstance(user_id, int):
+            cache.invalidate(user_id)
+        else:
+            cache.clear()
+
+    bus.subscribe("quota.changed", drop)
+    bus.subscribe("user.*", drop)
+    bus.on_reset(cache.clear)
+    app[USER_CACHE] = cache
+    return cache
+
+
+async def cached_user(pool: asyncpg.Pool, user_id: int, cache: LiveCache[int, User] | None) -> User | None:
+    """``users.get_user`` through ``cache`` (when given and trusted). Missing users are not cached."""
+    if cache is None:
+        return await get_user(pool, user_id)
+    user = cache.get(user_id)
+    if user is not None:
+        return user
+    ticket = cache.ticket()
+    user = await get_user(pool, user_id)
+    if user is not None:
+        cache.put(user_id, user, ticket)
+    return user

@@ -1,0 +1,48 @@
+"""Disabling a user (``oauthctl user disable``): the account is closed to logins and every token
+and grant the user has is revoked, with one ``user.disabled`` event (SPEC.md "Events": userinfo
+caches drop the user, verifiers reject the families listed in ``family_ids``)."""
+
+from __future__ import annotations
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from libs.common import outbox
+from libs.common.config import Settings
+from libs.common.events import EventWaiter
+from libs.common.revocation import mark_revoked_safely, revoke_families
+
+from .users import STATUS_ACTIVE, STATUS_DISABLED
+
+
+async def disable_user(conn: asyncpg.Connection, user_id: int) -> list[str] | None:
+    """In one transaction: status disabled, grants deleted, token families revoked, event written.
+    Returns the revoked family ids, or None if there is no such user. Disabling a disabled user
+    again revokes whatever may have been issued since and writes the event again."""
+    async with conn.transaction():
+        previous = await conn.fetchval("SELECT status FROM users WHERE id = $1 FOR UPDATE", user_id)
+        if previous is None:
+            return None
+        await conn.execute("UPDATE users SET status = $2, updated_at = now() WHERE id = $1", user_id, STATUS_DISABLED)
+        families = await revoke_families(conn, user_id=user_id, reason="user_disabled")
+        await conn.execute("DELETE FROM grants WHERE user_id = $1", user_id)
+        await outbox.enqueue(
+            conn,
+            "user.disabled",
+            {"user_id": user_id, "family_ids": families, "was_active": previous == STATUS_ACTIVE},
+        )
+    return families
+
+
+async def disable_user_everywhere(conn: asyncpg.Connection, settings: Settings, user_id: int) -> list[str] | None:
+    """``disable_user`` from outside the services (the CLI): returns once the event went round the
+    broker, and writes the revocations to Redis (the instances' consumers write them too)."""
+    async with EventWaiter(settings, ["user.disabled"]):  # returns once the instances have the event
+        families = await disable_user(conn, user_id)
+    if families:
+        redis = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            await mark_revoked_safely(redis, settings, families=families)
+        finally:
+            await redis.aclose()
+    return families

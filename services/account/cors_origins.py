@@ -1,0 +1,81 @@
+"""The CORS origin set in Redis (libs/common/cors.py): the origins of every app's redirect URIs.
+
+Rebuilt in full (it is small, and a full rebuild cannot drift):
+- after every change to an app through the developer API or the developer console (``refresh``);
+- when the service starts, and every REBUILD_SECONDS, so that apps changed elsewhere (``oauthctl
+  demo``, SQL by hand) or a Redis that lost the key are picked up without a restart.
+
+Rebuilds are serialized with a Postgres advisory lock, and each reads the apps only after taking it:
+the last one to write Redis therefore always read the newest committed apps. The set is replaced
+in one MULTI/EXEC, so the gateway never sees it half-written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from libs.common.config import Settings
+from libs.common.cors import origin_of, origins_key
+from libs.common.web import PG, REDIS, SETTINGS
+
+log = logging.getLogger("oauth.account.cors")
+
+REBUILD_LOCK = 0x0C0B_5001
+REBUILD_SECONDS = 60.0
+SADD_CHUNK = 1000
+
+TASK = web.AppKey("cors_origins_task", asyncio.Task)
+
+
+async def rebuild(pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings) -> set[str]:
+    """Recompute the set from ``oauth_apps`` and replace it in Redis; returns the origins."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", REBUILD_LOCK)
+        rows = await conn.fetch("SELECT DISTINCT unnest(redirect_uris) AS uri FROM oauth_apps")
+        origins = {o for r in rows if (o := origin_of(r["uri"])) is not None}
+        name = origins_key(settings)
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(name)
+            ordered = sorted(origins)
+            for i in range(0, len(ordered), SADD_CHUNK):
+                pipe.sadd(name, *ordered[i : i + SADD_CHUNK])
+            await pipe.execute()
+    return origins
+
+
+async def refresh(app: web.Application) -> None:
+    """Rebuild after an app changed. Best effort: the change is committed already, and a failure
+    here is repaired by the next periodic rebuild, so it is logged, not raised."""
+    try:
+        await rebuild(app[PG], app[REDIS], app[SETTINGS])
+    except (RedisError, asyncpg.PostgresError, OSError) as exc:
+        log.warning("cors origins rebuild failed", extra={"error": type(exc).__name__})
+
+
+async def _every(app: web.Application, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await refresh(app)
+
+
+def setup(app: web.Application) -> None:
+    """Rebuild at start (before serving) and then every REBUILD_SECONDS in the background."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await refresh(app)
+        task = asyncio.create_task(_every(app, REBUILD_SECONDS))
+        app[TASK] = task
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(ctx)

@@ -1,0 +1,159 @@
+"""CORS for the browser-facing OAuth endpoints (SPEC.md "Browsers"; Fetch standard, "CORS protocol").
+
+Which paths: the token, userinfo, top-up and revocation endpoints, which the guide's browser SDK
+(and public clients with PKCE) call from the page, plus the public metadata a browser OIDC library
+reads first (discovery documents and JWKS). Nothing else ever gets CORS headers; in particular
+``/api/oauth2/authorize`` never does (it is a top-level navigation, never a fetch), and neither do
+pages, the developer API or introspection (server to server).
+
+Which origins: exactly the origins of the apps' registered redirect URIs, read from the Redis set
+the account service maintains (libs/common/cors.py), with a short in-process cache per origin
+(CACHE_SECONDS), so a new app works within seconds and a deleted one stops as fast.
+
+- Preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) is answered here,
+  never forwarded: 204 with ``Access-Control-Allow-Origin: <that origin>``, the path's methods,
+  ``Authorization, Content-Type`` and a max age when the origin is allowed and the method is one of
+  the path's; otherwise 403 without any CORS header.
+- Actual requests from an allowed origin get ``Access-Control-Allow-Origin`` (also on errors, so a
+  page can read an RFC 6749 error body) and expose ``WWW-Authenticate`` (RFC 6750 errors).
+- Never ``Access-Control-Allow-Credentials``: these endpoints take tokens in headers or bodies,
+  never cookies. Responses on these paths always carry ``Vary: Origin``, and any ``Access-Control-*``
+  header an upstream might send is dropped: the gateway alone decides.
+- Redis down: fail closed (no CORS), logged; the request itself still reaches its service.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from libs.common.config import Settings
+from libs.common.cors import origins_key, request_origin
+from libs.common.web import REDIS, SETTINGS
+
+log = logging.getLogger("oauth.gateway.cors")
+
+# path -> the methods a browser may use on it cross-origin
+CORS_PATHS: dict[str, tuple[str, ...]] = {
+    "/api/oauth2/token": ("POST",),
+    "/api/oauth2/userinfo": ("GET", "POST"),
+    "/api/oauth2/topup": ("GET",),
+    "/api/oauth2/revoke": ("POST",),
+    "/api/oauth2/jwks": ("GET",),
+    "/.well-known/openid-configuration": ("GET",),
+    "/.well-known/oauth-authorization-server": ("GET",),
+}
+ALLOW_HEADERS = "Authorization, Content-Type"
+EXPOSE_HEADERS = "WWW-Authenticate"
+MAX_AGE_SECONDS = 600
+CACHE_SECONDS = 2.0
+CACHE_MAX_ENTRIES = 10_000
+
+ALLOWED_ORIGIN = web.RequestKey("cors_allowed_origin", str)
+ANSWERED = web.RequestKey("cors_preflight_answered", bool)  # the preflight response is our own
+
+
+class AllowedOrigins:
+    """``allows(origin)``: is ``origin`` in the Redis set? Answers are cached CACHE_SECONDS."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings, ttl: float = CACHE_SECONDS) -> None:
+        self.redis = redis
+        self.key = origins_key(settings)
+        self.ttl = ttl
+        self._cache: dict[str, tuple[bool, float]] = {}
+
+    async def allows(self, origin: str) -> bool:
+        now = time.monotonic()
+        hit = self._cache.get(origin)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        try:
+            allowed = bool(await self.redis.sismember(self.key, origin))
+        except (RedisError, OSError) as exc:
+            log.warning("cors origins unavailable; refusing cross-origin access", extra={"error": type(exc).__name__})
+            allowed = False
+        if len(self._cache) >= CACHE_MAX_ENTRIES:
+            self._cache.clear()  # many distinct origins (probing): start over rather than grow
+        self._cache[origin] = (allowed, now + self.ttl)
+        return allowed
+
+
+ORIGINS = web.AppKey("cors_origins", AllowedOrigins)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _vary(response: web.StreamResponse, *names: str) -> None:
+    present = {v.strip().lower() for v in response.headers.get("Vary", "").split(",") if v.strip()}
+    missing = [n for n in names if n.lower() not in present]
+    if missing:
+        current = response.headers.get("Vary")
+        response.headers["Vary"] = ", ".join([current, *missing] if current else missing)
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    methods = CORS_PATHS.get(request.path)
+    if methods is None:
+        return await handler(request)
+    raw_origin = request.headers.get("Origin")
+    origin = request_origin(raw_origin)
+    allowed = origin is not None and await request.app[ORIGINS].allows(origin)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        request[ANSWERED] = True
+        return preflight(request, methods, raw_origin if allowed else None)
+    if allowed and raw_origin is not None:
+        request[ALLOWED_ORIGIN] = raw_origin
+    return await handler(request)
+
+
+def preflight(request: web.Request, methods: tuple[str, ...], origin: str | None) -> web.Response:
+    wanted = request.headers.get("Access-Control-Request-Method", "")
+    if origin is None or wanted not in methods:
+        # Not an allowed origin (or method): no CORS headers at all, so the browser refuses.
+        resp = web.Response(status=403, text="CORS request refused", headers={"Cache-Control": "no-store"})
+        _vary(resp, "Origin")
+        return resp
+    resp = web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": ", ".join(methods),
+            "Access-Control-Allow-Headers": ALLOW_HEADERS,
+            "Access-Control-Max-Age": str(MAX_AGE_SECONDS),
+        },
+    )
+    _vary(resp, "Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers")
+    return resp
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    if request.get(ANSWERED):
+        return
+    # Only the gateway answers CORS: whatever an upstream said is dropped.
+    for name in {h for h in response.headers if h.lower().startswith("access-control-")}:
+        response.headers.popall(name, None)
+    if request.path not in CORS_PATHS:
+        return
+    _vary(response, "Origin")
+    origin = request.get(ALLOWED_ORIGIN)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+
+
+def setup(app: web.Application) -> None:
+    """CORS for the gateway ``app`` (which must have Redis): a middleware and a response hook."""
+    app.middlewares.append(cors_middleware)
+    app.on_response_prepare.append(_on_prepare)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[ORIGINS] = AllowedOrigins(app[REDIS], app[SETTINGS])
+        yield
+
+    app.cleanup_ctx.append(ctx)

@@ -1,0 +1,139 @@
+"""``POST /api/oauth2/introspect`` (RFC 7662): is this token active, and what does it carry?
+
+- The caller must authenticate as a confidential client (client_secret_basic or _post, the token
+  endpoint's own rules in client_auth.py); a public client cannot, so it gets ``invalid_client``.
+- ``token`` is required; ``token_type_hint`` is accepted and not needed (RFC 7662 2.1 lets the
+  server search all types): access tokens are JWTs, refresh tokens start with ``refresh_``.
+- Access tokens are checked exactly as every resource endpoint checks them (AccessTokenVerifier:
+  signature by ``kid``, ``typ``, issuer, audience, expiry, revocation in Redis), and then against
+  PostgreSQL too: the token family not revoked, the user still there and active (a disabled user's
+  tokens are refused by userinfo, so they are not "active" here either).
+- Refresh tokens are looked up by their keyed hash: active while unused (rotation consumed it
+  otherwise), unexpired, of a family that is not revoked, of an active user.
+- Every failure is the same ``{"active": false}`` (RFC 7662 2.2): revoked, expired, unknown,
+  malformed and someone else's tokens are indistinguishable.
+
+Whose tokens a client may introspect (the decision RFC 7662 4 leaves to us): its own only. Another
+client's token answers ``{"active": false}``, as in Keycloak and Hydra's defaults, so an app cannot
+learn anything about tokens it was not issued (a leaked token, another app's user). The exception
+is internal service apps (``oauth_apps.internal``, flagged by an operator with ``oauthctl app
+set-internal``): they are the platform's own resource servers, whose job is to check tokens that
+third-party apps present to them, so they may introspect any token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from libs.common.access_tokens import VERIFIER, AccessTokenVerifier
+from libs.common.clients import Client
+from libs.common.config import Settings
+from libs.common.errors import OAuthError
+from libs.common.security import token_hash
+from libs.common.web import PG, SETTINGS, json_response
+
+from .client_auth import authenticate_client, client_credentials, invalid_client
+from .form import read_form, required
+from .issuance import REFRESH_PREFIX
+
+PARAMETERS = frozenset({"token", "token_type_hint", "client_id", "client_secret"})
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+INACTIVE: dict[str, Any] = {"active": False}
+ACTIVE_USER = 1  # users.status
+MAX_TOKEN_CHARS = 4096
+# Claims of an access token that the response repeats (RFC 7662 2.2); ``fam`` stays private.
+ACCESS_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti")
+
+FAMILY_SQL = "SELECT revoked_at IS NULL AS live FROM token_families WHERE id = $1"
+USER_SQL = "SELECT username, status FROM users WHERE id = $1"
+REFRESH_SQL = """
+SELECT rt.created_at, rt.expires_at, f.client_id, f.user_id, f.scope, u.username, u.status
+FROM refresh_tokens rt
+JOIN token_families f ON f.id = rt.family_id
+JOIN users u ON u.id = f.user_id
+WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now() AND f.revoked_at IS NULL
+"""
+
+
+def may_introspect(caller: Client, token_client_id: str) -> bool:
+    return caller.internal or caller.client_id == token_client_id
+
+
+async def introspect_access_token(
+    db: asyncpg.Pool, verifier: AccessTokenVerifier, caller: Client, token: str
+) -> dict[str, Any]:
+    try:
+        at = await verifier.verify(token)
+    except OAuthError:  # malformed, unknown key, bad signature, expired, revoked
+        return INACTIVE
+    if not may_introspect(caller, at.client_id):
+        return INACTIVE
+    if at.family is not None:
+        try:
+            family_id = uuid.UUID(at.family)
+        except ValueError:
+            return INACTIVE
+        if not await db.fetchval(FAMILY_SQL, family_id):  # revoked, or gone with its user
+            return INACTIVE
+    body: dict[str, Any] = {"active": True}
+    if at.user_id is not None:
+        user = await db.fetchrow(USER_SQL, at.user_id)
+        if user is None or user["status"] != ACTIVE_USER:
+            return INACTIVE
+        body["username"] = user["username"]
+    body.update({name: at.claims[name] for name in ACCESS_CLAIMS if name in at.claims})
+    body["token_type"] = "Bearer"
+    body["token_use"] = "access_token"
+    return body
+
+
+async def introspect_refresh_token(db: asyncpg.Pool, settings: Settings, caller: Client, token: str) -> dict[str, Any]:
+    row = await db.fetchrow(REFRESH_SQL, token_hash(settings.pepper_bytes, token))
+    if row is None or row["status"] != ACTIVE_USER or not may_introspect(caller, row["client_id"]):
+        return INACTIVE
+    return {
+        "active": True,
+        "scope": row["scope"],
+        "client_id": row["client_id"],
+        "username": row["username"],
+        "sub": str(row["user_id"]),
+        "iss": settings.issuer,
+        "exp": int(row["expires_at"].timestamp()),
+        "iat": int(row["created_at"].timestamp()),
+        "token_use": "refresh_token",
+    }
+
+
+async def introspect(
+    db: asyncpg.Pool, verifier: AccessTokenVerifier, settings: Settings, caller: Client, token: str
+) -> dict[str, Any]:
+    if len(token) > MAX_TOKEN_CHARS:
+        return INACTIVE
+    if token.startswith(REFRESH_PREFIX + "_"):
+        return await introspect_refresh_token(db, settings, caller, token)
+    if token.count(".") == 2:
+        return await introspect_access_token(db, verifier, caller, token)
+    return INACTIVE
+
+
+async def handle_introspect(request: web.Request) -> web.Response:
+    form = await read_form(request, PARAMETERS)
+    creds = client_credentials(request.headers.get("Authorization"), form)
+    settings = request.app[SETTINGS]
+    db = request.app[PG]
+    caller = await authenticate_client(db, settings.pepper_bytes, creds)
+    if caller.is_public:
+        raise invalid_client(
+            "Introspection needs client authentication; public clients cannot use it", via_basic=creds.via_basic
+        )
+    token = required(form, "token")
+    body = await introspect(db, request.app[VERIFIER], settings, caller, token)
+    return json_response(body, headers=NO_STORE)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/oauth2/introspect", handle_introspect)

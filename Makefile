@@ -42,8 +42,8 @@ lint: install ## ruff and mypy
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy libs/common
 
-bench: install $(ENV_FILE) ## load benchmark, prints a table
-	@$(WITH_ENV) $(PY) -m bench
+bench: install $(ENV_FILE) ## load benchmark vs node oidc-provider, prints a table (installs wrk and the peer if missing)
+	@$(WITH_ENV) $(PY) -m bench $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -6,6 +6,9 @@ oauthctl user disable --username U
 oauthctl devtoken create --username U [--name N]
 oauthctl devtoken revoke --id N
 oauthctl topup create --amount N [--count K] [--expires-days D]
+oauthctl app set-internal --client-id X [--off]  allow (or stop) client_credentials for an app
+oauthctl keys add [--alg A] [--activate-in S]  rotate the JWT signing key (publish now, sign later)
+oauthctl keys list | retire --kid K | prune   signing keys: see, stop signing, delete expired
 oauthctl demo                            create the demo data once and print it
 oauthctl run                             migrate, demo data, start every service (make run)
 """
@@ -21,8 +24,12 @@ from typing import Any
 
 import asyncpg
 
+from libs.common import outbox
 from libs.common.config import Settings, load_settings
+from libs.common.events import EventWaiter
 from libs.common.migrate import MigrationError, apply_all, ensure_database
+
+from . import keys
 
 
 def _die(msg: str, code: int = 1) -> int:
@@ -65,7 +72,8 @@ async def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
-    from services.account.users import STATUS_DISABLED, find_user
+    from services.account.user_status import disable_user_everywhere
+    from services.account.users import find_user
 
     async def run(conn: asyncpg.Connection) -> int:
         user = await find_user(conn, args.username)
@@ -73,8 +81,9 @@ async def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
             return _die(
                 f"no user named {args.username!r}; list users with psql or create one with 'oauthctl user create'"
             )
-        await conn.execute("UPDATE users SET status = $2, updated_at = now() WHERE id = $1", user.id, STATUS_DISABLED)
-        print(f"disabled user id={user.id} username={user.username}")
+        # Also revokes the user's grants and tokens, and tells every instance (user.disabled event).
+        families = await disable_user_everywhere(conn, settings, user.id) or []
+        print(f"disabled user id={user.id} username={user.username}; revoked {len(families)} token famil(ies)")
         return 0
 
     return await _with_conn(settings, run)
@@ -125,6 +134,33 @@ async def cmd_topup_create(settings: Settings, args: argparse.Namespace) -> int:
         )
         for code in codes:
             print(code)
+        return 0
+
+    return await _with_conn(settings, run)
+
+
+async def cmd_app_set_internal(settings: Settings, args: argparse.Namespace) -> int:
+    """Flag an app as internal (it may use grant_type=client_credentials), or clear the flag."""
+    internal = not args.off
+
+    async def run(conn: asyncpg.Connection) -> int:
+        row = await conn.fetchrow(
+            "SELECT id, name, token_endpoint_auth_method FROM oauth_apps WHERE client_id = $1", args.client_id
+        )
+        if row is None:
+            return _die(f"no app with client_id {args.client_id!r}")
+        if internal and row["token_endpoint_auth_method"] == "none":
+            return _die("a public client (no secret) cannot use client_credentials; create a confidential app")
+        # With a client.updated event, so the services' client caches drop the app before we return.
+        async with EventWaiter(settings, ["client.updated"]), conn.transaction():
+            await conn.execute(
+                "UPDATE oauth_apps SET internal = $2, updated_at = now() WHERE id = $1", row["id"], internal
+            )
+            await outbox.enqueue(
+                conn, "client.updated", {"app_id": row["id"], "client_id": args.client_id, "change": "internal"}
+            )
+        state = "internal: may use client_credentials" if internal else "not internal: client_credentials refused"
+        print(f"app id={row['id']} client_id={args.client_id} ({row['name']}) is now {state}")
         return 0
 
     return await _with_conn(settings, run)
@@ -212,6 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--expires-days", type=_positive_int(3650), default=None, help="days until the codes expire (default: never)"
     )
     tc.set_defaults(fn=cmd_topup_create)
+
+    ap = sub.add_parser("app", help="manage OAuth apps", description="Operator settings of OAuth apps.")
+    asub = ap.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ai = asub.add_parser(
+        "set-internal",
+        help="let an app use client_credentials",
+        description="Flag an app as internal: it may then get machine tokens (grant_type=client_credentials, "
+        "scopes quota:read quota:write). --off clears the flag.",
+    )
+    ai.add_argument("--client-id", required=True)
+    ai.add_argument("--off", action="store_true", help="clear the flag instead")
+    ai.set_defaults(fn=cmd_app_set_internal)
+
+    keys.add_parser(sub)
 
     sub.add_parser(
         "demo",

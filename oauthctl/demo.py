@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from libs.common import outbox
 from libs.common.config import Settings
 from libs.common.security import hash_password, new_token, token_hash
 from services.account.apps import new_client_id
@@ -55,6 +56,8 @@ async def ensure_demo(settings: Settings) -> DemoInfo:
                     user.id,
                     await hash_password(password),
                 )
+                # Running services drop what they cached (docs/events.md).
+                await outbox.enqueue(conn, "user.updated", {"user_id": user.id, "fields": ["password", "status"]})
             await conn.execute(
                 "UPDATE developer_tokens SET revoked_at = now() WHERE user_id = $1 AND name = $2 AND revoked_at IS NULL",
                 user.id,
@@ -83,6 +86,9 @@ async def ensure_demo(settings: Settings) -> DemoInfo:
                     row["id"],
                     token_hash(settings.pepper_bytes, secret),
                     uris,
+                )
+                await outbox.enqueue(
+                    conn, "client.secret_rotated", {"app_id": row["id"], "client_id": row["client_id"]}
                 )
             assert row is not None
         return DemoInfo(DEMO_USER, password, dev_token, row["id"], row["client_id"], secret, uris)

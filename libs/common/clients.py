@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from .caches import CLIENTS
 from .security import same, token_hash
 
 
@@ -37,8 +38,21 @@ class Client:
 
 
 async def get_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) -> Client | None:
+    """The client ``client_id``, from the process's event-invalidated cache (``caches.CLIENTS``,
+    dropped by client.* events) or the table. Unknown ids are not cached."""
     if not client_id or len(client_id) > 100:
         return None
+    cached = CLIENTS.get(client_id)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    ticket = CLIENTS.ticket()
+    client = await _load_client(db, client_id)
+    if client is not None:
+        CLIENTS.put(client_id, client, ticket)
+    return client
+
+
+async def _load_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) -> Client | None:
     row = await db.fetchrow(
         """SELECT id, client_id, name, description, redirect_uris, client_secret_hash, token_endpoint_auth_method,
                   auto_authorize, internal

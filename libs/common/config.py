@@ -27,6 +27,16 @@ class Settings(BaseSettings):
     redis_prefix: str = "oauth:"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     events_exchange: str = "oauth.events"
+    # --- events (libs/common/events.py): the outbox relay, consumers, event-invalidated caches ------
+    events_relay_poll_seconds: float = Field(1.0, gt=0, le=60)  # fallback when no NOTIFY wakes the relay
+    events_relay_batch_size: int = Field(100, ge=1, le=10000)
+    events_publish_timeout_seconds: float = Field(5.0, gt=0)  # wait for a publisher confirm
+    events_retry_initial_seconds: float = Field(0.2, gt=0)  # first backoff after a broker failure
+    events_retry_max_seconds: float = Field(5.0, gt=0)  # backoff cap (relay and reconnects)
+    events_settle_timeout_seconds: float = Field(1.0, ge=0)  # a request that wrote events waits for them
+    events_outbox_retention_seconds: int = Field(7 * 24 * 3600, ge=60)  # published rows kept this long
+    cache_ttl_seconds: float = Field(60.0, ge=0)  # event-invalidated in-process caches; 0 turns them off
+    revocation_redis_timeout_seconds: float = Field(0.5, gt=0)  # then the revocation check asks Postgres
 
     # --- network ----------------------------------------------------------------------------------
     public_base_url: str = "http://localhost:8080"
@@ -45,6 +55,7 @@ class Settings(BaseSettings):
     trust_forwarded_headers: bool = False  # the gateway trusts X-Forwarded-* only behind a known proxy
     shutdown_timeout_seconds: float = Field(10.0, ge=0)  # wait for in-flight requests after SIGTERM
     shutdown_drain_seconds: float = Field(0.0, ge=0)  # keep serving after SIGTERM while /readyz says 503
+    reuse_port: bool = False  # SO_REUSEPORT: several processes of one service share its port
 
     # --- secrets ----------------------------------------------------------------------------------
     # HMAC key for storing client secrets, developer tokens, refresh tokens and codes (SPEC.md
@@ -65,6 +76,9 @@ class Settings(BaseSettings):
     login_max_failures_per_ip: int = Field(30, ge=1)
     login_failure_window_seconds: int = Field(15 * 60, ge=10)
     jwt_algorithm: Literal["RS256", "ES256", "HS256"] = "RS256"
+    # `oauthctl keys add`: a new key is in the JWKS this long before it signs, so every verifier and
+    # every client's JWKS cache (max-age 300 s) knows it first.
+    signing_key_activation_delay_seconds: int = Field(600, ge=0)
     access_token_audience: str = ""  # the access tokens' aud (RFC 9068); default: the issuer
 
     # --- accounts ---------------------------------------------------------------------------------

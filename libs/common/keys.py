@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 ALGORITHMS = ("RS256", "ES256", "HS256")
+log = logging.getLogger("oauth.keys")
 KEYGEN_LOCK = 0x0A07_4B45
 
 
@@ -94,7 +96,9 @@ async def ensure_signing_key(pool: asyncpg.Pool, alg: str) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYGEN_LOCK)
         exists = await conn.fetchval(
-            "SELECT 1 FROM signing_keys WHERE alg = $1 AND retired_at IS NULL AND activates_at <= now()", alg
+            """SELECT 1 FROM signing_keys
+               WHERE alg = $1 AND (retired_at IS NULL OR retired_at > now()) AND activates_at <= now()""",
+            alg,
         )
         if not exists:
             await add_key(conn, alg)
@@ -117,6 +121,7 @@ class KeyStore:
         self._unknown: dict[str, float] = {}  # kid -> until (monotonic)
         self._lookup_window = (0.0, 0)  # (second, lookups in it)
         self._lock = asyncio.Lock()
+        self._reload_task: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
         async with self._lock:
@@ -139,12 +144,32 @@ class KeyStore:
             self._loaded_at = time.monotonic()
 
     async def _fresh(self) -> None:
-        if time.monotonic() - self._loaded_at > self.RELOAD_SECONDS:
+        if not self._loaded_at:  # never loaded: nothing to serve yet
             await self.load()
+        elif time.monotonic() - self._loaded_at > self.RELOAD_SECONDS and self._reload_task is None:
+            # Stale: reload in the background and serve the cached keys meanwhile. Waiting here
+            # can deadlock the pool: callers mint inside transactions (issue_pair), and when every
+            # pooled connection is held by one of them, this reload would wait for a free
+            # connection forever while they wait for it (found by `make bench`; docs/performance.md).
+            self._reload_task = asyncio.create_task(self._reload())
+
+    async def _reload(self) -> None:
+        try:
+            await self.load()
+        except Exception as exc:  # keep serving the cached keys; try again in a few seconds
+            log.warning("signing keys reload failed", extra={"error": type(exc).__name__})
+            self._loaded_at = time.monotonic() - self.RELOAD_SECONDS + 5.0
+        finally:
+            self._reload_task = None
 
     def _active(self) -> list[SigningKey]:
+        # retired_at may lie in the future: a rotation retires the old key when the new one activates.
         now = datetime.now(UTC)
-        return [k for k in self._keys.values() if k.alg == self.alg and k.retired_at is None and k.activates_at <= now]
+        return [
+            k
+            for k in self._keys.values()
+            if k.alg == self.alg and (k.retired_at is None or k.retired_at > now) and k.activates_at <= now
+        ]
 
     async def signing_key(self) -> SigningKey:
         """The newest active key of the configured algorithm."""

@@ -1,12 +1,28 @@
-"""Writing events into the transactional outbox (the relay that publishes them lives beside it)."""
+"""Writing events into the transactional outbox (the relay that publishes them is in events.py).
+
+Inside a request of a service with ``events.setup_events``, the ids enqueued are also collected
+(a context variable), so the request can have them published before it answers.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import uuid
 from typing import Any
 
 import asyncpg
 import orjson
+
+_collected: contextvars.ContextVar[list[uuid.UUID] | None] = contextvars.ContextVar("outbox_collected", default=None)
+
+
+def collect(into: list[uuid.UUID]) -> contextvars.Token[list[uuid.UUID] | None]:
+    """Append the id of every event enqueued from now on in this context to ``into``."""
+    return _collected.set(into)
+
+
+def stop_collecting(token: contextvars.Token[list[uuid.UUID] | None]) -> None:
+    _collected.reset(token)
 
 
 async def enqueue(conn: asyncpg.Connection, type_: str, data: dict[str, Any]) -> uuid.UUID:
@@ -19,4 +35,7 @@ async def enqueue(conn: asyncpg.Connection, type_: str, data: dict[str, Any]) ->
         type_,
         orjson.dumps(data).decode(),
     )
+    collected = _collected.get()
+    if collected is not None:
+        collected.append(event_id)
     return event_id

@@ -4,7 +4,6 @@ security headers, health and readiness, resource lifetimes (Postgres, Redis, Rab
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import logging
 import re
@@ -13,13 +12,13 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aio_pika
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
+from .amqp import AmqpLink
 from .config import Settings
 from .db import create_pool
 from .errors import ApiError, OAuthError, PageError
@@ -222,47 +221,7 @@ async def metrics(request: web.Request) -> web.Response:
     return resp
 
 
-# --- RabbitMQ link -------------------------------------------------------------------------------
-class AmqpLink:
-    """A robust RabbitMQ connection that is (re)established in the background, so a service starts
-    and serves while the broker is down; readiness reports it."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.connection: aio_pika.abc.AbstractRobustConnection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._connect_loop())
-
-    async def _connect_loop(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                self.connection = await aio_pika.connect_robust(self.url, timeout=5)
-                self.connected.set()
-                return
-            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
-                log.warning("rabbitmq unreachable, retrying", extra={"error": type(exc).__name__, "retry_in": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    @property
-    def is_up(self) -> bool:
-        return self.connection is not None and not self.connection.is_closed
-
-    async def check(self) -> None:
-        if not self.is_up:
-            raise ConnectionError("rabbitmq not connected")
-
-    async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self.connection is not None:
-            await self.connection.close()
+# --- RabbitMQ link: libs/common/amqp.py (AmqpLink, imported above) ------------------------------
 
 
 # --- app factory ---------------------------------------------------------------------------------
@@ -320,14 +279,23 @@ def create_app(
     if amqp:
 
         async def amqp_ctx(app: web.Application) -> AsyncIterator[None]:
-            link = AmqpLink(settings.amqp_url)
-            await link.start()
+            link = AmqpLink(
+                settings.amqp_url,
+                name=f"{service}-{uuid.uuid4().hex[:6]}",
+                retry_initial_seconds=settings.events_retry_initial_seconds,
+                retry_max_seconds=settings.events_retry_max_seconds,
+            )
             app[AMQP] = link
             app[READY_CHECKS]["rabbitmq"] = link.check
             yield
             await link.close()
 
+        async def amqp_start(app: web.Application) -> None:
+            # After every cleanup_ctx, so the event bus has registered its connect hooks.
+            await app[AMQP].start()
+
         app.cleanup_ctx.append(amqp_ctx)
+        app.on_startup.append(amqp_start)
     return app
 
 
@@ -359,7 +327,11 @@ async def _serve(service: str, app: web.Application, settings: Settings) -> None
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
     await runner.setup()
     site = web.TCPSite(
-        runner, settings.bind_host, settings.port_of(service), shutdown_timeout=settings.shutdown_timeout_seconds
+        runner,
+        settings.bind_host,
+        settings.port_of(service),
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+        reuse_port=settings.reuse_port,
     )
     await site.start()
     log.info("started", extra={"port": settings.port_of(service), "host": settings.bind_host})

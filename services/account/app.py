@@ -8,11 +8,23 @@ from aiohttp import web
 
 from libs.common.access_tokens import setup_tokens
 from libs.common.config import Settings
+from libs.common.events import setup_events
 from libs.common.pages import setup_pages
+from libs.common.revocation import setup_revocation
 from libs.common.sessions import enable_csrf
 from libs.common.web import create_app
 
-from . import apps, developer_console, register, strings, user_center, userinfo
+from . import (
+    apps,
+    cors_origins,
+    developer_console,
+    internal_quota,
+    register,
+    strings,
+    user_cache,
+    user_center,
+    userinfo,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -20,7 +32,11 @@ TEMPLATES = Path(__file__).parent / "templates"
 def build(settings: Settings) -> web.Application:
     settings.pepper_bytes  # noqa: B018 - fail at start, not on the first request, without a pepper
     app = create_app("account", settings)
+    setup_events(app)  # outbox relay, this instance's event queue, client cache
+    setup_revocation(app)  # the access-token verifier's revocation check, kept by events
+    user_cache.setup(app)  # userinfo's users, kept by quota.changed / user.* events
     setup_tokens(app)
+    cors_origins.setup(app)  # the gateway's CORS origins (Redis), rebuilt at start and periodically
     setup_pages(app, TEMPLATES)
     enable_csrf(app)
     strings.register()
@@ -29,4 +45,5 @@ def build(settings: Settings) -> web.Application:
     register.add_routes(app)
     user_center.add_routes(app)
     developer_console.add_routes(app)
+    internal_quota.add_routes(app)
     return app

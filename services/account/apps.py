@@ -17,10 +17,12 @@ from aiohttp import web
 
 from libs.common import outbox
 from libs.common.errors import ApiError
+from libs.common.revocation import revoke_client
 from libs.common.security import new_token, token_hash
 from libs.common.validation import has_control_chars, json_object, text_field
 from libs.common.web import PG, SETTINGS, envelope
 
+from . import cors_origins
 from .developer_tokens import current_developer
 
 AUTH_METHODS = ("client_secret_post", "client_secret_basic", "none")
@@ -210,7 +212,9 @@ async def delete_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> None:
         )
         if row is None:
             raise ApiError(404, "app not found")
-        await outbox.enqueue(conn, "client.deleted", _client_event(row))
+        # Its users' grants and tokens go with it (authorization.revoked; libs/common/revocation.py).
+        families = await revoke_client(conn, row["client_id"])
+        await outbox.enqueue(conn, "client.deleted", _client_event(row) | {"family_ids": families})
 
 
 async def rotate_secret(pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id: int) -> dict[str, Any]:
@@ -246,6 +250,7 @@ async def handle_create(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     new = parse_new_app(await json_object(request, CREATE_FIELDS))
     data = await create_app(request.app[PG], settings.pepper_bytes, owner, new, settings.max_apps_per_developer)
+    await cors_origins.refresh(request.app)  # its redirect URIs' origins may now call us (CORS)
     return envelope(data, "应用创建成功")
 
 
@@ -265,12 +270,15 @@ async def handle_update(request: web.Request) -> web.Response:
     body = await json_object(request, UPDATE_FIELDS | {"token_endpoint_auth_method"})
     if "token_endpoint_auth_method" in body:
         raise ApiError(400, "token_endpoint_auth_method cannot be changed; create a new app instead")
-    return envelope(await update_app(request.app[PG], owner, app_id, body), "应用更新成功")
+    data = await update_app(request.app[PG], owner, app_id, body)
+    await cors_origins.refresh(request.app)
+    return envelope(data, "应用更新成功")
 
 
 async def handle_delete(request: web.Request) -> web.Response:
     owner = await current_developer(request)
     await delete_app(request.app[PG], owner, _app_id(request))
+    await cors_origins.refresh(request.app)
     return envelope(None, "应用删除成功")
 
 

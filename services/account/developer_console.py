@@ -20,7 +20,7 @@ from libs.common.pages import pick_lang, render, translator
 from libs.common.sessions import CSRF_FIELD, check_csrf
 from libs.common.web import PG, SETTINGS, envelope
 
-from . import apps
+from . import apps, cors_origins
 from .browser import field, posted_form, redirect, require_user, session_user
 from .developer_tokens import issue_developer_token, list_developer_tokens, revoke_developer_token
 from .users import User
@@ -99,6 +99,7 @@ async def handle_create_app(request: web.Request) -> web.Response:
     except ApiError as exc:
         kept = {k: field(form, k, 30000) for k in EMPTY_FORM}
         return await console(request, user, status=exc.status, error=exc.message, form=kept)
+    await cors_origins.refresh(request.app)  # the new redirect URIs' origins may call us (CORS)
     created = _t(request)("acct.dev.app_created", name=data["name"])
     if not data.get("client_secret"):  # a public client (PKCE) has no secret to show
         return await console(request, user, notice=created)
@@ -113,6 +114,7 @@ async def handle_update_app(request: web.Request) -> web.Response:
         await apps.update_app(request.app[PG], user.id, apps._app_id(request), app_body(form, creating=False))
     except ApiError as exc:
         return await console(request, user, status=exc.status, error=exc.message)
+    await cors_origins.refresh(request.app)
     return await console(request, user, notice=_t(request)("acct.dev.app_updated"))
 
 
@@ -123,6 +125,7 @@ async def handle_delete_app(request: web.Request) -> web.Response:
         await apps.delete_app(request.app[PG], user.id, apps._app_id(request))
     except ApiError as exc:
         return await console(request, user, status=exc.status, error=exc.message)
+    await cors_origins.refresh(request.app)
     return redirect("/developer?notice=app_deleted")
 
 

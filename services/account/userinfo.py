@@ -15,10 +15,12 @@ import asyncpg
 from aiohttp import web
 
 from libs.common.access_tokens import AccessToken, authenticate, invalid_token
+from libs.common.caches import LiveCache
 from libs.common.web import PG, SETTINGS, json_response
 
 from .balance import format_balance
-from .users import STATUS_ACTIVE, User, get_user
+from .user_cache import USER_CACHE, cached_user
+from .users import STATUS_ACTIVE, User
 
 USERINFO_SCOPES = ("profile", "balance", "openid", "email")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -44,9 +46,10 @@ def userinfo_claims(user: User, scopes: frozenset[str], quota_per_unit: int) -> 
     return out
 
 
-async def active_user_of(pool: asyncpg.Pool, token: AccessToken) -> User:
-    """The token's user, who must exist and be active; otherwise the token is no longer valid."""
-    user = await get_user(pool, token.user_id) if token.user_id is not None else None
+async def active_user_of(pool: asyncpg.Pool, token: AccessToken, cache: LiveCache[int, User] | None = None) -> User:
+    """The token's user, who must exist and be active; otherwise the token is no longer valid.
+    With ``cache`` (user_cache.py), read through this instance's event-invalidated cache."""
+    user = await cached_user(pool, token.user_id, cache) if token.user_id is not None else None
     if user is None or user.status != STATUS_ACTIVE:
         raise invalid_token("The access token does not belong to an active user")
     return user
@@ -60,13 +63,13 @@ def topup_url(public_base_url: str, client_id: str) -> str:
 # --- handlers ------------------------------------------------------------------------------------
 async def handle_userinfo(request: web.Request) -> web.Response:
     token = await authenticate(request, *USERINFO_SCOPES)
-    user = await active_user_of(request.app[PG], token)
+    user = await active_user_of(request.app[PG], token, request.app.get(USER_CACHE))
     return json_response(userinfo_claims(user, token.scopes, request.app[SETTINGS].quota_per_unit), headers=NO_STORE)
 
 
 async def handle_topup(request: web.Request) -> web.Response:
     token = await authenticate(request)
-    await active_user_of(request.app[PG], token)
+    await active_user_of(request.app[PG], token, request.app.get(USER_CACHE))
     url = topup_url(request.app[SETTINGS].public_base_url, token.client_id)
     return json_response({"topup_url": url}, headers=NO_STORE)
 

@@ -7,19 +7,22 @@ from pathlib import Path
 from aiohttp import web
 
 from libs.common.config import Settings
+from libs.common.events import setup_events
 from libs.common.pages import setup_pages
 from libs.common.sessions import enable_csrf
 from libs.common.web import create_app
 
-from . import authorize, consent, login, strings  # noqa: F401 - strings registers the page texts
+from . import authorizations, authorize, consent, login, strings  # noqa: F401 - strings registers the page texts
 
 
 def build(settings: Settings) -> web.Application:
     settings.pepper_bytes  # noqa: B018 - fail at start, not on the first request, without a pepper
     app = create_app("authz", settings)
+    setup_events(app)  # outbox relay, this instance's event queue, client cache
     setup_pages(app, Path(__file__).parent / "templates")
     enable_csrf(app)
     login.add_routes(app)
     authorize.add_routes(app)
     consent.add_routes(app)
+    authorizations.add_routes(app)
     return app

@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from libs.common.config import Settings
 from libs.common.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app
 
+from . import cors
 from .routes import route_for
 
 log = logging.getLogger("oauth.gateway")
@@ -151,7 +152,9 @@ async def root(request: web.Request) -> web.StreamResponse:
 
 
 def build(settings: Settings) -> web.Application:
-    app = create_app("gateway", settings, postgres=False, redis=False, amqp=False)
+    # Redis: the CORS origins (cors.py); readiness reports it.
+    app = create_app("gateway", settings, postgres=False, redis=True, amqp=False)
+    cors.setup(app)
 
     async def client_ctx(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(

@@ -6,15 +6,24 @@ from aiohttp import web
 
 from libs.common.access_tokens import setup_tokens
 from libs.common.config import Settings
+from libs.common.events import setup_events
+from libs.common.revocation import setup_revocation
 from libs.common.web import create_app
 
-from . import jwks, token_endpoint
+from . import discovery, introspect, jwks, revocation_endpoint, token_endpoint
+from .id_tokens import setup_id_tokens
 
 
 def build(settings: Settings) -> web.Application:
     settings.pepper_bytes  # noqa: B018 - fail at start, not on the first request, without a pepper
     app = create_app("token", settings)
+    setup_events(app)  # outbox relay, this instance's event queue, client cache
+    setup_revocation(app)  # the access-token verifier's revocation check, kept by events
     setup_tokens(app, create_first_key=True)
+    setup_id_tokens(app)  # after setup_tokens: uses its KeyStore
     token_endpoint.add_routes(app)
     jwks.add_routes(app)
+    revocation_endpoint.add_routes(app)
+    introspect.add_routes(app)
+    discovery.add_routes(app)
     return app

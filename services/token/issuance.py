@@ -15,6 +15,8 @@ from libs.common.config import Settings
 from libs.common.keys import KeyStore
 from libs.common.security import new_token, token_hash
 
+from .id_tokens import Authentication, mint_id_token
+
 REFRESH_PREFIX = "refresh"
 
 
@@ -26,6 +28,7 @@ class Deps:
     redis: aioredis.Redis
     keys: KeyStore
     settings: Settings
+    id_keys: KeyStore | None = None  # signs id_tokens (id_tokens.py); None: no id_tokens
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,10 @@ async def issue_pair(
     user_id: int,
     scope: str,
     parent_id: int | None = None,
+    auth: Authentication | None = None,
 ) -> Issued:
-    """A new refresh token (stored only as its keyed hash) and an access token for ``scope``."""
+    """A new refresh token (stored only as its keyed hash) and an access token for ``scope``;
+    with ``auth`` and ``openid`` in ``scope``, an id_token too (OIDC Core 3.1.3.3, 12.2)."""
     settings = deps.settings
     refresh = new_token(REFRESH_PREFIX)
     refresh_id = await conn.fetchval(
@@ -66,4 +71,8 @@ async def issue_pair(
         "refresh_token": refresh,
         "scope": scope,
     }
+    if auth is not None and deps.id_keys is not None and "openid" in scope.split():
+        body["id_token"] = await mint_id_token(
+            deps.id_keys, settings, sub=str(user_id), client_id=client_id, scope=scope, access_token=access, auth=auth
+        )
     return Issued(body, int(refresh_id))

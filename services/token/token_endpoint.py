@@ -21,6 +21,8 @@ from libs.common.web import PG, REDIS, SETTINGS, json_response
 from .client_auth import authenticate_client, client_credentials
 from .form import read_form, required
 from .grants import authorization_code, refresh_token
+from .grants import client_credentials as client_credentials_grant
+from .id_tokens import ID_KEYS
 from .issuance import Deps
 
 Grant = Callable[[Deps, Client, dict[str, str]], Awaitable[dict[str, Any]]]
@@ -28,6 +30,7 @@ Grant = Callable[[Deps, Client, dict[str, str]], Awaitable[dict[str, Any]]]
 GRANTS: dict[str, Grant] = {
     "authorization_code": authorization_code.grant,
     "refresh_token": refresh_token.grant,
+    "client_credentials": client_credentials_grant.grant,
 }
 PARAMETERS = frozenset(
     {"grant_type", "client_id", "client_secret", "code", "redirect_uri", "code_verifier", "refresh_token", "scope"}
@@ -36,7 +39,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 5.1
 
 
 def deps_of(app: web.Application) -> Deps:
-    return Deps(pool=app[PG], redis=app[REDIS], keys=app[KEYS], settings=app[SETTINGS])
+    return Deps(pool=app[PG], redis=app[REDIS], keys=app[KEYS], settings=app[SETTINGS], id_keys=app.get(ID_KEYS))
 
 
 async def handle_token(request: web.Request) -> web.Response:

@@ -336,7 +336,7 @@ async def test_public_client_must_not_send_a_secret(stack: Stack, http, db, sett
 
 
 # --- unsupported_grant_type ----------------------------------------------------------------------
-@pytest.mark.parametrize("grant_type", ["password", "client_credentials", "implicit", "AUTHORIZATION_CODE", "x" * 100])
+@pytest.mark.parametrize("grant_type", ["password", "implicit", "CLIENT_CREDENTIALS", "AUTHORIZATION_CODE", "x" * 100])
 async def test_unsupported_grant_type(stack: Stack, http, db, settings, app, grant_type) -> None:
     form = await code_form(db, settings, app)
     form["grant_type"] = grant_type

@@ -32,6 +32,7 @@ from libs.common.security import same, token_hash
 
 from ..families import create_family, revoke_family
 from ..form import required
+from ..id_tokens import Authentication
 from ..issuance import Deps, issue_pair
 
 log = logging.getLogger("oauth.token")
@@ -45,7 +46,7 @@ FROM users u
 WHERE c.code_hash = $1 AND c.client_id = $2 AND c.used_at IS NULL AND c.expires_at > now()
   AND u.id = c.user_id
 RETURNING c.user_id, c.redirect_uri, c.scope, c.code_challenge, c.code_challenge_method, c.auth_time,
-          u.status AS user_status
+          c.nonce, u.email, u.status AS user_status
 """
 
 DIAGNOSE_SQL = """
@@ -116,6 +117,7 @@ async def exchange_code(
                     client_id=client.client_id,
                     user_id=row["user_id"],
                     scope=row["scope"],
+                    auth=Authentication(auth_time=row["auth_time"], nonce=row["nonce"], email=row["email"]),
                 )
                 return issued.body
         known = await conn.fetchrow(DIAGNOSE_SQL, code_hash)

@@ -39,6 +39,7 @@ from libs.common.security import token_hash
 
 from ..families import revoke_family
 from ..form import required
+from ..id_tokens import Authentication
 from ..issuance import REFRESH_PREFIX, Deps, issue_pair
 
 log = logging.getLogger("oauth.token")
@@ -51,7 +52,7 @@ UPDATE refresh_tokens rt SET used_at = now()
 FROM token_families f JOIN users u ON u.id = f.user_id
 WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now()
   AND f.id = rt.family_id AND f.client_id = $2 AND f.revoked_at IS NULL
-RETURNING rt.id, rt.family_id, f.user_id, f.scope, u.status AS user_status
+RETURNING rt.id, rt.family_id, f.user_id, f.scope, f.auth_time, u.email, u.status AS user_status
 """
 
 STORE_GRACE_SQL = "UPDATE refresh_tokens SET grace_response = $2 WHERE id = $1"
@@ -131,6 +132,8 @@ async def rotate(deps: Deps, client: Client, *, refresh_token: str, scope: str |
                     user_id=row["user_id"],
                     scope=access_scope,
                     parent_id=row["id"],
+                    # OIDC 12.2: a refreshed id_token keeps the original auth_time and has no nonce.
+                    auth=Authentication(auth_time=row["auth_time"], nonce=None, email=row["email"]),
                 )
                 sealed = seal_response(settings.pepper_bytes, refresh_token, row["id"], issued.body)
                 await conn.execute(STORE_GRACE_SQL, row["id"], sealed)

@@ -1,0 +1,61 @@
+"""``grant_type=client_credentials`` (RFC 6749 4.4) for internal services: machine tokens.
+
+Only confidential apps that an operator flagged as internal (``oauth_apps.internal``, set with
+``oauthctl app set-internal --client-id X``) may use it; any other authenticated client gets
+``unauthorized_client`` (RFC 6749 5.2). The client authenticated at the token endpoint already
+(``client_auth``), so a wrong secret is ``invalid_client`` before this grant runs.
+
+Scopes are the machine scopes only (``MACHINE_SCOPES``): a user scope such as ``profile`` or an
+unknown one is ``invalid_scope``. Without ``scope`` the token gets ``DEFAULT_SCOPE`` (RFC 6749 3.3:
+a pre-defined default; the least privileged one).
+
+The response has no refresh token (RFC 6749 4.4.3: "A refresh token SHOULD NOT be included"): the
+client just asks again. The access token is the usual RFC 9068 JWT with ``sub`` = ``client_id``
+(RFC 9068 2.2: no resource owner), no user and no token family; nothing is written to the
+database, so issuing one costs a client lookup and a signature.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from libs.common.access_tokens import mint
+from libs.common.clients import Client
+from libs.common.errors import OAuthError
+
+from ..issuance import Deps
+
+MACHINE_SCOPES = ("quota:read", "quota:write")
+DEFAULT_SCOPE = "quota:read"
+
+
+def machine_scope(requested: str | None) -> str:
+    """The granted scope: the requested machine scopes in canonical order, else ``invalid_scope``."""
+    wanted = (requested or DEFAULT_SCOPE).split()
+    unknown = [s for s in wanted if s not in MACHINE_SCOPES]
+    if unknown:
+        raise OAuthError(
+            "invalid_scope",
+            f"Unknown scope for client_credentials: {' '.join(unknown)[:200]}; allowed: {', '.join(MACHINE_SCOPES)}",
+        )
+    return " ".join(s for s in MACHINE_SCOPES if s in wanted)
+
+
+async def grant(deps: Deps, client: Client, form: dict[str, str]) -> dict[str, Any]:
+    if client.is_public or not client.internal:
+        raise OAuthError(
+            "unauthorized_client",
+            "This client may not use client_credentials: only internal confidential apps may "
+            "(an operator enables it with 'oauthctl app set-internal')",
+        )
+    scope = machine_scope(form.get("scope"))
+    settings = deps.settings
+    access, _claims = await mint(
+        deps.keys, settings, sub=client.client_id, client_id=client.client_id, scope=scope, family=None
+    )
+    return {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": settings.access_token_ttl_seconds,
+        "scope": scope,
+    }

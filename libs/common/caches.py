@@ -36,7 +36,11 @@ class Liveness(Protocol):
 
 
 class LiveCache(Generic[K, V]):
-    def __init__(self, liveness: Liveness, ttl: float, max_entries: int = 10_000) -> None:
+    def __init__(self, liveness: Liveness, ttl: float, max_entries: int = 10_000, name: str = "") -> None:
+        if name:
+            from .metrics import register_cache
+
+            register_cache(name, self)
         self.liveness = liveness
         self.ttl = ttl
         self.max_entries = max_entries
@@ -115,7 +119,7 @@ class AllLive:
 
 _CLIENTS_LIVENESS = AllLive()
 _CLIENTS_TTLS: dict[int, float] = {}
-CLIENTS: LiveCache[str, Any] = LiveCache(_CLIENTS_LIVENESS, ttl=0.0)  # on once an event bus attaches
+CLIENTS: LiveCache[str, Any] = LiveCache(_CLIENTS_LIVENESS, ttl=0.0, name="clients")  # on once an event bus attaches
 
 
 def attach_client_cache(liveness: Liveness, ttl: float) -> None:

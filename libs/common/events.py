@@ -50,6 +50,7 @@ from . import outbox
 from .amqp import AmqpLink
 from .caches import CLIENTS, attach_client_cache, detach_client_cache
 from .config import Settings
+from .metrics import RELAY_LAG
 from .web import AMQP, PG, SERVICE, SETTINGS
 
 log = logging.getLogger("oauth.events")
@@ -286,8 +287,11 @@ class OutboxRelay:
                 )
                 first = next(r for r in results if isinstance(r, BaseException))
                 error = first
+        occurred = {str(r["id"]): r["occurred_at"] for r in rows}
+        now = datetime.now(UTC)
         for e in done:
             EVENTS_PUBLISHED.labels(e.type).inc()
+            RELAY_LAG.observe(max(0.0, (now - occurred[e.id]).total_seconds()))
             self._recent[e.id] = None
         while len(self._recent) > 10_000:
             self._recent.popitem(last=False)

@@ -44,6 +44,7 @@ from .access_tokens import REVOCATIONS, mark_revoked, revoked_family_key, revoke
 from .caches import LiveCache
 from .config import Settings
 from .events import EVENTS, Event, event_ids
+from .metrics import ACCESS_TOKENS_REVOKED, TOKEN_FAMILIES_REVOKED
 from .web import PG, REDIS, SETTINGS
 
 log = logging.getLogger("oauth.revocation")
@@ -110,6 +111,7 @@ async def revoke_family(
     await mark_revoked(redis, settings, families=[str(fid)])
     if revoked:
         log.warning("token family revoked", extra={"family_id": str(fid), "reason": reason})
+        TOKEN_FAMILIES_REVOKED.labels(reason).inc()
     return revoked
 
 
@@ -209,6 +211,7 @@ async def revoke_access_token(
             "expires_at": int(expires_at.timestamp()),
         },
     )
+    ACCESS_TOKENS_REVOKED.inc()
     return True
 
 
@@ -280,7 +283,9 @@ class RevocationCache:
         bus = app[EVENTS]
         settings = app[SETTINGS]
         self.ttl_revoked = float(settings.access_token_ttl_seconds + 60)
-        self.checked: LiveCache[str, bool] = LiveCache(bus, ttl=settings.cache_ttl_seconds, max_entries=100_000)
+        self.checked: LiveCache[str, bool] = LiveCache(
+            bus, ttl=settings.cache_ttl_seconds, max_entries=100_000, name="access_tokens"
+        )
         self._jtis: dict[str, float] = {}
         self._families: dict[str, float] = {}
         self.shared_checks = 0

@@ -23,7 +23,7 @@ USER_CACHE: web.AppKey[LiveCache[int, User]] = web.AppKey("user_cache")
 def setup(app: web.Application) -> LiveCache[int, User]:
     """Create the cache and subscribe it to the events that change users (after setup_events)."""
     bus = app[EVENTS]
-    cache: LiveCache[int, User] = LiveCache(bus, ttl=app[SETTINGS].cache_ttl_seconds, max_entries=100_000)
+    cache: LiveCache[int, User] = LiveCache(bus, ttl=app[SETTINGS].cache_ttl_seconds, max_entries=100_000, name="users")
 
     async def drop(event: Event) -> None:
         user_id = event.data.get("user_id")

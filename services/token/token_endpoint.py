@@ -16,6 +16,7 @@ from aiohttp import web
 from libs.common.access_tokens import KEYS
 from libs.common.clients import Client
 from libs.common.errors import OAuthError
+from libs.common.metrics import TOKENS_ISSUED
 from libs.common.web import PG, REDIS, SETTINGS, json_response
 
 from .client_auth import authenticate_client, client_credentials
@@ -52,6 +53,7 @@ async def handle_token(request: web.Request) -> web.Response:
     deps = deps_of(request.app)
     client = await authenticate_client(deps.pool, deps.settings.pepper_bytes, creds)
     body = await grant(deps, client, form)
+    TOKENS_ISSUED.labels(grant_type).inc()
     return json_response(body, headers=NO_STORE)
 
 

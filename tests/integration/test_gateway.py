@@ -280,3 +280,26 @@ async def test_real_stack_routes_through_gateway(stack, http) -> None:
         assert r.status == 401  # answered by the account service
     async with http.post(f"{stack.base}/internal/quota/consume", json={}) as r:
         assert r.status == 404
+
+
+async def test_metrics_report_tokens_caches_and_requests(stack, http, db, settings) -> None:
+    """/metrics on the services carries the request, token and cache metrics."""
+    from tests.support.codes import make_client, obtain_tokens
+
+    app = await make_client(db, settings)
+    tokens = await obtain_tokens(http, stack.base, db, settings, app)
+    async with http.get(
+        f"{stack.base}/api/oauth2/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    ) as r:
+        assert r.status == 200
+    async with http.get(f"{stack.url_of('token')}/metrics") as r:
+        text = await r.text()
+    assert r.status == 200
+    assert 'oauth_tokens_issued_total{grant_type="authorization_code"}' in text
+    assert 'http_requests_total{method="POST",route="/api/oauth2/token",service="token",status="200"}' in text
+    assert "http_request_duration_seconds_bucket" in text
+    async with http.get(f"{stack.url_of('account')}/metrics") as r:
+        text = await r.text()
+    assert 'cache_entries{cache="users"}' in text and 'cache_hits_total{cache="access_tokens"}' in text
+    async with http.get(f"{stack.base}/metrics") as r:
+        assert "http_requests_total" in await r.text()  # the gateway's own

@@ -66,6 +66,25 @@ def setup_pages(app: web.Application, templates: Path) -> None:
     app[ENV] = env
 
 
+MAX_NEXT = 4096
+
+
+def safe_next(value: object, default: str = "/user") -> str:
+    """``value`` if it is a path on this site, else ``default`` (no open redirect after login).
+
+    A local path starts with one "/"; "//host" and "/\\host" are other sites to a browser, and
+    browsers drop tabs and line breaks from URLs ("/\\t/host" is "//host"), so any backslash,
+    whitespace or control character is refused too.
+    """
+    if not isinstance(value, str) or not value.startswith("/") or len(value) > MAX_NEXT:
+        return default
+    if value.startswith("//") or "\\" in value:
+        return default
+    if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in value):
+        return default
+    return value
+
+
 def pick_lang(request: web.Request) -> str:
     for candidate in (request.query.get("lang"), request.cookies.get("lang")):
         if candidate in LANGS:

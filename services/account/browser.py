@@ -9,30 +9,12 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from libs.common.pages import safe_next
 from libs.common.sessions import CSRF_FIELD, check_csrf, current_session, drop_user_sessions_key
 from libs.common.web import PG, SETTINGS
 
 from .balance import format_balance
 from .users import STATUS_ACTIVE, User, get_user
-
-DEFAULT_NEXT = "/user"
-MAX_NEXT_LEN = 2000
-
-
-def safe_next(value: str | None, default: str = DEFAULT_NEXT) -> str:
-    """``value`` if it is a path on this site, else ``default`` (no open redirect).
-
-    A local path starts with one "/"; "//host" and "/\\host" are other sites to a browser, and
-    browsers drop tabs and line breaks from URLs ("/\\t/host" is "//host"), so any control
-    character or backslash is refused too.
-    """
-    if not value or len(value) > MAX_NEXT_LEN or not value.startswith("/"):
-        return default
-    if value.startswith(("//", "/\\")) or "\\" in value:
-        return default
-    if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in value):
-        return default
-    return value
 
 
 def login_url(next_path: str) -> str:

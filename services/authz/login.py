@@ -19,10 +19,9 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from libs.common.config import Settings
-from libs.common.pages import render
+from libs.common.pages import render, safe_next
 from libs.common.security import verify_password
 from libs.common.sessions import CSRF_FIELD, check_csrf, current_session, end_session, start_session
-from libs.common.validation import has_control_chars
 from libs.common.web import PG, REDIS, SETTINGS
 
 from . import ratelimit
@@ -30,19 +29,7 @@ from .identity import MAX_IDENTIFIER, find_login_user, signed_in
 from .responses import found, lang_url
 
 DEFAULT_NEXT = "/user"
-MAX_NEXT = 4096
 MAX_PASSWORD = 1024
-
-
-def safe_next(raw: object) -> str:
-    """``raw`` if it is a path on this site, else ``/user``. Refuses ``//host`` and ``/\\host``
-    (browsers read both as another host), and any whitespace or control character (browsers drop
-    tabs and newlines, which would turn ``/\\t/host`` into ``//host``)."""
-    if not isinstance(raw, str) or not raw.startswith("/") or len(raw) > MAX_NEXT:
-        return DEFAULT_NEXT
-    if raw.startswith(("//", "/\\")) or "\\" in raw or has_control_chars(raw) or any(c.isspace() for c in raw):
-        return DEFAULT_NEXT
-    return raw
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,7 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
-import secrets
 from html import unescape
 from urllib.parse import parse_qsl, urlsplit
 
@@ -22,6 +19,7 @@ import asyncpg
 
 from libs.common.config import Settings
 from services.account.apps import NewApp, create_app
+from tests.support.codes import pkce_pair  # noqa: F401 - re-exported for tests that import it from here
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 REQUEST_RE = re.compile(r'name="request" value="([^"]+)"')
@@ -91,13 +89,6 @@ async def authorize(
     assert r.status == 302, (r.status, body[:500])
     assert location.startswith(redirect_uri), location
     return query_of(location)
-
-
-def pkce_pair() -> tuple[str, str]:
-    """(code_verifier, S256 code_challenge), RFC 7636."""
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    return verifier, challenge
 
 
 async def make_app(

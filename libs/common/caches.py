@@ -84,6 +84,11 @@ class LiveCache(Generic[K, V]):
         self._version += 1
         self._data.pop(key, None)
 
+    def fence(self) -> None:
+        """Refuse the ``put`` of every load in flight (their ticket is now stale), keeping the
+        entries: for an event whose effect is checked elsewhere, but that a load may have missed."""
+        self._version += 1
+
     def clear(self) -> None:
         self._version += 1
         self._data.clear()

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from libs.common.config import Settings
 from libs.common.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app
@@ -41,7 +41,12 @@ HOP_BY_HOP = frozenset(
 OWN_REQUEST_HEADERS = frozenset(
     {"host", "content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
 )
+RESPONSE_OWN_HEADERS = frozenset({"content-length", "server", "date"})
 CHUNK = 64 * 1024
+# Bodies up to this size with a known length are read whole and sent in one write, without the
+# streaming machinery (token, introspection and API requests and answers are all far smaller).
+SMALL_BODY = 16 * 1024
+NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class BodyTooLarge(Exception):
@@ -51,7 +56,7 @@ class BodyTooLarge(Exception):
 def _strip(
     headers: CIMultiDict[str] | aiohttp.typedefs.LooseHeaders, extra: frozenset[str] = frozenset()
 ) -> CIMultiDict[str]:
-    src = CIMultiDict(headers)
+    src = headers if isinstance(headers, CIMultiDict | CIMultiDictProxy) else CIMultiDict(headers)
     listed = {t.strip().lower() for v in src.getall("Connection", []) for t in v.split(",")}
     out: CIMultiDict[str] = CIMultiDict()
     for k, v in src.items():
@@ -93,9 +98,14 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     headers["X-Forwarded-Host"] = request.host
     headers["X-Request-Id"] = request[REQUEST_ID]
 
-    data: AsyncIterator[bytes] | None = None
+    data: AsyncIterator[bytes] | bytes | None = None
     too_large = False
-    if request.body_exists:
+    if request.content_length is not None and request.content_length <= SMALL_BODY:
+        # Small and of a known, already checked length: read whole, forwarded in one write.
+        if request.body_exists:
+            data = await request.read()
+            headers["Content-Length"] = str(len(data))
+    elif request.body_exists:
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
 
@@ -116,8 +126,21 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     resp: web.StreamResponse | None = None
     try:
         async with client.request(request.method, url, headers=headers, data=data, allow_redirects=False) as upstream:
+            length = upstream.content_length
+            if (
+                length is not None
+                and length <= SMALL_BODY
+                and request.method != "HEAD"
+                and upstream.status not in NO_BODY_STATUSES
+                and "Content-Encoding" not in upstream.headers
+            ):
+                # Small and of a known length: headers and body go out in one write.
+                payload = await upstream.read()
+                small = web.Response(status=upstream.status, reason=upstream.reason, body=payload)
+                small.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
+                return small
             resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            resp.headers.extend(_strip(upstream.headers, frozenset({"content-length", "server", "date"})))
+            resp.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
             if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
                 resp.content_length = upstream.content_length
             await resp.prepare(request)

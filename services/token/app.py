@@ -24,6 +24,7 @@ def build(settings: Settings) -> web.Application:
     token_endpoint.add_routes(app)
     jwks.add_routes(app)
     revocation_endpoint.add_routes(app)
+    introspect.setup_cache(app)  # after setup_revocation: relies on its event-fed family check
     introspect.add_routes(app)
     discovery.add_routes(app)
     return app

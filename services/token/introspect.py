@@ -8,6 +8,15 @@
   signature by ``kid``, ``typ``, issuer, audience, expiry, revocation in Redis), and then against
   PostgreSQL too: the token family not revoked, the user still there and active (a disabled user's
   tokens are refused by userinfo, so they are not "active" here either).
+- That PostgreSQL answer is kept per token (``jti``) in an event-invalidated cache
+  (``app[INTROSPECTED]``, libs/common/caches.LiveCache): trusted only while this instance's event
+  consumer is live, for ``CACHE_TTL_SECONDS`` at most, dropped when the consumer reconnects. A
+  revoked jti drops its entry; a revoked family (``token.revoked``, ``authorization.revoked``,
+  ``user.disabled``, ``client.deleted``) is rejected from then on by the verifier's revocation check,
+  which learns it from the same event (libs/common/revocation.py, step 1); any ``user.*`` event
+  drops the whole cache. Each of these events also fences loads in flight, so an answer read
+  before the event is never cached after it. While the consumer is down every call reads
+  PostgreSQL, as before.
 - Refresh tokens are looked up by their keyed hash: active while unused (rotation consumed it
   otherwise), unexpired, of a family that is not revoked, of an active user.
 - Every failure is the same ``{"active": false}`` (RFC 7662 2.2): revoked, expired, unknown,
@@ -24,15 +33,19 @@ third-party apps present to them, so they may introspect any token.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from libs.common.access_tokens import VERIFIER, AccessTokenVerifier
+from libs.common.access_tokens import REVOCATIONS, VERIFIER, AccessTokenVerifier
+from libs.common.caches import LiveCache
 from libs.common.clients import Client
 from libs.common.config import Settings
 from libs.common.errors import OAuthError
+from libs.common.events import EVENTS, Event
+from libs.common.revocation import REVOKING_EVENTS, RevocationCache, revoked_by
 from libs.common.security import token_hash
 from libs.common.web import PG, SETTINGS, json_response
 
@@ -59,12 +72,44 @@ WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now() AND f.
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What PostgreSQL said about one access token: its family live, its user (if any) active."""
+
+    username: str | None
+
+
+INTROSPECTED: web.AppKey[LiveCache[str, Checked]] = web.AppKey("introspected")
+
+
 def may_introspect(caller: Client, token_client_id: str) -> bool:
     return caller.internal or caller.client_id == token_client_id
 
 
+async def _check_in_postgres(db: asyncpg.Pool, family: str | None, user_id: int | None) -> Checked | None:
+    """None if the family is revoked (or gone) or the user is not there and active."""
+    if family is not None:
+        try:
+            family_id = uuid.UUID(family)
+        except ValueError:
+            return None
+        if not await db.fetchval(FAMILY_SQL, family_id):  # revoked, or gone with its user
+            return None
+    username: str | None = None
+    if user_id is not None:
+        user = await db.fetchrow(USER_SQL, user_id)
+        if user is None or user["status"] != ACTIVE_USER:
+            return None
+        username = user["username"]
+    return Checked(username)
+
+
 async def introspect_access_token(
-    db: asyncpg.Pool, verifier: AccessTokenVerifier, caller: Client, token: str
+    db: asyncpg.Pool,
+    verifier: AccessTokenVerifier,
+    caller: Client,
+    token: str,
+    cache: LiveCache[str, Checked] | None = None,
 ) -> dict[str, Any]:
     try:
         at = await verifier.verify(token)
@@ -72,19 +117,18 @@ async def introspect_access_token(
         return INACTIVE
     if not may_introspect(caller, at.client_id):
         return INACTIVE
-    if at.family is not None:
-        try:
-            family_id = uuid.UUID(at.family)
-        except ValueError:
-            return INACTIVE
-        if not await db.fetchval(FAMILY_SQL, family_id):  # revoked, or gone with its user
-            return INACTIVE
     body: dict[str, Any] = {"active": True}
-    if at.user_id is not None:
-        user = await db.fetchrow(USER_SQL, at.user_id)
-        if user is None or user["status"] != ACTIVE_USER:
-            return INACTIVE
-        body["username"] = user["username"]
+    if at.family is not None or at.user_id is not None:
+        checked = cache.get(at.jti) if cache is not None else None
+        if checked is None:
+            ticket = cache.ticket() if cache is not None else None
+            checked = await _check_in_postgres(db, at.family, at.user_id)
+            if checked is None:
+                return INACTIVE  # not cached: a refusal is not worth remembering
+            if cache is not None and ticket is not None:
+                cache.put(at.jti, checked, ticket)
+        if at.user_id is not None:
+            body["username"] = checked.username
     body.update({name: at.claims[name] for name in ACCESS_CLAIMS if name in at.claims})
     body["token_type"] = "Bearer"
     body["token_use"] = "access_token"
@@ -109,14 +153,19 @@ async def introspect_refresh_token(db: asyncpg.Pool, settings: Settings, caller:
 
 
 async def introspect(
-    db: asyncpg.Pool, verifier: AccessTokenVerifier, settings: Settings, caller: Client, token: str
+    db: asyncpg.Pool,
+    verifier: AccessTokenVerifier,
+    settings: Settings,
+    caller: Client,
+    token: str,
+    cache: LiveCache[str, Checked] | None = None,
 ) -> dict[str, Any]:
     if len(token) > MAX_TOKEN_CHARS:
         return INACTIVE
     if token.startswith(REFRESH_PREFIX + "_"):
         return await introspect_refresh_token(db, settings, caller, token)
     if token.count(".") == 2:
-        return await introspect_access_token(db, verifier, caller, token)
+        return await introspect_access_token(db, verifier, caller, token, cache)
     return INACTIVE
 
 
@@ -131,8 +180,36 @@ async def handle_introspect(request: web.Request) -> web.Response:
             "Introspection needs client authentication; public clients cannot use it", via_basic=creds.via_basic
         )
     token = required(form, "token")
-    body = await introspect(db, request.app[VERIFIER], settings, caller, token)
+    body = await introspect(db, request.app[VERIFIER], settings, caller, token, request.app.get(INTROSPECTED))
     return json_response(body, headers=NO_STORE)
+
+
+def setup_cache(app: web.Application) -> LiveCache[str, Checked] | None:
+    """The per-token cache of the PostgreSQL checks (after setup_events and setup_revocation). Not
+    set up without the verifier's event-fed revocation check, which it relies on for families."""
+    if not isinstance(app.get(REVOCATIONS), RevocationCache):
+        return None
+    bus = app[EVENTS]
+    cache: LiveCache[str, Checked] = LiveCache(
+        bus, ttl=app[SETTINGS].cache_ttl_seconds, max_entries=100_000, name="introspection"
+    )
+
+    async def on_revoked(event: Event) -> None:
+        jtis, families = revoked_by(event)
+        for jti in jtis:
+            cache.invalidate(jti)
+        if families:
+            cache.fence()  # entries stay: the verifier rejects these families from now on
+
+    async def on_user(event: Event) -> None:
+        cache.clear()  # a status (or name) may have changed; these events are rare
+
+    for event_type in REVOKING_EVENTS:
+        bus.subscribe(event_type, on_revoked)
+    bus.subscribe("user.*", on_user)
+    bus.on_reset(cache.clear)
+    app[INTROSPECTED] = cache
+    return cache
 
 
 def add_routes(app: web.Application) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -200,6 +201,20 @@ async def test_body_is_streamed_and_limited(gw: Gw, http) -> None:
     async with http.post(gw.base + "/api/oauth2/token", data=chunks()) as r:
         assert r.status == 413
         assert (await r.json())["error"] == "request_too_large"
+
+
+async def test_small_bodies_are_forwarded_whole(gw: Gw, http) -> None:
+    """Known-length bodies up to SMALL_BODY skip the streaming path, both ways; HEAD stays bodiless."""
+    for size in (1, 100, 16 * 1024, 16 * 1024 + 1):
+        async with http.post(gw.base + "/api/oauth2/token", data=b"z" * size) as r:
+            assert r.status == 200
+            raw = await r.read()
+            assert int(r.headers["Content-Length"]) == len(raw)
+            assert json.loads(raw)["body_len"] == size
+            assert r.headers["Content-Type"].startswith("application/json")
+    async with http.head(gw.base + "/api/oauth2/userinfo") as r:
+        assert r.status == 200
+        assert await r.read() == b""
 
 
 async def test_slow_upstream_is_504(gw: Gw, http) -> None:

@@ -28,21 +28,9 @@ from libs.common import outbox
 from libs.common.config import Settings, load_settings
 from libs.common.events import EventWaiter
 from libs.common.migrate import MigrationError, apply_all, ensure_database
+from oauthctl.util import die, with_conn
 
 from . import keys
-
-
-def _die(msg: str, code: int = 1) -> int:
-    print(f"oauthctl: {msg}", file=sys.stderr)
-    return code
-
-
-async def _with_conn(settings: Settings, fn: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return await fn(conn)
-    finally:
-        await conn.close()
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -64,11 +52,11 @@ async def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
         try:
             user = await create_user(conn, args.username, args.email, password)
         except UserError as exc:
-            return _die(exc.message)
+            return die(exc.message)
         print(f"created user id={user.id} username={user.username} email={user.email}")
         return 0
 
-    return await _with_conn(settings, run)
+    return await with_conn(settings, run)
 
 
 async def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
@@ -78,7 +66,7 @@ async def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
     async def run(conn: asyncpg.Connection) -> int:
         user = await find_user(conn, args.username)
         if user is None:
-            return _die(
+            return die(
                 f"no user named {args.username!r}; list users with psql or create one with 'oauthctl user create'"
             )
         # Also revokes the user's grants and tokens, and tells every instance (user.disabled event).
@@ -86,7 +74,7 @@ async def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
         print(f"disabled user id={user.id} username={user.username}; revoked {len(families)} token famil(ies)")
         return 0
 
-    return await _with_conn(settings, run)
+    return await with_conn(settings, run)
 
 
 async def cmd_devtoken_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -96,13 +84,13 @@ async def cmd_devtoken_create(settings: Settings, args: argparse.Namespace) -> i
     async def run(conn: asyncpg.Connection) -> int:
         user = await find_user(conn, args.username)
         if user is None:
-            return _die(f"no user named {args.username!r}; create one first with 'oauthctl user create'")
+            return die(f"no user named {args.username!r}; create one first with 'oauthctl user create'")
         token, record = await create_developer_token(conn, settings.pepper_bytes, user.id, args.name)
         print(f"developer token id={record.id} for {user.username} (shown once, store it now):")
         print(token)
         return 0
 
-    return await _with_conn(settings, run)
+    return await with_conn(settings, run)
 
 
 async def cmd_devtoken_revoke(settings: Settings, args: argparse.Namespace) -> int:
@@ -110,11 +98,11 @@ async def cmd_devtoken_revoke(settings: Settings, args: argparse.Namespace) -> i
 
     async def run(conn: asyncpg.Connection) -> int:
         if not await revoke_developer_token(conn, args.id):
-            return _die(f"no active developer token with id {args.id}")
+            return die(f"no active developer token with id {args.id}")
         print(f"revoked developer token id={args.id}")
         return 0
 
-    return await _with_conn(settings, run)
+    return await with_conn(settings, run)
 
 
 async def cmd_topup_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -136,7 +124,7 @@ async def cmd_topup_create(settings: Settings, args: argparse.Namespace) -> int:
             print(code)
         return 0
 
-    return await _with_conn(settings, run)
+    return await with_conn(settings, run)
 
 
 async def cmd_app_set_internal(settings: Settings, args: argparse.Namespace) -> int:
@@ -148,9 +136,9 @@ async def cmd_app_set_internal(settings: Settings, args: argparse.Namespace) -> 
             "SELECT id, name, token_endpoint_auth_method FROM oauth_apps WHERE client_id = $1", args.client_id
         )
         if row is None:
-            return _die(f"no app with client_id {args.client_id!r}")
+            return die(f"no app with client_id {args.client_id!r}")
         if internal and row["token_endpoint_auth_method"] == "none":
-            return _die("a public client (no secret) cannot use client_credentials; create a confidential app")
+            return die("a public client (no secret) cannot use client_credentials; create a confidential app")
         # With a client.updated event, so the services' client caches drop the app before we return.
         async with EventWaiter(settings, ["client.updated"]), conn.transaction():
             await conn.execute(
@@ -163,7 +151,7 @@ async def cmd_app_set_internal(settings: Settings, args: argparse.Namespace) -> 
         print(f"app id={row['id']} client_id={args.client_id} ({row['name']}) is now {state}")
         return 0
 
-    return await _with_conn(settings, run)
+    return await with_conn(settings, run)
 
 
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -288,13 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (OSError, asyncpg.PostgresError) as exc:
-        return _die(
+        return die(
             f"{exc}\nIs PostgreSQL up, and is DATABASE_URL ({settings.database_url.split('@')[-1]}) right? Then run 'oauthctl migrate'."
         )
     except MigrationError as exc:
-        return _die(str(exc))
+        return die(str(exc))
     except RuntimeError as exc:
-        return _die(str(exc))
+        return die(str(exc))
 
 
 if __name__ == "__main__":

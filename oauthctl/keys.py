@@ -12,27 +12,13 @@ an unknown kid); nothing needs a restart.
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
 from libs.common.config import Settings
 from libs.common.keys import ALGORITHMS
-
-
-def _die(msg: str) -> int:
-    print(f"oauthctl: {msg}", file=sys.stderr)
-    return 1
-
-
-async def _with_conn(settings: Settings, fn: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return await fn(conn)
-    finally:
-        await conn.close()
+from oauthctl.util import die, with_conn
 
 
 async def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
@@ -45,7 +31,7 @@ async def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
         try:
             added = await ka.add(conn, alg, delay, retire_old=not args.keep_old)
         except ka.KeyAdminError as exc:
-            return _die(str(exc))
+            return die(str(exc))
         print(
             f"added {added.alg} key kid={added.kid}: published in the JWKS now, signs from {ka.fmt(added.activates_at)}"
         )
@@ -60,7 +46,7 @@ async def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
             )
         return 0
 
-    return await _with_conn(settings, run)
+    return await with_conn(settings, run)
 
 
 async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -79,7 +65,7 @@ async def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
             )
         return 0
 
-    return await _with_conn(settings, run)
+    return await with_conn(settings, run)
 
 
 async def cmd_retire(settings: Settings, args: argparse.Namespace) -> int:
@@ -89,11 +75,11 @@ async def cmd_retire(settings: Settings, args: argparse.Namespace) -> int:
         try:
             until = await ka.retire(conn, settings, args.kid)
         except ka.KeyAdminError as exc:
-            return _die(str(exc))
+            return die(str(exc))
         print(f"retired key {args.kid}: it no longer signs, and keeps verifying until {ka.fmt(until)}")
         return 0
 
-    return await _with_conn(settings, run)
+    return await with_conn(settings, run)
 
 
 async def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
@@ -107,7 +93,7 @@ async def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
             print(f"deleted key {kid} (retired longer ago than every token it signed can live)")
         return 0
 
-    return await _with_conn(settings, run)
+    return await with_conn(settings, run)
 
 
 def _seconds(text: str) -> int:

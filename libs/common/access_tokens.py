@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .config import Settings
 from .errors import OAuthError
-from .keys import KeyStore, ensure_signing_key
+from .keys import KeyStore, ensure_signing_key, sign_jwt
 from .redis import key
 from .web import PG, REDIS, SETTINGS
 
@@ -109,7 +109,7 @@ async def mint(
         claims["fam"] = family
     if extra:
         claims.update(extra)
-    token = jwt.encode(claims, signing.private, algorithm=signing.alg, headers={"kid": signing.kid, "typ": "at+jwt"})
+    token = sign_jwt(signing, claims, "at+jwt")
     return token, claims
 
 

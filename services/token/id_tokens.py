@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import jwt
 from aiohttp import web
 
 from libs.common.access_tokens import KEYS
 from libs.common.config import Settings
-from libs.common.keys import KeyStore, ensure_signing_key
+from libs.common.keys import KeyStore, ensure_signing_key, sign_jwt
 from libs.common.web import PG, SETTINGS
 
 from .key_admin import ID_TOKEN_ALGORITHMS, verify_window
@@ -96,7 +95,7 @@ async def mint_id_token(
         auth=auth,
         now=int(time.time()),
     )
-    return jwt.encode(claims, signing.private, algorithm=signing.alg, headers={"kid": signing.kid, "typ": "JWT"})
+    return sign_jwt(signing, claims, "JWT")
 
 
 def setup_id_tokens(app: web.Application) -> None:

@@ -181,6 +181,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.force_close()
     if REQUEST_ID in request:
         h["X-Request-Id"] = request[REQUEST_ID]
+    h["Server"] = "oauth-platform"  # not aiohttp's default, which names the exact server version
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "no-referrer")
     h.setdefault("X-Frame-Options", "DENY")

@@ -178,6 +178,7 @@ async def test_forwarded_headers_and_hop_by_hop(gw: Gw, http) -> None:
     assert "X-Secret-Hop" not in resp_headers
     assert resp_headers["X-Upstream"] == "account"
     assert resp_headers["X-Content-Type-Options"] == "nosniff"
+    assert resp_headers["Server"] == "oauth-platform"  # no server software version is disclosed
 
 
 async def test_redirects_and_cookies_pass_through(gw: Gw, http) -> None:

@@ -22,7 +22,7 @@ from libs.common.amqp import AmqpLink
 from libs.common.config import Settings
 from libs.common.events import EVENTS, Event, EventConsumer, OutboxRelay, process_once, topic_matches
 from tests.support.events import TcpProxy, Watcher, scratch_database
-from tests.support.stack import Stack
+from tests.support.stack import Stack, until
 
 
 async def write_event(db: asyncpg.Pool, type_: str, data: dict) -> str:
@@ -38,14 +38,6 @@ async def publish_raw(settings: Settings, body: bytes, routing_key: str, message
         await exchange.publish(aio_pika.Message(body, message_id=message_id), routing_key=routing_key)
     finally:
         await connection.close()
-
-
-async def until(predicate, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(within / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def test_topic_matching() -> None:

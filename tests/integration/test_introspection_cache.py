@@ -4,10 +4,6 @@ disable done through the real paths, on another token-service instance than the 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import aiohttp
 import asyncpg
 import pytest
@@ -19,7 +15,7 @@ from services.account.user_status import disable_user_everywhere
 from services.token.introspect import INTROSPECTED
 from tests.support.codes import ClientApp, make_client, obtain_tokens, post_token, refresh_form
 from tests.support.events import TcpProxy
-from tests.support.stack import Stack, free_port
+from tests.support.stack import Stack, extra_instance, until
 
 
 @pytest.fixture
@@ -27,25 +23,9 @@ async def app(db: asyncpg.Pool, settings: Settings) -> ClientApp:
     return await make_client(db, settings)  # a fresh user per test
 
 
-@asynccontextmanager
-async def token_instance(
-    stack: Stack, settings: Settings, **overrides: object
-) -> AsyncIterator[tuple[str, web.Application]]:
-    """A second token-service instance next to the stack's (which the gateway uses)."""
-    port = free_port()
-    runner = await stack.start("token", port=port, settings=settings.model_copy(update=overrides))
-    try:
-        yield f"http://127.0.0.1:{port}", runner.app
-    finally:
-        await runner.cleanup()
-
-
-async def until(predicate, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(within / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+def token_instance(stack: Stack, settings: Settings, **overrides: object):  # type: ignore[no-untyped-def]
+    """A second token-service instance next to the stack's."""
+    return extra_instance(stack, "token", settings, **overrides)
 
 
 async def introspect(http: aiohttp.ClientSession, base: str, app: ClientApp, token: str) -> dict:

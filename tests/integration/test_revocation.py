@@ -4,22 +4,18 @@ it is not, from PostgreSQL when Redis is down too."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
 
 from libs.common.access_tokens import REVOCATIONS, VERIFIER
 from libs.common.config import Settings
 from libs.common.events import EVENTS
 from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_form
 from tests.support.events import TcpProxy
-from tests.support.stack import Stack, free_port
+from tests.support.stack import Stack, extra_instance, free_port, until
 
 
 @pytest.fixture
@@ -175,24 +171,9 @@ async def test_public_client_revokes_with_its_client_id(stack: Stack, http, db, 
 
 
 # --- every instance, whatever is down ------------------------------------------------------------
-@asynccontextmanager
-async def account_instance(
-    stack: Stack, settings: Settings, **overrides: object
-) -> AsyncIterator[tuple[str, web.Application]]:
-    port = free_port()
-    runner = await stack.start("account", port=port, settings=settings.model_copy(update=overrides))
-    try:
-        yield f"http://127.0.0.1:{port}", runner.app
-    finally:
-        await runner.cleanup()
-
-
-async def until(predicate, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(within / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+def account_instance(stack: Stack, settings: Settings, **overrides: object):  # type: ignore[no-untyped-def]
+    """A second account-service instance next to the stack's."""
+    return extra_instance(stack, "account", settings, **overrides)
 
 
 async def test_checked_tokens_are_remembered_while_events_flow(stack: Stack, http, db, settings, app) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -51,3 +54,25 @@ class Stack:
     async def stop_all(self) -> None:
         for service in list(self.runners):
             await self.stop(service)
+
+
+@contextlib.asynccontextmanager
+async def extra_instance(
+    stack: Stack, service: str, settings: Settings, **overrides: object
+) -> AsyncIterator[tuple[str, web.Application]]:
+    """Another instance of ``service`` on its own port, next to the stack's (which the gateway uses)."""
+    port = free_port()
+    runner = await stack.start(service, port=port, settings=settings.model_copy(update=overrides))
+    try:
+        yield f"http://127.0.0.1:{port}", runner.app
+    finally:
+        await runner.cleanup()
+
+
+async def until(predicate: Callable[[], object], within: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true, polling every 20 ms; fail after ``within`` seconds."""
+    for _ in range(int(within / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")

@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 ENV_FILE ?= .env
 WITH_ENV := set -a; [ -f $(ENV_FILE) ] && . ./$(ENV_FILE); set +a;
 
-.PHONY: help install run migrate demo test test-unit lint typecheck bench clean
+.PHONY: help install deps run migrate demo test test-unit lint typecheck bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,7 +27,10 @@ install: $(VENV)/.installed ## create the virtualenv and install
 $(ENV_FILE):
 	@$(PY) -m oauthctl.envfile $(ENV_FILE)
 
-run: install $(ENV_FILE) ## migrate, create demo data, start all services (Ctrl-C stops them)
+deps: install $(ENV_FILE) ## find PostgreSQL, Redis, RabbitMQ at the configured URLs; start them if need be
+	@$(WITH_ENV) $(PY) -m oauthctl.deps
+
+run: deps ## migrate, create demo data, start all services (Ctrl-C stops them)
 	@$(WITH_ENV) exec $(PY) -m oauthctl run
 
 migrate: install $(ENV_FILE) ## apply pending migrations to DATABASE_URL
@@ -36,15 +39,16 @@ migrate: install $(ENV_FILE) ## apply pending migrations to DATABASE_URL
 demo: install $(ENV_FILE) ## create (or refresh) the demo data and print it
 	@$(WITH_ENV) $(PY) -m oauthctl demo
 
-test: install ## the whole suite (needs PostgreSQL, Redis, RabbitMQ)
+test: install ## the whole suite (starts PostgreSQL, Redis, RabbitMQ and installs Chromium if it can)
+	@$(PY) -m oauthctl.deps --for test --browser
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install ## unit tests only (no I/O)
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-lint: install ## ruff and mypy
+lint: install ## ruff and mypy over everything that ships
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy libs/common
+	@$(VENV)/bin/mypy services libs oauthctl examples bench
 
 bench: install $(ENV_FILE) ## load benchmark vs node oidc-provider, prints a table (installs wrk and the peer if missing)
 	@$(WITH_ENV) $(PY) -m bench $(BENCH_ARGS)

@@ -19,7 +19,7 @@ import argparse
 import asyncio
 import getpass
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = load_settings()
-    fn: Callable[[Settings, Any], Awaitable[int]] = args.fn
+    fn: Callable[[Settings, Any], Coroutine[Any, Any, int]] = args.fn
     try:
         return asyncio.run(fn(settings, args))
     except KeyboardInterrupt:

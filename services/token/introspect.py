@@ -187,7 +187,7 @@ async def handle_introspect(request: web.Request) -> web.Response:
 def setup_cache(app: web.Application) -> LiveCache[str, Checked] | None:
     """The per-token cache of the PostgreSQL checks (after setup_events and setup_revocation). Not
     set up without the verifier's event-fed revocation check, which it relies on for families."""
-    if not isinstance(app.get(REVOCATIONS), RevocationCache):
+    if REVOCATIONS not in app or not isinstance(app[REVOCATIONS], RevocationCache):
         return None
     bus = app[EVENTS]
     cache: LiveCache[str, Checked] = LiveCache(

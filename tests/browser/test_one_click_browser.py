@@ -8,7 +8,6 @@ username / email / balance, 账户充值 to the platform's top-up page, a top-up
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,12 +17,13 @@ import asyncpg
 import pytest
 
 from libs.common.config import Settings
+from oauthctl.deps import chromium_path
 from services.account.topup import create_codes
 from tests.support.e2e import developer_token_over_http, example_app
 from tests.support.factories import make_user
 from tests.support.stack import Stack
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = chromium_path()  # tests/browser/conftest.py skips or fails the tests without it
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -34,10 +34,6 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 15_000
 PASSWORD = "correct horse battery"
-
-
-def chromium_installed() -> bool:
-    return os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)
 
 
 class Chromium:
@@ -56,12 +52,6 @@ class Chromium:
 @pytest.fixture(scope="module")
 async def chromium() -> AsyncIterator[Chromium]:
     """One headless Chromium for the module (each test gets its own context: no shared cookies)."""
-    if not chromium_installed():
-        yield Chromium(
-            error=f"{CHROMIUM} not found: the browser tests need Debian's Chromium; run `apt-get install chromium` "
-            "(never `playwright install`)"
-        )
-        return
     try:
         from playwright.async_api import async_playwright
     except ImportError:

@@ -12,7 +12,6 @@ not registered fail in the browser, and the authorize endpoint is never readable
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,10 +23,11 @@ from aiohttp import web
 
 from examples.third_party_app.app import Config, build_app
 from libs.common.config import Settings
+from oauthctl.deps import chromium_path
 from tests.support.factories import make_developer, make_user
 from tests.support.stack import Stack, free_port
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = chromium_path()  # tests/browser/conftest.py skips or fails the tests without it
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -49,14 +49,8 @@ FETCH_JS = """async ([url, headers]) => {
 }"""
 
 
-def chromium_installed() -> bool:
-    return os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)
-
-
 @pytest.fixture(scope="module")
 async def chromium() -> AsyncIterator[Any]:
-    if not chromium_installed():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (never `playwright install`)", pytrace=False)
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:

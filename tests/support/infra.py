@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+
+from oauthctl.deps import docker_engine
 
 DEFAULTS = {
     "DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres",
@@ -24,28 +24,23 @@ class Infra:
     amqp_url: str
 
 
-def _docker_engine() -> bool:
-    if not shutil.which("docker"):
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=5).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+def use_containers(environ: Mapping[str, str], has_docker: Callable[[], bool] = docker_engine) -> bool:
+    """Throwaway containers for the URLs not given, when some are missing and a Docker engine answers
+    (asked only then: `docker info` may take seconds)."""
+    return not all(environ.get(k) for k in DEFAULTS) and has_docker()
 
 
 @contextlib.contextmanager
 def infra() -> Iterator[Infra]:
     env = {k: os.environ.get(k) for k in DEFAULTS}
-    if all(env.values()) or not _docker_engine():
+    if not use_containers(os.environ):
         yield Infra(*(env[k] or DEFAULTS[k] for k in DEFAULTS))
         return
-    try:  # a Docker engine and no URLs given: throwaway containers
-        from testcontainers.postgres import PostgresContainer
-        from testcontainers.rabbitmq import RabbitMqContainer
-        from testcontainers.redis import RedisContainer
-    except ImportError:
-        yield Infra(*(env[k] or DEFAULTS[k] for k in DEFAULTS))
-        return
+    # A Docker engine and URLs missing: throwaway containers (testcontainers is a dev dependency).
+    from testcontainers.community.postgres import PostgresContainer
+    from testcontainers.community.rabbitmq import RabbitMqContainer
+    from testcontainers.community.redis import RedisContainer
+
     with contextlib.ExitStack() as stack:
         urls = dict(env)
         if not urls["DATABASE_URL"]:

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--for", dest="purpose", choices=("run", "test"), default="run",
                     help="test: leave missing servers to testcontainers when no URL is set and Docker answers")
     ap.add_argument("--browser", action="store_true", help="also make sure Chromium is there for the browser tests")
-    ap.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a started server (default 60)")
+    ap.add_argument("--wait", type=float, default=90.0, help="seconds to wait for a started server (default 90)")
     ap.add_argument("--redis-dir", default=default_redis_dir(), help="working directory of a Redis started here")
     args = ap.parse_args(argv)
     status = ensure_servers(os.environ, args.purpose, args.wait, args.redis_dir)

@@ -119,3 +119,13 @@ def test_a_start_that_never_answers_gives_up_after_the_wait(redis_port: int, tmp
     assert done.returncode == 1
     assert 2 <= took < 10
     assert f"Redis did not come up at 127.0.0.1:{redis_port} within 2 s" in done.stdout
+
+
+def test_browser_missing_is_reported_not_fatal(tmp_path: Path) -> None:
+    env = {**os.environ, "CHROMIUM_PATH": str(tmp_path / "no-chromium")}
+    done, _ = run_deps(env, "--for", "test", "--browser")
+    assert done.returncode == 0, done.stdout + done.stderr  # the browser tests themselves skip or fail
+    assert f"no Chromium at {tmp_path / 'no-chromium'}: the browser tests will be SKIPPED (FAIL under CI=true)" in (
+        done.stdout
+    )
+    assert "sudo apt-get install -y chromium" in done.stdout

@@ -55,3 +55,27 @@ def test_under_ci_the_suite_fails_them(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout[-2000:]
     assert " skipped" not in done.stdout and "BROWSER TESTS SKIPPED" not in done.stdout
     assert "a missing browser is a failure" in done.stdout
+
+
+@pytest.mark.parametrize("may_install, installs", [(True, True), (False, False)])
+def test_make_test_installs_debians_chromium_only_when_it_may(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], may_install: bool, installs: bool
+) -> None:
+    """`make test` (oauthctl.deps --browser) with no /usr/bin/chromium: apt-get as root on Debian,
+    else the loud line. The commands are recorded, not run: Chromium stays installed here."""
+    from oauthctl import deps
+
+    ran: list[list[str]] = []
+
+    def record(cmd: list[str], timeout: float, env: object = None) -> bool:
+        ran.append(list(cmd))
+        return True
+
+    monkeypatch.setattr(deps, "executable", lambda path: False)
+    monkeypatch.setattr(deps, "can_apt_install", lambda: may_install)
+    monkeypatch.setattr(deps, "run", record)
+    deps.ensure_chromium({})
+    expected = [["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]] if installs else []
+    assert ran == expected
+    # Here the install "succeeded" but the browser is still not executable: the loud line either way.
+    assert "the browser tests will be SKIPPED (FAIL under CI=true)" in capsys.readouterr().out

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -75,7 +76,7 @@ def answers(host: str, port: int, timeout: float = 1.0) -> bool:
 
 def run(cmd: Sequence[str], timeout: float, env: Mapping[str, str] | None = None) -> bool:
     """Run one command with a bounded time, its output passed through; False when it failed."""
-    say("$ " + " ".join(cmd))
+    say("$ " + shlex.join(cmd))
     try:
         # The commands are this module's fixed argument lists (no shell); the programs come from PATH.
         done = subprocess.run(list(cmd), cwd=ROOT, timeout=timeout, stdin=subprocess.DEVNULL, env=env)  # noqa: S603

@@ -244,8 +244,10 @@ def create_app(
     app[DRAINING] = [False]
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if settings.admin_port_of(service) is None:
+        # Internal services: their own port is not public, so probes and scrapes use it.
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
 
     if postgres:
 
@@ -300,6 +302,71 @@ def create_app(
     return app
 
 
+def create_admin_app(app: web.Application) -> web.Application:
+    """The admin listener of a public service: /healthz, /readyz and /metrics of ``app``, sharing its
+    readiness checks and draining flag (the same objects), on a port that is never public."""
+    admin = web.Application(middlewares=[error_middleware])
+    admin[SERVICE] = app[SERVICE]
+    admin[SETTINGS] = app[SETTINGS]
+    admin[READY_CHECKS] = app[READY_CHECKS]  # the dict the app's startup fills in
+    admin[DRAINING] = app[DRAINING]
+    admin.on_response_prepare.append(_security_headers)
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    admin.router.add_get("/metrics", metrics)
+    return admin
+
+
+async def start_service(
+    service: str,
+    app: web.Application,
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    admin_port: int | None = None,
+    shutdown_timeout: float = 60.0,
+    reuse_port: bool | None = None,
+) -> web.AppRunner:
+    """Serve ``app`` on its port (and the admin app on its admin port, if it has one) with the
+    guarded server of libs/common/server.py. Cleaning up the returned runner stops both."""
+    from .server import GuardedRunner
+
+    public = service == "gateway"
+    kwargs: dict[str, Any] = {}
+    if public:
+        # lingering_time: after an early answer aiohttp reads (and drops) the rest of the body so the
+        # client sees the answer rather than a reset; no longer than a body may take anyway.
+        kwargs = {
+            "keepalive_timeout": settings.gateway_keepalive_timeout_seconds,
+            "lingering_time": settings.gateway_body_timeout_seconds,
+        }
+    runner = GuardedRunner(
+        app,
+        head_timeout=settings.header_timeout_seconds,
+        max_per_ip=settings.gateway_max_connections_per_ip if public else 0,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        **kwargs,
+    )
+    admin_port = admin_port or settings.admin_port_of(service)
+    admin_runner: web.AppRunner | None = None
+    if admin_port is not None:
+        admin_runner = GuardedRunner(create_admin_app(app), head_timeout=settings.header_timeout_seconds)
+
+        async def stop_admin(_: web.Application) -> None:
+            await admin_runner.cleanup()  # type: ignore[union-attr]
+
+        app.on_cleanup.append(stop_admin)
+    await runner.setup()
+    host = host or settings.bind_host
+    await web.TCPSite(runner, host, port or settings.port_of(service), reuse_port=reuse_port).start()
+    if admin_runner is not None and admin_port is not None:
+        await admin_runner.setup()
+        await web.TCPSite(admin_runner, settings.admin_bind_host or host, admin_port, reuse_port=reuse_port).start()
+    return runner
+
+
 def run_service(service: str, build: Callable[[Settings], web.Application]) -> None:
     """Entry point of ``python -m services.<name>``: settings from the environment, uvloop, JSON
     logs, and a graceful shutdown on SIGTERM/SIGINT:
@@ -325,17 +392,17 @@ def run_service(service: str, build: Callable[[Settings], web.Application]) -> N
 async def _serve(service: str, app: web.Application, settings: Settings) -> None:
     import signal
 
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        settings.bind_host,
-        settings.port_of(service),
-        shutdown_timeout=settings.shutdown_timeout_seconds,
-        reuse_port=settings.reuse_port,
+    runner = await start_service(
+        service, app, settings, shutdown_timeout=settings.shutdown_timeout_seconds, reuse_port=settings.reuse_port
     )
-    await site.start()
-    log.info("started", extra={"port": settings.port_of(service), "host": settings.bind_host})
+    log.info(
+        "started",
+        extra={
+            "port": settings.port_of(service),
+            "host": settings.bind_host,
+            "admin_port": settings.admin_port_of(service),
+        },
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,12 +23,16 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
+from prometheus_client import Counter
 
 log = logging.getLogger("oauth.server")
+# Under attack these happen by the thousand: counted here, logged at DEBUG (oversize headers and
+# malformed requests, rarer and worth a look, log one WARNING line each).
+CUT = Counter("http_connections_cut_total", "Connections refused or closed by the server's guards", ["reason"])
 
 # aiohttp's limits on one request line / header field (its defaults, stated here for the message).
 MAX_LINE = 8190
@@ -81,7 +85,8 @@ class GuardedRequestHandler(RequestHandler):
         self._head_timer = None
         waiting = self._waiter is not None and not self._waiter.done()
         if not self._messages and (waiting or self._request_count == 0):
-            log.info("request head not received in time; connection closed", extra={"peer": _peer(self)})
+            CUT.labels("head_timeout").inc()
+            log.debug("request head not received in time; connection closed", extra={"peer": _peer(self)})
             self.force_close()
 
     def handle_error(
@@ -94,10 +99,14 @@ class GuardedRequestHandler(RequestHandler):
             description = "The request timed out" if status == 504 else "Internal error"
         elif isinstance(exc, LineTooLong):
             # RFC 6585 section 5: 431 Request Header Fields Too Large.
+            CUT.labels("header_too_large").inc()
             log.warning("request header too large", extra={"peer": _peer(self), "limit": MAX_LINE})
             status, description = 431, f"A request line or header is longer than {MAX_LINE} bytes"
         else:
-            log.warning("malformed request", extra={"peer": _peer(self), "error": type(exc).__name__})
+            CUT.labels("malformed").inc()
+            # Like aiohttp: a bad method is usually TLS or a scanner talking to a plain HTTP port.
+            level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.WARNING
+            log.log(level, "malformed request", extra={"peer": _peer(self), "error": type(exc).__name__})
             status, description = 400, "Malformed HTTP request"
         resp = web.Response(
             body=orjson.dumps({"error": "invalid_request", "error_description": description}),
@@ -132,7 +141,8 @@ class GuardedServer(Server):
         self._per_ip[ip] = count
         self._counted[handler] = ip
         if self._max_per_ip and count > self._max_per_ip:
-            log.warning("too many connections from one address", extra={"peer": ip, "limit": self._max_per_ip})
+            CUT.labels("connections_per_ip").inc()
+            log.debug("too many connections from one address", extra={"peer": ip, "limit": self._max_per_ip})
             return False
         return True
 

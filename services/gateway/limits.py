@@ -48,6 +48,7 @@ LIMITER_FALLBACK = Counter("gateway_rate_limit_fallback_total", "Rate-limit deci
 CLIENT_PATHS = frozenset({"/api/oauth2/token", "/api/oauth2/introspect", "/api/oauth2/revoke"})
 MAX_CLIENT_ID = 128
 WINDOW_MS = 60_000.0
+REDIS_RETRY_SECONDS = 5.0
 
 # KEYS[1]: the bucket. ARGV[1]: emission interval (ms per request); ARGV[2]: the burst window (ms).
 # The stored value is the "theoretical arrival time" (TAT); a request is allowed while the new TAT
@@ -93,11 +94,17 @@ class Limiter:
         self.local = LocalGcra()
         self._script: Callable[..., Awaitable[object]] | None = None
         self._warned_at = 0.0
+        # After a failure Redis is left alone for a few seconds, so an outage that makes it hang
+        # does not add its timeout to every limited request.
+        self._skip_redis_until = 0.0
 
     async def hit(self, redis: aioredis.Redis, bucket: str, ident: str, per_minute: int) -> float:
         """Count one request; the seconds to wait before retrying, 0 when allowed."""
         key = f"{self.settings.redis_prefix}rl:{bucket}:{ident}"
         interval = WINDOW_MS / per_minute
+        if time.monotonic() < self._skip_redis_until:
+            LIMITER_FALLBACK.inc()
+            return self.local.hit(key, interval, WINDOW_MS) / 1000
         try:
             if self._script is None:
                 self._script = redis.register_script(GCRA_LUA)
@@ -108,6 +115,7 @@ class Limiter:
             wait_ms = float(wait)  # type: ignore[arg-type]
         except (TimeoutError, OSError, aioredis.RedisError) as exc:
             LIMITER_FALLBACK.inc()
+            self._skip_redis_until = time.monotonic() + REDIS_RETRY_SECONDS
             self._warn(exc)
             wait_ms = self.local.hit(key, interval, WINDOW_MS)
         return wait_ms / 1000

@@ -482,6 +482,7 @@ async def main_async(args: argparse.Namespace) -> int:
         GATEWAY_RATE_LIMIT_PAGES_PER_MINUTE="100000000",
         GATEWAY_RATE_LIMIT_LOGINS_PER_MINUTE="100000000",
         GATEWAY_RATE_LIMIT_CLIENT_PER_MINUTE="100000000",
+        GATEWAY_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE="100000000",
         GATEWAY_MAX_CONNECTIONS_PER_IP="0",
     )
     bench_settings = load_settings(database_url=db_url, token_pepper=pepper, public_base_url=base)

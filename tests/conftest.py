@@ -57,6 +57,7 @@ async def settings(infra_urls: Infra) -> AsyncIterator[Settings]:
         gateway_rate_limit_pages_per_minute=1_000_000,
         gateway_rate_limit_logins_per_minute=1_000_000,
         gateway_rate_limit_client_per_minute=1_000_000,
+        gateway_rate_limit_auth_failures_per_minute=1_000_000,
         gateway_max_connections_per_ip=10_000,
     )
     try:

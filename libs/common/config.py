@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     gateway_rate_limit_pages_per_minute: int = Field(600, ge=0)  # per client IP: pages and authorize
     gateway_rate_limit_logins_per_minute: int = Field(60, ge=0)  # per client IP: POST /login
     gateway_rate_limit_client_per_minute: int = Field(3000, ge=0)  # per client_id: token/introspect/revoke
+    gateway_rate_limit_auth_failures_per_minute: int = Field(30, ge=0)  # 401s there, per client_id + IP
     gateway_rate_limit_redis_timeout_seconds: float = Field(0.5, gt=0)  # then the local fallback decides
 
     # --- secrets ----------------------------------------------------------------------------------

@@ -83,8 +83,11 @@ async def edge_middleware(
 ) -> web.StreamResponse:
     """Rate limits (limits.py) and the body deadline: a slow body gets 408 and the connection closed."""
     try:
-        await limits.check(request, lambda: _read_small_body(request))
-        return await handler(request)
+        failures = await limits.check(request, lambda: _read_small_body(request))
+        resp = await handler(request)
+        if failures is not None and resp.status == 401:
+            await limits.count_failure(request, failures)
+        return resp
     except BodyTimeout:
         log.info("request body not received in time", extra={"path": request.path})
         resp = render_http_exception(

@@ -4,7 +4,9 @@ What is limited (requests per minute, bursts of up to that many; settings GATEWA
 
 - ``client``: the token, introspection and revocation endpoints, per ``client_id`` (RFC 6749 2.3.1:
   from HTTP Basic, else from the form body, which the gateway reads whole when small). A request
-  without a readable client_id counts against its client IP instead;
+  without a readable client_id counts against its client IP instead. Answers 401 (a wrong secret)
+  also count per client_id and client IP in a much smaller bucket, which once full refuses that
+  pair's requests: guessing stops early while the client's real backend, elsewhere, is untouched;
 - ``login``: ``POST /login`` per client IP (the account's own throttling is authz's);
 - ``page``: the HTML pages and the authorize endpoint per client IP.
 
@@ -31,6 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qs, unquote_plus
 
 import redis.asyncio as aioredis
@@ -50,22 +53,42 @@ MAX_CLIENT_ID = 128
 WINDOW_MS = 60_000.0
 REDIS_RETRY_SECONDS = 5.0
 
-# KEYS[1]: the bucket. ARGV[1]: emission interval (ms per request); ARGV[2]: the burst window (ms).
-# The stored value is the "theoretical arrival time" (TAT); a request is allowed while the new TAT
-# stays within one window of now. Returns the milliseconds to wait, 0 when allowed.
+# KEYS: the buckets. ARGV: per bucket, its emission interval (ms per request), its burst window (ms)
+# and whether this request is counted in it ("1") or the bucket is only checked ("0"). Each bucket
+# stores its "theoretical arrival time" (TAT); a request is allowed while every new TAT stays within
+# one window of now, and then counted in all the "1" buckets at once. Returns the milliseconds to
+# wait, 0 when allowed. (All keys of one request; on Redis Cluster they would need one hash slot.)
 GCRA_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local interval = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new_tat = tat + interval
-local wait = new_tat - window - now
+local wait = 0
+local tats = {}
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  tats[i] = tat + tonumber(ARGV[3 * i - 2])
+  local w = tats[i] - tonumber(ARGV[3 * i - 1]) - now
+  if w > wait then wait = w end
+end
 if wait > 0 then return math.ceil(wait) end
-redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now))
+for i, key in ipairs(KEYS) do
+  if ARGV[3 * i] == '1' then
+    redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now))
+  end
+end
 return 0
 """
+
+
+@dataclass(frozen=True)
+class Bucket:
+    key: str  # without the Redis prefix
+    per_minute: int
+    count: bool = True  # False: only checked (the auth-failure bucket, counted after a 401)
+
+    @property
+    def interval(self) -> float:
+        return WINDOW_MS / self.per_minute
 
 
 class LocalGcra:
@@ -76,15 +99,17 @@ class LocalGcra:
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
 
-    def hit(self, key: str, interval: float, window: float) -> float:
+    def acquire(self, buckets: list[Bucket]) -> float:
         now = time.monotonic() * 1000
         if len(self._tat) >= self.MAX_KEYS:
             self._tat = {k: v for k, v in self._tat.items() if v > now}
-        tat = max(self._tat.get(key, now), now)
-        wait = tat + interval - window - now
+        tats = [max(self._tat.get(b.key, now), now) + b.interval for b in buckets]
+        wait = max((tat - WINDOW_MS - now for tat in tats), default=0.0)
         if wait > 0:
             return wait
-        self._tat[key] = tat + interval
+        for bucket, tat in zip(buckets, tats, strict=True):
+            if bucket.count:
+                self._tat[bucket.key] = tat
         return 0.0
 
 
@@ -98,26 +123,26 @@ class Limiter:
         # does not add its timeout to every limited request.
         self._skip_redis_until = 0.0
 
-    async def hit(self, redis: aioredis.Redis, bucket: str, ident: str, per_minute: int) -> float:
-        """Count one request; the seconds to wait before retrying, 0 when allowed."""
-        key = f"{self.settings.redis_prefix}rl:{bucket}:{ident}"
-        interval = WINDOW_MS / per_minute
+    async def acquire(self, redis: aioredis.Redis, buckets: list[Bucket]) -> float:
+        """Check every bucket and count the request in those it counts in, atomically; the seconds
+        to wait before retrying, 0 when allowed (and then counted)."""
         if time.monotonic() < self._skip_redis_until:
             LIMITER_FALLBACK.inc()
-            return self.local.hit(key, interval, WINDOW_MS) / 1000
+            return self.local.acquire(buckets) / 1000
+        keys = [self.settings.redis_prefix + "rl:" + b.key for b in buckets]
+        args = [a for b in buckets for a in (b.interval, WINDOW_MS, int(b.count))]
         try:
             if self._script is None:
                 self._script = redis.register_script(GCRA_LUA)
             wait = await asyncio.wait_for(
-                self._script(keys=[key], args=[interval, WINDOW_MS]),
-                self.settings.gateway_rate_limit_redis_timeout_seconds,
+                self._script(keys=keys, args=args), self.settings.gateway_rate_limit_redis_timeout_seconds
             )
             wait_ms = float(wait)  # type: ignore[arg-type]
         except (TimeoutError, OSError, aioredis.RedisError) as exc:
             LIMITER_FALLBACK.inc()
             self._skip_redis_until = time.monotonic() + REDIS_RETRY_SECONDS
             self._warn(exc)
-            wait_ms = self.local.hit(key, interval, WINDOW_MS)
+            wait_ms = self.local.acquire(buckets)
         return wait_ms / 1000
 
     def _warn(self, exc: BaseException) -> None:
@@ -164,7 +189,10 @@ def client_id_of(request: web.Request, body: bytes | None) -> str | None:
             return None
         client_id = unquote_plus(decoded.partition(":")[0])
     elif body and request.content_type == "application/x-www-form-urlencoded":
-        values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=64).get("client_id") or [""]
+        try:
+            values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=64).get("client_id") or [""]
+        except ValueError:  # more fields than any token request has: the upstream will refuse it
+            return None
         client_id = values[0]
     else:
         return None
@@ -173,23 +201,39 @@ def client_id_of(request: web.Request, body: bytes | None) -> str | None:
     return None
 
 
-async def check(request: web.Request, read_body: Callable[[], Awaitable[bytes | None]]) -> None:
-    """Count the request in its bucket; raise 429 with Retry-After when over the limit."""
+async def check(request: web.Request, read_body: Callable[[], Awaitable[bytes | None]]) -> Bucket | None:
+    """Count the request in its buckets; raise 429 with Retry-After when over a limit. Returns the
+    bucket of failed client authentications to count the request in if it is answered 401."""
     settings = request.app[SETTINGS]
     rule = rule_for(request, settings)
-    if rule is None or rule[1] == 0:
-        return
-    bucket, per_minute = rule
-    ident = f"ip:{client_ip(request, settings)}"
-    if bucket == "client":
+    if rule is None:
+        return None
+    name, per_minute = rule
+    ip = client_ip(request, settings)
+    buckets = [Bucket(f"{name}:ip:{ip}", per_minute)]
+    failures = None
+    if name == "client":
         client_id = client_id_of(request, await read_body())
         if client_id is not None:
-            ident = f"id:{client_id}"
-    wait = await request.app[LIMITER].hit(request.app[REDIS], bucket, ident, per_minute)
+            buckets = [Bucket(f"client:id:{client_id}", per_minute)]
+        if settings.gateway_rate_limit_auth_failures_per_minute:
+            # Per client_id *and* address: wrong secrets from one place are stopped early, and
+            # nobody can block a client's own backend by failing with its client_id elsewhere.
+            per = settings.gateway_rate_limit_auth_failures_per_minute
+            failures = Bucket(f"authfail:{client_id or '-'}:{ip}", per, count=False)
+            buckets.append(failures)
+    buckets = [b for b in buckets if b.per_minute > 0]
+    wait = await request.app[LIMITER].acquire(request.app[REDIS], buckets) if buckets else 0.0
     if wait > 0:
-        RATE_LIMITED.labels(bucket).inc()
+        RATE_LIMITED.labels(name).inc()
         retry_after = max(1, math.ceil(wait))
         raise web.HTTPTooManyRequests(
             reason=f"Too many requests; try again in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
+    return failures
+
+
+async def count_failure(request: web.Request, failures: Bucket) -> None:
+    """The client failed to authenticate (RFC 6749 5.2 invalid_client, 401): count it."""
+    await request.app[LIMITER].acquire(request.app[REDIS], [replace(failures, count=True)])

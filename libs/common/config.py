@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     gateway_admin_port: int = Field(9080, ge=1, le=65535)
     admin_bind_host: str = ""
     # --- connection limits (libs/common/server.py; bodies: services/gateway/app.py) -------------
-    header_timeout_seconds: float = Field(10.0, gt=0)  # request line + headers must arrive within this
-    gateway_body_timeout_seconds: float = Field(10.0, gt=0)  # a request body must arrive within this
+    header_timeout_seconds: float = Field(5.0, gt=0)  # request line + headers must arrive within this
+    gateway_body_timeout_seconds: float = Field(5.0, gt=0)  # a request body must arrive within this
     gateway_keepalive_timeout_seconds: float = Field(75.0, gt=0)  # idle keep-alive connections closed after
     gateway_max_connections_per_ip: int = Field(100, ge=0)  # concurrent; 0 = no cap
     # --- rate limits (services/gateway/limits.py; GCRA in Redis, shared by every gateway) ---------

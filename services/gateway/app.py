@@ -93,8 +93,8 @@ async def edge_middleware(
         resp = render_http_exception(
             request.path, web.HTTPRequestTimeout(reason="The request body did not arrive in time")
         )
-        # Send it and close at once: aiohttp would otherwise linger, reading the rest of the body for
-        # up to 10 s (its lingering_time), which is what a slow client wants (RFC 9110 15.5.9).
+        # Send it and close at once (RFC 9110 15.5.9): aiohttp would otherwise linger, reading the
+        # rest of the body for its lingering_time, which is just what a slow client wants.
         resp.force_close()
         await resp.prepare(request)
         await resp.write_eof()

@@ -156,9 +156,6 @@ class GuardedServer(Server):
                 self._per_ip.pop(ip, None)
         super().connection_lost(handler, exc)
 
-    def connections_from(self, ip: str) -> int:
-        return self._per_ip.get(ip, 0)
-
 
 class GuardedRunner(web.AppRunner):
     """``web.AppRunner`` whose server is a :class:`GuardedServer` (same arguments, same lifecycle)."""

@@ -13,6 +13,8 @@ aiohttp (3.9-3.14) has no knob for these, so a small ``RequestHandler``/``Server
   line (part of a credential, for an oversized Authorization header) and logs a traceback.
 
 Body deadlines are the gateway's (services/gateway/app.py): only it reads bodies from the internet.
+``start_service`` wires it all up, with the admin port of a public service (``run_service`` and the
+test stack both use it, so the tests run the production server).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 from prometheus_client import Counter
+
+from .config import Settings
 
 log = logging.getLogger("oauth.server")
 # Under attack these happen by the thousand: counted here, logged at DEBUG (oversize headers and
@@ -191,3 +195,53 @@ def _raw_refusal() -> bytes:
         f"Cache-Control: no-store\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+async def start_service(
+    service: str,
+    app: web.Application,
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    admin_port: int | None = None,
+    shutdown_timeout: float = 60.0,
+    reuse_port: bool | None = None,
+) -> web.AppRunner:
+    """Serve ``app`` on its port (and the admin app on its admin port, if it has one) with the
+    guarded server of libs/common/server.py. Cleaning up the returned runner stops both."""
+    from .web import create_admin_app  # web.py's _serve imports this module lazily
+
+    public = service == "gateway"
+    kwargs: dict[str, Any] = {}
+    if public:
+        # lingering_time: after an early answer aiohttp reads (and drops) the rest of the body so the
+        # client sees the answer rather than a reset; no longer than a body may take anyway.
+        kwargs = {
+            "keepalive_timeout": settings.gateway_keepalive_timeout_seconds,
+            "lingering_time": settings.gateway_body_timeout_seconds,
+        }
+    runner = GuardedRunner(
+        app,
+        head_timeout=settings.header_timeout_seconds,
+        max_per_ip=settings.gateway_max_connections_per_ip if public else 0,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        **kwargs,
+    )
+    admin_port = admin_port or settings.admin_port_of(service)
+    admin_runner: web.AppRunner | None = None
+    if admin_port is not None:
+        admin_runner = GuardedRunner(create_admin_app(app), head_timeout=settings.header_timeout_seconds)
+
+        async def stop_admin(_: web.Application) -> None:
+            await admin_runner.cleanup()  # type: ignore[union-attr]
+
+        app.on_cleanup.append(stop_admin)
+    await runner.setup()
+    host = host or settings.bind_host
+    await web.TCPSite(runner, host, port or settings.port_of(service), reuse_port=reuse_port).start()
+    if admin_runner is not None and admin_port is not None:
+        await admin_runner.setup()
+        await web.TCPSite(admin_runner, settings.admin_bind_host or host, admin_port, reuse_port=reuse_port).start()
+    return runner

@@ -317,56 +317,6 @@ def create_admin_app(app: web.Application) -> web.Application:
     return admin
 
 
-async def start_service(
-    service: str,
-    app: web.Application,
-    settings: Settings,
-    *,
-    host: str | None = None,
-    port: int | None = None,
-    admin_port: int | None = None,
-    shutdown_timeout: float = 60.0,
-    reuse_port: bool | None = None,
-) -> web.AppRunner:
-    """Serve ``app`` on its port (and the admin app on its admin port, if it has one) with the
-    guarded server of libs/common/server.py. Cleaning up the returned runner stops both."""
-    from .server import GuardedRunner
-
-    public = service == "gateway"
-    kwargs: dict[str, Any] = {}
-    if public:
-        # lingering_time: after an early answer aiohttp reads (and drops) the rest of the body so the
-        # client sees the answer rather than a reset; no longer than a body may take anyway.
-        kwargs = {
-            "keepalive_timeout": settings.gateway_keepalive_timeout_seconds,
-            "lingering_time": settings.gateway_body_timeout_seconds,
-        }
-    runner = GuardedRunner(
-        app,
-        head_timeout=settings.header_timeout_seconds,
-        max_per_ip=settings.gateway_max_connections_per_ip if public else 0,
-        access_log=None,
-        shutdown_timeout=shutdown_timeout,
-        **kwargs,
-    )
-    admin_port = admin_port or settings.admin_port_of(service)
-    admin_runner: web.AppRunner | None = None
-    if admin_port is not None:
-        admin_runner = GuardedRunner(create_admin_app(app), head_timeout=settings.header_timeout_seconds)
-
-        async def stop_admin(_: web.Application) -> None:
-            await admin_runner.cleanup()  # type: ignore[union-attr]
-
-        app.on_cleanup.append(stop_admin)
-    await runner.setup()
-    host = host or settings.bind_host
-    await web.TCPSite(runner, host, port or settings.port_of(service), reuse_port=reuse_port).start()
-    if admin_runner is not None and admin_port is not None:
-        await admin_runner.setup()
-        await web.TCPSite(admin_runner, settings.admin_bind_host or host, admin_port, reuse_port=reuse_port).start()
-    return runner
-
-
 def run_service(service: str, build: Callable[[Settings], web.Application]) -> None:
     """Entry point of ``python -m services.<name>``: settings from the environment, uvloop, JSON
     logs, and a graceful shutdown on SIGTERM/SIGINT:
@@ -391,6 +341,8 @@ def run_service(service: str, build: Callable[[Settings], web.Application]) -> N
 
 async def _serve(service: str, app: web.Application, settings: Settings) -> None:
     import signal
+
+    from .server import start_service
 
     runner = await start_service(
         service, app, settings, shutdown_timeout=settings.shutdown_timeout_seconds, reuse_port=settings.reuse_port

@@ -12,7 +12,7 @@ from aiohttp import web
 from yarl import URL
 
 from libs.common.config import Settings
-from libs.common.web import start_service
+from libs.common.server import start_service
 from services.gateway.app import build
 from services.gateway.routes import ROUTES, route_for
 from tests.support.stack import free_port

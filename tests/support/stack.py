@@ -34,7 +34,7 @@ class Stack:
     async def start(self, service: str, port: int | None = None, settings: Settings | None = None) -> web.AppRunner:
         from importlib import import_module
 
-        from libs.common.web import start_service
+        from libs.common.server import start_service
 
         settings = settings or self.settings
         app = import_module(f"services.{service}.app").build(settings)

@@ -197,6 +197,19 @@ def _raw_refusal() -> bytes:
     return head.encode("ascii") + body
 
 
+def _public_handler_args(service: str, settings: Settings) -> dict[str, Any]:
+    """aiohttp handler arguments of the public service (the gateway); internal ones keep aiohttp's."""
+    if service != "gateway":
+        return {"max_per_ip": 0}
+    # lingering_time: after an early answer aiohttp reads (and drops) the rest of the body so the
+    # client sees the answer rather than a reset; no longer than a body may take anyway.
+    return {
+        "max_per_ip": settings.gateway_max_connections_per_ip,
+        "keepalive_timeout": settings.gateway_keepalive_timeout_seconds,
+        "lingering_time": settings.gateway_body_timeout_seconds,
+    }
+
+
 async def start_service(
     service: str,
     app: web.Application,
@@ -209,39 +222,29 @@ async def start_service(
     reuse_port: bool | None = None,
 ) -> web.AppRunner:
     """Serve ``app`` on its port (and the admin app on its admin port, if it has one) with the
-    guarded server of libs/common/server.py. Cleaning up the returned runner stops both."""
+    guarded server above. Cleaning up the returned runner stops both."""
     from .web import create_admin_app  # web.py's _serve imports this module lazily
 
-    public = service == "gateway"
-    kwargs: dict[str, Any] = {}
-    if public:
-        # lingering_time: after an early answer aiohttp reads (and drops) the rest of the body so the
-        # client sees the answer rather than a reset; no longer than a body may take anyway.
-        kwargs = {
-            "keepalive_timeout": settings.gateway_keepalive_timeout_seconds,
-            "lingering_time": settings.gateway_body_timeout_seconds,
-        }
+    head_timeout = settings.header_timeout_seconds
     runner = GuardedRunner(
         app,
-        head_timeout=settings.header_timeout_seconds,
-        max_per_ip=settings.gateway_max_connections_per_ip if public else 0,
+        head_timeout=head_timeout,
         access_log=None,
         shutdown_timeout=shutdown_timeout,
-        **kwargs,
+        **_public_handler_args(service, settings),
     )
     admin_port = admin_port or settings.admin_port_of(service)
-    admin_runner: web.AppRunner | None = None
-    if admin_port is not None:
-        admin_runner = GuardedRunner(create_admin_app(app), head_timeout=settings.header_timeout_seconds)
+    admin = GuardedRunner(create_admin_app(app), head_timeout=head_timeout) if admin_port else None
+    if admin is not None:
 
         async def stop_admin(_: web.Application) -> None:
-            await admin_runner.cleanup()  # type: ignore[union-attr]
+            await admin.cleanup()
 
         app.on_cleanup.append(stop_admin)
     await runner.setup()
     host = host or settings.bind_host
     await web.TCPSite(runner, host, port or settings.port_of(service), reuse_port=reuse_port).start()
-    if admin_runner is not None and admin_port is not None:
-        await admin_runner.setup()
-        await web.TCPSite(admin_runner, settings.admin_bind_host or host, admin_port, reuse_port=reuse_port).start()
+    if admin is not None and admin_port:
+        await admin.setup()
+        await web.TCPSite(admin, settings.admin_bind_host or host, admin_port, reuse_port=reuse_port).start()
     return runner

@@ -13,7 +13,9 @@ aiohttp (3.9-3.14) has no knob for these, so a small ``RequestHandler``/``Server
   line (part of a credential, for an oversized Authorization header) and logs a traceback.
 
 Body deadlines are the gateway's (services/gateway/app.py): only it reads bodies from the internet.
-``start_service`` wires it all up, with the admin port of a public service (``run_service`` and the
+The subclasses read a few of aiohttp's private attributes (``_waiter``, ``_messages``,
+``_request_count``, ``Server._kwargs``); tests/integration/test_gateway_limits.py fails if an
+aiohttp upgrade changes them. ``start_service`` wires it all up, with the admin port of a public service (``run_service`` and the
 test stack both use it, so the tests run the production server).
 """
 

@@ -172,7 +172,7 @@ class OurStack:
                 self.procs.append(_spawn("account-extra", cmd, env, self.logs / "account-extra.log"))
             for p in self.procs:
                 await _wait_log(p, '"msg":"started"', 60)
-            await _wait_http(self.base + "/readyz", 30)
+            await _wait_http(self.url_of("gateway_admin") + "/readyz", 30)
             for service in ("account", "authz", "token"):
                 await _wait_http(self.url_of(service) + "/readyz", 30)
         except BaseException:

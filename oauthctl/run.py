@@ -49,7 +49,9 @@ async def run_stack(settings: Settings, with_example: bool = True) -> int:
         order = ["account", "authz", "token", "gateway"]
         assert set(order) == set(SERVICES)
         for name in order:
-            print(f"run: starting {name} on port {settings.port_of(name)} ...", flush=True)
+            admin = settings.admin_port_of(name)
+            also = f" (/readyz and /metrics on {admin})" if admin else ""
+            print(f"run: starting {name} on port {settings.port_of(name)}{also} ...", flush=True)
             procs[name] = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", f"services.{name}", env=os.environ.copy(), start_new_session=True
             )

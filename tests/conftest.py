@@ -51,6 +51,14 @@ async def settings(infra_urls: Infra) -> AsyncIterator[Settings]:
         db_pool_min=1,
         db_pool_max=5,
         demo_password="demo-password-for-tests",
+        gateway_admin_port=free_port(),
+        # The whole suite comes from 127.0.0.1: far above what it sends, so only the tests of the
+        # limits themselves (tests/integration/test_gateway_limits.py, with low values) see a 429.
+        gateway_rate_limit_pages_per_minute=1_000_000,
+        gateway_rate_limit_logins_per_minute=1_000_000,
+        gateway_rate_limit_client_per_minute=1_000_000,
+        gateway_rate_limit_auth_failures_per_minute=1_000_000,
+        gateway_max_connections_per_ip=10_000,
     )
     try:
         yield s

@@ -56,6 +56,23 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(10.0, ge=0)  # wait for in-flight requests after SIGTERM
     shutdown_drain_seconds: float = Field(0.0, ge=0)  # keep serving after SIGTERM while /readyz says 503
     reuse_port: bool = False  # SO_REUSEPORT: several processes of one service share its port
+    # The gateway's /readyz and /metrics (and /healthz) are served on this separate, never public
+    # port, bound to ADMIN_BIND_HOST (default: BIND_HOST). authz, token and account keep them on
+    # their own ports, which are internal already.
+    gateway_admin_port: int = Field(9080, ge=1, le=65535)
+    admin_bind_host: str = ""
+    # --- connection limits (libs/common/server.py; bodies: services/gateway/app.py) -------------
+    header_timeout_seconds: float = Field(5.0, gt=0)  # request line + headers must arrive within this
+    gateway_body_timeout_seconds: float = Field(5.0, gt=0)  # a request body must arrive within this
+    gateway_keepalive_timeout_seconds: float = Field(75.0, gt=0)  # idle keep-alive connections closed after
+    gateway_max_connections_per_ip: int = Field(100, ge=0)  # concurrent; 0 = no cap
+    # --- rate limits (services/gateway/limits.py; GCRA in Redis, shared by every gateway) ---------
+    # Requests per minute, with bursts of up to that many at once; 0 turns a limit off.
+    gateway_rate_limit_pages_per_minute: int = Field(600, ge=0)  # per client IP: pages and authorize
+    gateway_rate_limit_logins_per_minute: int = Field(60, ge=0)  # per client IP: POST /login
+    gateway_rate_limit_client_per_minute: int = Field(3000, ge=0)  # per client_id: token/introspect/revoke
+    gateway_rate_limit_auth_failures_per_minute: int = Field(30, ge=0)  # 401s there, per client_id + IP
+    gateway_rate_limit_redis_timeout_seconds: float = Field(0.5, gt=0)  # then the local fallback decides
 
     # --- secrets ----------------------------------------------------------------------------------
     # HMAC key for storing client secrets, developer tokens, refresh tokens and codes (SPEC.md
@@ -108,6 +125,10 @@ class Settings(BaseSettings):
 
     def port_of(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
+
+    def admin_port_of(self, service: str) -> int | None:
+        """The separate port serving /readyz and /metrics, or None: served on the service's own port."""
+        return self.gateway_admin_port if service == "gateway" else None
 
     def upstream_url(self, service: str) -> str:
         explicit = getattr(self, f"{service}_url")

@@ -244,8 +244,10 @@ def create_app(
     app[DRAINING] = [False]
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    if settings.admin_port_of(service) is None:
+        # Internal services: their own port is not public, so probes and scrapes use it.
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
 
     if postgres:
 
@@ -300,6 +302,21 @@ def create_app(
     return app
 
 
+def create_admin_app(app: web.Application) -> web.Application:
+    """The admin listener of a public service: /healthz, /readyz and /metrics of ``app``, sharing its
+    readiness checks and draining flag (the same objects), on a port that is never public."""
+    admin = web.Application(middlewares=[error_middleware])
+    admin[SERVICE] = app[SERVICE]
+    admin[SETTINGS] = app[SETTINGS]
+    admin[READY_CHECKS] = app[READY_CHECKS]  # the dict the app's startup fills in
+    admin[DRAINING] = app[DRAINING]
+    admin.on_response_prepare.append(_security_headers)
+    admin.router.add_get("/healthz", healthz)
+    admin.router.add_get("/readyz", readyz)
+    admin.router.add_get("/metrics", metrics)
+    return admin
+
+
 def run_service(service: str, build: Callable[[Settings], web.Application]) -> None:
     """Entry point of ``python -m services.<name>``: settings from the environment, uvloop, JSON
     logs, and a graceful shutdown on SIGTERM/SIGINT:
@@ -325,17 +342,19 @@ def run_service(service: str, build: Callable[[Settings], web.Application]) -> N
 async def _serve(service: str, app: web.Application, settings: Settings) -> None:
     import signal
 
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        settings.bind_host,
-        settings.port_of(service),
-        shutdown_timeout=settings.shutdown_timeout_seconds,
-        reuse_port=settings.reuse_port,
+    from .server import start_service
+
+    runner = await start_service(
+        service, app, settings, shutdown_timeout=settings.shutdown_timeout_seconds, reuse_port=settings.reuse_port
     )
-    await site.start()
-    log.info("started", extra={"port": settings.port_of(service), "host": settings.bind_host})
+    log.info(
+        "started",
+        extra={
+            "port": settings.port_of(service),
+            "host": settings.bind_host,
+            "admin_port": settings.admin_port_of(service),
+        },
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

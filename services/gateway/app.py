@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from libs.common.config import Settings
-from libs.common.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app
+from libs.common.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app, render_http_exception
 
-from . import cors
+from . import cors, limits
 from .routes import route_for
 
 log = logging.getLogger("oauth.gateway")
 
 CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
+BODY_DEADLINE = web.RequestKey("body_deadline", float)
 
 # RFC 9110 7.6.1: connection-specific headers are not forwarded by a proxy.
 HOP_BY_HOP = frozenset(
@@ -51,6 +52,55 @@ NO_BODY_STATUSES = frozenset({204, 304})
 
 class BodyTooLarge(Exception):
     pass
+
+
+class BodyTimeout(Exception):
+    """The client did not send its whole body within GATEWAY_BODY_TIMEOUT_SECONDS."""
+
+
+def _body_deadline(request: web.Request) -> float:
+    """When the body must be complete, fixed at the first read (a trickled body cannot extend it)."""
+    if BODY_DEADLINE not in request:
+        timeout = request.app[SETTINGS].gateway_body_timeout_seconds
+        request[BODY_DEADLINE] = asyncio.get_running_loop().time() + timeout
+    return request[BODY_DEADLINE]
+
+
+async def _read_small_body(request: web.Request) -> bytes | None:
+    """The whole body of a request with a known length up to SMALL_BODY (cached by aiohttp), else None."""
+    if request.content_length is None or request.content_length > SMALL_BODY or not request.body_exists:
+        return None
+    try:
+        async with asyncio.timeout_at(_body_deadline(request)):
+            return await request.read()
+    except TimeoutError:
+        raise BodyTimeout from None
+
+
+@web.middleware
+async def edge_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Rate limits (limits.py) and the body deadline: a slow body gets 408 and the connection closed."""
+    try:
+        failures = await limits.check(request, lambda: _read_small_body(request))
+        resp = await handler(request)
+        if failures is not None and resp.status == 401:
+            await limits.count_failure(request, failures)
+        return resp
+    except BodyTimeout:
+        log.info("request body not received in time", extra={"path": request.path})
+        resp = render_http_exception(
+            request.path, web.HTTPRequestTimeout(reason="The request body did not arrive in time")
+        )
+        # Send it and close at once (RFC 9110 15.5.9): aiohttp would otherwise linger, reading the
+        # rest of the body for its lingering_time, which is just what a slow client wants.
+        resp.force_close()
+        await resp.prepare(request)
+        await resp.write_eof()
+        if request.protocol is not None:
+            request.protocol.force_close()
+        return resp
 
 
 def _strip(
@@ -88,6 +138,42 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
 
+    headers = _forward_headers(request, settings)
+    upload = _Upload()
+    data = await _request_body(request, headers, limit, upload)
+    # A streamed body must be complete by its deadline too; the watch stops once the body is sent
+    # or the upstream has answered.
+    upload.watch = asyncio.timeout_at(_body_deadline(request) if upload.streaming else None)
+    url = settings.upstream_url(service) + request.raw_path
+    sent: list[web.StreamResponse] = []
+    try:
+        async with upload.watch:
+            return await _exchange(request, url, headers, data, upload, sent)
+    except (TimeoutError, BodyTooLarge, BodyTimeout, aiohttp.ClientError) as exc:
+        if upload.too_large:  # the upload passed the limit while streaming (no or a false Content-Length)
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1) from None
+        if upload.timed_out or upload.watch.expired():
+            raise BodyTimeout from None
+        if sent and sent[0].prepared:
+            # Headers already went out: the client sees a truncated body, never a second status.
+            log.warning("upstream failed mid-response", extra={"upstream": service, "error": type(exc).__name__})
+            return sent[0]
+        _raise_upstream_error(service, exc)
+        raise
+
+
+class _Upload:
+    """How forwarding the request body went."""
+
+    def __init__(self) -> None:
+        self.streaming = self.too_large = self.timed_out = False
+        self.watch = asyncio.timeout_at(None)
+
+    def done(self) -> None:
+        self.watch.reschedule(None)
+
+
+def _forward_headers(request: web.Request, settings: Settings) -> CIMultiDict[str]:
     headers = _strip(request.headers, OWN_REQUEST_HEADERS)
     peer = request.remote or ""
     forwarded_for = request.headers.get("X-Forwarded-For") if settings.trust_forwarded_headers else None
@@ -97,66 +183,81 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     )
     headers["X-Forwarded-Host"] = request.host
     headers["X-Request-Id"] = request[REQUEST_ID]
+    return headers
 
-    data: AsyncIterator[bytes] | bytes | None = None
-    too_large = False
+
+async def _request_body(
+    request: web.Request, headers: CIMultiDict[str], limit: int, upload: _Upload
+) -> AsyncIterator[bytes] | bytes | None:
     if request.content_length is not None and request.content_length <= SMALL_BODY:
         # Small and of a known, already checked length: read whole, forwarded in one write.
-        if request.body_exists:
-            data = await request.read()
+        data = await _read_small_body(request)
+        if data is not None:
             headers["Content-Length"] = str(len(data))
-    elif request.body_exists:
-        if request.content_length is not None:
-            headers["Content-Length"] = str(request.content_length)
+        return data
+    if not request.body_exists:
+        return None
+    if request.content_length is not None:
+        headers["Content-Length"] = str(request.content_length)
+    upload.streaming = True
 
-        async def body() -> AsyncIterator[bytes]:
-            nonlocal too_large
-            seen = 0
-            async for chunk in request.content.iter_chunked(CHUNK):
-                seen += len(chunk)
-                if seen > limit:
-                    too_large = True
-                    raise BodyTooLarge
-                yield chunk
+    async def body() -> AsyncIterator[bytes]:
+        seen = 0
+        deadline = _body_deadline(request)
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    chunk = await request.content.read(CHUNK)
+            except TimeoutError:
+                upload.timed_out = True
+                raise BodyTimeout from None
+            if not chunk:
+                upload.done()
+                return
+            seen += len(chunk)
+            if seen > limit:
+                upload.too_large = True
+                raise BodyTooLarge
+            yield chunk
 
-        data = body()
+    return body()
 
-    url = settings.upstream_url(service) + request.raw_path
+
+async def _exchange(
+    request: web.Request,
+    url: str,
+    headers: CIMultiDict[str],
+    data: AsyncIterator[bytes] | bytes | None,
+    upload: _Upload,
+    sent: list[web.StreamResponse],
+) -> web.StreamResponse:
+    """Send the request upstream and relay the answer (``sent`` holds a response once started)."""
     client = request.app[CLIENT]
-    resp: web.StreamResponse | None = None
-    try:
-        async with client.request(request.method, url, headers=headers, data=data, allow_redirects=False) as upstream:
-            length = upstream.content_length
-            if (
-                length is not None
-                and length <= SMALL_BODY
-                and request.method != "HEAD"
-                and upstream.status not in NO_BODY_STATUSES
-                and "Content-Encoding" not in upstream.headers
-            ):
-                # Small and of a known length: headers and body go out in one write.
-                payload = await upstream.read()
-                small = web.Response(status=upstream.status, reason=upstream.reason, body=payload)
-                small.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
-                return small
-            resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            resp.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
-            if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
-                resp.content_length = upstream.content_length
-            await resp.prepare(request)
-            async for chunk in upstream.content.iter_chunked(CHUNK):
-                await resp.write(chunk)
-            await resp.write_eof()
-            return resp
-    except (TimeoutError, BodyTooLarge, aiohttp.ClientError) as exc:
-        if too_large:  # the upload passed the limit while streaming (no or a false Content-Length)
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1) from None
-        if resp is not None and resp.prepared:
-            # Headers already went out: the client sees a truncated body, never a second status.
-            log.warning("upstream failed mid-response", extra={"upstream": service, "error": type(exc).__name__})
-            return resp
-        _raise_upstream_error(service, exc)
-        raise
+    async with client.request(request.method, url, headers=headers, data=data, allow_redirects=False) as upstream:
+        upload.done()
+        length = upstream.content_length
+        if (
+            length is not None
+            and length <= SMALL_BODY
+            and request.method != "HEAD"
+            and upstream.status not in NO_BODY_STATUSES
+            and "Content-Encoding" not in upstream.headers
+        ):
+            # Small and of a known length: headers and body go out in one write.
+            payload = await upstream.read()
+            small = web.Response(status=upstream.status, reason=upstream.reason, body=payload)
+            small.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
+            return small
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        sent.append(resp)
+        resp.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
+        if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
+            resp.content_length = upstream.content_length
+        await resp.prepare(request)
+        async for chunk in upstream.content.iter_chunked(CHUNK):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
 
 def _raise_upstream_error(service: str, exc: BaseException) -> None:
@@ -177,7 +278,11 @@ async def root(request: web.Request) -> web.StreamResponse:
 def build(settings: Settings) -> web.Application:
     # Redis: the CORS origins (cors.py); readiness reports it.
     app = create_app("gateway", settings, postgres=False, redis=True, amqp=False)
+    app[limits.LIMITER] = limits.Limiter(settings)
     cors.setup(app)
+    # Innermost, after CORS (preflights are not counted; a 429 still carries the CORS headers): its
+    # 429 and 408 are rendered in each path's error style by error_middleware.
+    app.middlewares.append(edge_middleware)
 
     async def client_ctx(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(

@@ -49,7 +49,7 @@ CORS_PATHS: dict[str, tuple[str, ...]] = {
     "/.well-known/oauth-authorization-server": ("GET",),
 }
 ALLOW_HEADERS = "Authorization, Content-Type"
-EXPOSE_HEADERS = "WWW-Authenticate"
+EXPOSE_HEADERS = "WWW-Authenticate, Retry-After"  # Retry-After: a 429 is readable by the app
 MAX_AGE_SECONDS = 600
 CACHE_SECONDS = 2.0
 CACHE_MAX_ENTRIES = 10_000

@@ -293,7 +293,7 @@ async def test_rebuild_repairs_a_lost_set(stack, http, db, settings, redis, spa)
 
 
 async def test_gateway_readiness_includes_redis(stack, http) -> None:
-    async with http.get(f"{stack.base}/readyz") as r:
+    async with http.get(f"{stack.admin_url_of('gateway')}/readyz") as r:
         body = await r.json()
         assert r.status == 200 and body["checks"]["redis"] == "ok"
 

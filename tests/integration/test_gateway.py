@@ -12,6 +12,7 @@ from aiohttp import web
 from yarl import URL
 
 from libs.common.config import Settings
+from libs.common.server import start_service
 from services.gateway.app import build
 from services.gateway.routes import ROUTES, route_for
 from tests.support.stack import free_port
@@ -255,11 +256,10 @@ async def test_service_down_is_502(settings: Settings, http) -> None:
             "gateway_port": free_port(),
             "account_url": f"http://127.0.0.1:{dead}",
             "authz_url": f"http://127.0.0.1:{dead}",
+            "gateway_admin_port": free_port(),
         }
     )
-    runner = web.AppRunner(build(s))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", s.gateway_port).start()
+    runner = await start_service("gateway", build(s), s, host="127.0.0.1")
     base = f"http://127.0.0.1:{s.gateway_port}"
     try:
         async with http.get(base + "/api/oauth_apps") as r:
@@ -268,7 +268,7 @@ async def test_service_down_is_502(settings: Settings, http) -> None:
             assert body["success"] is False and "account service is unavailable" in body["message"]
         async with http.get(base + "/login") as r:
             assert r.status == 502 and r.content_type == "text/html"
-        async with http.get(base + "/readyz") as r:
+        async with http.get(f"http://127.0.0.1:{s.gateway_admin_port}/readyz") as r:
             assert r.status == 503
             assert (await r.json())["checks"]["account"].startswith("unavailable")
         async with http.get(base + "/healthz") as r:
@@ -290,7 +290,7 @@ async def test_real_stack_routes_through_gateway(stack, http) -> None:
     for service in ("authz", "token", "account"):
         async with http.get(f"{stack.url_of(service)}/healthz") as r:
             assert (await r.json())["service"] == service
-    async with http.get(f"{stack.base}/readyz") as r:
+    async with http.get(f"{stack.admin_url_of('gateway')}/readyz") as r:
         assert r.status == 200, await r.text()
     async with http.get(f"{stack.base}/api/oauth_apps") as r:
         assert r.status == 401  # answered by the account service
@@ -317,5 +317,5 @@ async def test_metrics_report_tokens_caches_and_requests(stack, http, db, settin
     async with http.get(f"{stack.url_of('account')}/metrics") as r:
         text = await r.text()
     assert 'cache_entries{cache="users"}' in text and 'cache_hits_total{cache="access_tokens"}' in text
-    async with http.get(f"{stack.base}/metrics") as r:
-        assert "http_requests_total" in await r.text()  # the gateway's own
+    async with http.get(f"{stack.admin_url_of('gateway')}/metrics") as r:
+        assert "http_requests_total" in await r.text()  # the gateway's own, on its admin port

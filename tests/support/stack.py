@@ -34,13 +34,17 @@ class Stack:
     async def start(self, service: str, port: int | None = None, settings: Settings | None = None) -> web.AppRunner:
         from importlib import import_module
 
+        from libs.common.server import start_service
+
         settings = settings or self.settings
         app = import_module(f"services.{service}.app").build(settings)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port or settings.port_of(service))
-        await site.start()
-        return runner
+        # The production server wiring (libs/common/server.py), admin port included; another
+        # instance on its own port gets its own admin port too.
+        admin_port = None if port is None or settings.admin_port_of(service) is None else free_port()
+        return await start_service(service, app, settings, host="127.0.0.1", port=port, admin_port=admin_port)
+
+    def admin_url_of(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.settings.admin_port_of(service) or self.settings.port_of(service)}"
 
     async def start_all(self) -> None:
         for service in ("account", "authz", "token", "gateway"):

@@ -36,6 +36,7 @@ from aiohttp import web
 
 from libs.common import migrate
 from libs.common.config import SERVICES, Settings
+from libs.common.web import create_admin_app
 from services.gateway.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,8 +106,19 @@ def get_routes(app: web.Application) -> set[str]:
     }
 
 
+def probe_port(settings: Settings, service: str) -> int:
+    """Where probes go: the admin port of a public service, else the service's own port."""
+    return settings.admin_port_of(service) or settings.port_of(service)
+
+
+def probe_routes(service: str, settings: Settings, app: web.Application) -> set[str]:
+    """GET routes on the probe port: the admin app's (libs/common/web.py), or the app's own."""
+    return get_routes(create_admin_app(app) if settings.admin_port_of(service) else app)
+
+
 def try_build(service: str, env: dict[str, str], where: str) -> tuple[Settings | None, set[str], Problems]:
-    """Settings and GET routes of ``service`` run with ``env``, or why it would not start."""
+    """Settings and the GET routes on the probe port of ``service`` run with ``env``, or why it would
+    not start."""
     try:
         settings = settings_from_env(env)
     except pydantic.ValidationError as exc:
@@ -115,7 +127,7 @@ def try_build(service: str, env: dict[str, str], where: str) -> tuple[Settings |
         app = build_app(service, settings)
     except Exception as exc:  # the service would crash at start the same way
         return settings, set(), [f"{where}: services.{service}.app.build() fails with this environment: {exc!r}"]
-    return settings, get_routes(app), []
+    return settings, probe_routes(service, settings, app), []
 
 
 def url_password_problem(value: str) -> str | None:
@@ -406,12 +418,13 @@ def check_compose(doc: dict[str, Any]) -> Problems:
             continue
         settings_of[name] = settings
         port = settings.port_of(name)
+        probes_on = probe_port(settings, name)
         target = healthcheck_target(service)
         if target is None:
-            p.append(f"{where}: needs a healthcheck that GETs http://127.0.0.1:{port}{LIVENESS}")
+            p.append(f"{where}: needs a healthcheck that GETs http://127.0.0.1:{probes_on}{LIVENESS}")
         else:
-            if target[0] != port:
-                p.append(f"{where}: healthcheck probes port {target[0]}, but {name} listens on {port}")
+            if target[0] != probes_on:
+                p.append(f"{where}: healthcheck probes port {target[0]}, but {name} serves probes on {probes_on}")
             if routes and target[1] not in routes:
                 p.append(f"{where}: healthcheck path {target[1]} is not a GET route of services.{name}")
         published = published_container_ports(service)
@@ -544,9 +557,11 @@ def probe_problems(where: str, container: dict[str, Any], port: int, routes: set
             continue
         if get.get("path") != path:
             p.append(f"{where}: {probe} must GET {path}, found {get.get('path')}")
-        probe_port = named.get(get.get("port"), get.get("port"))
-        if probe_port != port:
-            p.append(f"{where}: {probe} targets port {get.get('port')!r} = {probe_port}, but the app listens on {port}")
+        target = named.get(get.get("port"), get.get("port"))
+        if target != port:
+            p.append(
+                f"{where}: {probe} targets port {get.get('port')!r} = {target}, but the app serves probes on {port}"
+            )
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         get = (container.get(probe) or {}).get("httpGet")
         if get and routes and get.get("path") not in routes:
@@ -631,7 +646,12 @@ def check_k8s(k8s: K8s, image_uid: int | None, routes_table: dict[str, str] = RO
         if not http or http[0].get("containerPort") != port:
             found = http[0].get("containerPort") if http else None
             p.append(f"{where}: containerPort 'http' is {found}, but {name} listens on {port}")
-        p.extend(probe_problems(where, c, port, routes, settings))
+        admin = settings.admin_port_of(name)
+        if admin is not None:
+            named = [pt for pt in c.get("ports") or [] if pt.get("name") == "admin"]
+            if not named or named[0].get("containerPort") != admin:
+                p.append(f"{where}: containerPort 'admin' must be {admin}, the admin port of {name}")
+        p.extend(probe_problems(where, c, probe_port(settings, name), routes, settings))
         grace = pod.get("terminationGracePeriodSeconds", 30)
         pre_stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command") or []
         pause = int(pre_stop[-1]) if pre_stop[:1] == ["sleep"] and pre_stop[-1].isdigit() else 0
@@ -649,6 +669,9 @@ def check_k8s(k8s: K8s, image_uid: int | None, routes_table: dict[str, str] = RO
                 p.append(f"k8s Service {name}: selector does not select the {name} pods")
             if svc["spec"].get("type", "ClusterIP") != "ClusterIP":
                 p.append(f"k8s Service {name}: type {svc['spec']['type']} exposes it outside the cluster")
+            admin_targets = ("admin", settings.admin_port_of(name))
+            if any(sp.get("targetPort") in admin_targets for sp in svc["spec"].get("ports") or []):
+                p.append(f"k8s Service {name}: exposes the admin port (/metrics, /readyz); probes need no Service")
             ports = [sp for sp in svc["spec"].get("ports") or [] if sp.get("targetPort") in ("http", port)]
             if not ports:
                 p.append(f"k8s Service {name}: no port targets the container port http ({port})")
@@ -837,8 +860,17 @@ def test_installed_package_has_the_migrations_and_templates() -> None:
 def test_probe_paths_are_routes_of_every_app() -> None:
     settings = settings_from_env({"TOKEN_PEPPER": SAMPLE_SECRET})
     for name in SERVICES:
+        routes = probe_routes(name, settings, build_app(name, settings))
+        assert {LIVENESS, READINESS, "/metrics"} <= routes, f"services.{name} lacks a probe route: {routes}"
+
+
+def test_public_apps_serve_no_metrics_or_readiness() -> None:
+    """Issue 10 finding 6: the public port answers /metrics and /readyz like any unknown path."""
+    settings = settings_from_env({"TOKEN_PEPPER": SAMPLE_SECRET})
+    for name in PUBLIC:
+        assert settings.admin_port_of(name) not in (None, settings.port_of(name))
         routes = get_routes(build_app(name, settings))
-        assert {LIVENESS, READINESS} <= routes, f"services.{name} lacks a probe route: {routes}"
+        assert not {READINESS, "/metrics"} & routes, f"services.{name} serves them publicly: {routes}"
 
 
 # --- tests: the checks catch mismatches ------------------------------------------------------------
@@ -966,6 +998,16 @@ K8S_BREAKS: dict[str, tuple[Callable[[K8s], object], str]] = {
     "containerPort differs from the service's port": (
         lambda k: _container(k, UPSTREAMS[-1])["ports"][0].update(containerPort=9999),
         f"containerPort 'http' is 9999, but {UPSTREAMS[-1]} listens on",
+    ),
+    "gateway probe on the public port": (
+        lambda k: _container(k, PUBLIC[0])["readinessProbe"]["httpGet"].update(port="http"),
+        f"readinessProbe targets port 'http' = {default_port(PUBLIC[0])}",
+    ),
+    "admin port exposed by the gateway Service": (
+        lambda k: _one(k, "Service", PUBLIC[0])["spec"]["ports"].append(
+            {"name": "admin", "port": 9080, "targetPort": "admin"}
+        ),
+        "exposes the admin port",
     ),
     "readiness probe on a path the app does not serve": (
         lambda k: _container(k, UPSTREAMS[0])["readinessProbe"]["httpGet"].update(path="/ready"),

@@ -1,0 +1,239 @@
+"""Rate limits at the gateway, shared by every gateway instance through Redis.
+
+What is limited (requests per minute, bursts of up to that many; settings GATEWAY_RATE_LIMIT_*):
+
+- ``client``: the token, introspection and revocation endpoints, per ``client_id`` (RFC 6749 2.3.1:
+  from HTTP Basic, else from the form body, which the gateway reads whole when small). A request
+  without a readable client_id counts against its client IP instead. Answers 401 (a wrong secret)
+  also count per client_id and client IP in a much smaller bucket, which once full refuses that
+  pair's requests: guessing stops early while the client's real backend, elsewhere, is untouched;
+- ``login``: ``POST /login`` per client IP (the account's own throttling is authz's);
+- ``page``: the HTML pages and the authorize endpoint per client IP.
+
+Everything else (userinfo, top-up, the developer API, discovery, JWKS) is not limited here: third
+party backends call those from a few addresses at high rates.
+
+The algorithm is GCRA (the "generic cell rate algorithm", a leaky bucket kept as one timestamp per
+key): one short Lua script, one round trip per request, atomic across instances, and it yields the
+exact wait for ``Retry-After`` (RFC 9110 10.2.3). The ``limits`` library was the alternative; its
+async Redis storage keeps its own connection pool, and its moving window needs a second round trip
+to learn the reset time, for no gain over these twenty lines.
+
+When Redis does not answer within GATEWAY_RATE_LIMIT_REDIS_TIMEOUT_SECONDS the same algorithm runs
+on this instance's own counters (fail open to a local limit: with N gateways a client then gets up
+to N times its limit; nothing is refused for Redis being down). docs/operations.md says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from urllib.parse import parse_qs, unquote_plus
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import Counter
+
+from libs.common.config import Settings
+from libs.common.web import REDIS, SETTINGS, error_style
+
+log = logging.getLogger("oauth.gateway.limits")
+
+RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused with 429 by the gateway", ["bucket"])
+LIMITER_FALLBACK = Counter("gateway_rate_limit_fallback_total", "Rate-limit decisions made without Redis")
+
+CLIENT_PATHS = frozenset({"/api/oauth2/token", "/api/oauth2/introspect", "/api/oauth2/revoke"})
+MAX_CLIENT_ID = 128
+WINDOW_MS = 60_000.0
+REDIS_RETRY_SECONDS = 5.0
+
+# KEYS: the buckets. ARGV: per bucket, its emission interval (ms per request), its burst window (ms)
+# and whether this request is counted in it ("1") or the bucket is only checked ("0"). Each bucket
+# stores its "theoretical arrival time" (TAT); a request is allowed while every new TAT stays within
+# one window of now, and then counted in all the "1" buckets at once. Returns the milliseconds to
+# wait, 0 when allowed. (All keys of one request; on Redis Cluster they would need one hash slot.)
+GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local wait = 0
+local tats = {}
+for i, key in ipairs(KEYS) do
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  tats[i] = tat + tonumber(ARGV[3 * i - 2])
+  local w = tats[i] - tonumber(ARGV[3 * i - 1]) - now
+  if w > wait then wait = w end
+end
+if wait > 0 then return math.ceil(wait) end
+for i, key in ipairs(KEYS) do
+  if ARGV[3 * i] == '1' then
+    redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now))
+  end
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    key: str  # without the Redis prefix
+    per_minute: int
+    count: bool = True  # False: only checked (the auth-failure bucket, counted after a 401)
+
+    @property
+    def interval(self) -> float:
+        return WINDOW_MS / self.per_minute
+
+
+class LocalGcra:
+    """The same algorithm on this process's clock: the fallback while Redis is unreachable."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+
+    def acquire(self, buckets: list[Bucket]) -> float:
+        now = time.monotonic() * 1000
+        if len(self._tat) >= self.MAX_KEYS:
+            self._tat = {k: v for k, v in self._tat.items() if v > now}
+        tats = [max(self._tat.get(b.key, now), now) + b.interval for b in buckets]
+        wait = max((tat - WINDOW_MS - now for tat in tats), default=0.0)
+        if wait > 0:
+            return wait
+        for bucket, tat in zip(buckets, tats, strict=True):
+            if bucket.count:
+                self._tat[bucket.key] = tat
+        return 0.0
+
+
+class Limiter:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.local = LocalGcra()
+        self._script: Callable[..., Awaitable[object]] | None = None
+        self._warned_at = 0.0
+        # After a failure Redis is left alone for a few seconds, so an outage that makes it hang
+        # does not add its timeout to every limited request.
+        self._skip_redis_until = 0.0
+
+    async def acquire(self, redis: aioredis.Redis, buckets: list[Bucket]) -> float:
+        """Check every bucket and count the request in those it counts in, atomically; the seconds
+        to wait before retrying, 0 when allowed (and then counted)."""
+        if time.monotonic() < self._skip_redis_until:
+            LIMITER_FALLBACK.inc()
+            return self.local.acquire(buckets) / 1000
+        keys = [self.settings.redis_prefix + "rl:" + b.key for b in buckets]
+        args = [a for b in buckets for a in (b.interval, WINDOW_MS, int(b.count))]
+        try:
+            if self._script is None:
+                self._script = redis.register_script(GCRA_LUA)
+            wait = await asyncio.wait_for(
+                self._script(keys=keys, args=args), self.settings.gateway_rate_limit_redis_timeout_seconds
+            )
+            wait_ms = float(wait)  # type: ignore[arg-type]
+        except (TimeoutError, OSError, aioredis.RedisError) as exc:
+            LIMITER_FALLBACK.inc()
+            self._skip_redis_until = time.monotonic() + REDIS_RETRY_SECONDS
+            self._warn(exc)
+            wait_ms = self.local.acquire(buckets)
+        return wait_ms / 1000
+
+    def _warn(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._warned_at > 30:
+            self._warned_at = now
+            log.warning(
+                "rate limits: Redis unavailable, this instance counts alone", extra={"error": type(exc).__name__}
+            )
+
+
+LIMITER = web.AppKey("rate_limiter", Limiter)
+
+
+def client_ip(request: web.Request, settings: Settings) -> str:
+    """The client's address: the peer, or behind a trusted proxy the address it appended last."""
+    if settings.trust_forwarded_headers:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return request.remote or "unknown"
+
+
+def rule_for(request: web.Request, settings: Settings) -> tuple[str, int] | None:
+    """The bucket and its per-minute limit for this request, or None when it is not limited."""
+    path = request.path
+    if path in CLIENT_PATHS:
+        return "client", settings.gateway_rate_limit_client_per_minute
+    if path == "/login" and request.method == "POST":
+        return "login", settings.gateway_rate_limit_logins_per_minute
+    if path == "/api/oauth2/authorize" or error_style(path) == "page":
+        return "page", settings.gateway_rate_limit_pages_per_minute
+    return None
+
+
+def client_id_of(request: web.Request, body: bytes | None) -> str | None:
+    """The client_id the request authenticates with (RFC 6749 2.3.1), if readable and sane."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return None
+        client_id = unquote_plus(decoded.partition(":")[0])
+    elif body and request.content_type == "application/x-www-form-urlencoded":
+        try:
+            values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=64).get("client_id") or [""]
+        except ValueError:  # more fields than any token request has: the upstream will refuse it
+            return None
+        client_id = values[0]
+    else:
+        return None
+    if 0 < len(client_id) <= MAX_CLIENT_ID and client_id.isascii() and client_id.isprintable():
+        return client_id
+    return None
+
+
+async def check(request: web.Request, read_body: Callable[[], Awaitable[bytes | None]]) -> Bucket | None:
+    """Count the request in its buckets; raise 429 with Retry-After when over a limit. Returns the
+    bucket of failed client authentications to count the request in if it is answered 401."""
+    settings = request.app[SETTINGS]
+    rule = rule_for(request, settings)
+    if rule is None:
+        return None
+    name, per_minute = rule
+    ip = client_ip(request, settings)
+    buckets = [Bucket(f"{name}:ip:{ip}", per_minute)]
+    failures = None
+    if name == "client":
+        client_id = client_id_of(request, await read_body())
+        if client_id is not None:
+            buckets = [Bucket(f"client:id:{client_id}", per_minute)]
+        if settings.gateway_rate_limit_auth_failures_per_minute:
+            # Per client_id *and* address: wrong secrets from one place are stopped early, and
+            # nobody can block a client's own backend by failing with its client_id elsewhere.
+            per = settings.gateway_rate_limit_auth_failures_per_minute
+            failures = Bucket(f"authfail:{client_id or '-'}:{ip}", per, count=False)
+            buckets.append(failures)
+    buckets = [b for b in buckets if b.per_minute > 0]
+    wait = await request.app[LIMITER].acquire(request.app[REDIS], buckets) if buckets else 0.0
+    if wait > 0:
+        RATE_LIMITED.labels(name).inc()
+        retry_after = max(1, math.ceil(wait))
+        raise web.HTTPTooManyRequests(
+            reason=f"Too many requests; try again in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+    return failures
+
+
+async def count_failure(request: web.Request, failures: Bucket) -> None:
+    """The client failed to authenticate (RFC 6749 5.2 invalid_client, 401): count it."""
+    await request.app[LIMITER].acquire(request.app[REDIS], [replace(failures, count=True)])

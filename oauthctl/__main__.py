@@ -7,6 +7,7 @@ oauthctl devtoken create --username U [--name N]
 oauthctl devtoken revoke --id N
 oauthctl topup create --amount N [--count K] [--expires-days D]
 oauthctl app set-internal --client-id X [--off]  allow (or stop) client_credentials for an app
+oauthctl app verify|unverify --client-id X     let auto_authorize=true skip consent (or stop it)
 oauthctl keys add [--alg A] [--activate-in S]  rotate the JWT signing key (publish now, sign later)
 oauthctl keys list | retire --kid K | prune   signing keys: see, stop signing, delete expired
 oauthctl demo                            create the demo data once and print it
@@ -154,6 +155,25 @@ async def cmd_app_set_internal(settings: Settings, args: argparse.Namespace) -> 
     return await with_conn(settings, run)
 
 
+async def cmd_app_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Verify an app (auto_authorize=true may then skip consent), or unverify it."""
+    from services.account.apps import set_verified
+
+    verified = args.action == "verify"
+
+    async def run(conn: asyncpg.Connection) -> int:
+        # Waits for the client.updated event, so the services' client caches drop the app first.
+        async with EventWaiter(settings, ["client.updated"]):
+            row = await set_verified(conn, args.client_id, verified)
+            if row is None:
+                return die(f"no app with client_id {args.client_id!r}")
+        state = "verified: one-click login may skip consent" if verified else "unverified: users consent once"
+        print(f"app id={row['id']} client_id={args.client_id} ({row['name']}) is now {state}")
+        return 0
+
+    return await with_conn(settings, run)
+
+
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from .demo import ensure_demo
 
@@ -248,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     ai.add_argument("--client-id", required=True)
     ai.add_argument("--off", action="store_true", help="clear the flag instead")
     ai.set_defaults(fn=cmd_app_set_internal)
+    for action, text in (
+        ("verify", "Mark an app as verified by the platform: auto_authorize=true then skips the consent page."),
+        ("unverify", "Clear the verification: auto_authorize=true no longer skips consent without a grant."),
+    ):
+        av = asub.add_parser(action, help=text.split(":")[0].lower(), description=text)
+        av.add_argument("--client-id", required=True)
+        av.set_defaults(fn=cmd_app_verify)
 
     keys.add_parser(sub)
 

@@ -2,7 +2,9 @@
 
 Nothing is stored in clear: each run sets the demo user's password to DEMO_PASSWORD, revokes the
 previous demo developer token and issues a new one, and rotates the demo app's secret, printing
-the new values (the example third-party app is started with them)."""
+the new values (the example third-party app is started with them). The demo app is the one the
+example third-party app uses; it is verified (docs/operations.md "App verification"), so the guide's
+one-click login skips the consent page as the guide shows."""
 
 from __future__ import annotations
 
@@ -71,8 +73,9 @@ async def ensure_demo(settings: Settings) -> DemoInfo:
             )
             if row is None:
                 row = await conn.fetchrow(
-                    """INSERT INTO oauth_apps (owner_id, name, description, client_id, client_secret_hash, redirect_uris)
-                       VALUES ($1, $2, 'The guide''s example app (examples/third_party_app)', $3, $4, $5)
+                    """INSERT INTO oauth_apps (owner_id, name, description, client_id, client_secret_hash, redirect_uris,
+                                             verified)
+                       VALUES ($1, $2, 'The guide''s example app (examples/third_party_app)', $3, $4, $5, true)
                        RETURNING id, client_id""",
                     user.id,
                     DEMO_APP,
@@ -82,7 +85,8 @@ async def ensure_demo(settings: Settings) -> DemoInfo:
                 )
             else:
                 await conn.execute(
-                    "UPDATE oauth_apps SET client_secret_hash = $2, redirect_uris = $3, updated_at = now() WHERE id = $1",
+                    """UPDATE oauth_apps SET client_secret_hash = $2, redirect_uris = $3, verified = true, updated_at = now()
+                       WHERE id = $1""",
                     row["id"],
                     token_hash(settings.pepper_bytes, secret),
                     uris,

@@ -73,6 +73,7 @@ async def render_page(request: web.Request, req: AuthRequest, who: SignedIn, req
         "consent.html",
         app_name=req.client_name,
         app_description=req.client_description,
+        verified=req.client_verified,
         scopes=req.scopes,
         redirect_host=urlsplit(req.redirect_uri).netloc,
         username=who.username,

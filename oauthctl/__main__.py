@@ -28,16 +28,15 @@ import asyncpg
 from libs.common import outbox
 from libs.common.config import Settings, load_settings
 from libs.common.events import EventWaiter
-from libs.common.migrate import MigrationError, apply_all, ensure_database
-from oauthctl.util import die, with_conn
+from libs.common.migrate import MigrationError
+from oauthctl.util import die, migrate, with_conn
 
 from . import keys
 
 
 # --- commands ------------------------------------------------------------------------------------
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    await ensure_database(settings.database_url)
-    await apply_all(settings.database_url)
+    await migrate(settings)
     return 0
 
 
@@ -53,11 +52,21 @@ async def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
         try:
             user = await create_user(conn, args.username, args.email, password)
         except UserError as exc:
-            return die(exc.message)
+            return die(f"{exc.message}\n{user_error_zh(exc)}")
         print(f"created user id={user.id} username={user.username} email={user.email}")
         return 0
 
     return await with_conn(settings, run)
+
+
+def user_error_zh(exc: Exception) -> str:
+    """The Chinese text of a users.UserError, as the register page shows it."""
+    from libs.common.pages import translator
+    from services.account import strings  # noqa: F401 - registers the account texts
+
+    field, code = getattr(exc, "field", ""), getattr(exc, "code", "")
+    text = translator("zh")(f"acct.user_error.{field}.{code}")
+    return "" if text.startswith("acct.") else text
 
 
 async def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
@@ -177,8 +186,7 @@ async def cmd_app_verify(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from .demo import ensure_demo
 
-    await ensure_database(settings.database_url)
-    await apply_all(settings.database_url, log=lambda m: None)
+    await migrate(settings, log=lambda m: None)
     info = await ensure_demo(settings)
     from .demo import print_demo
 

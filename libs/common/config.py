@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     # --- accounts ---------------------------------------------------------------------------------
     quota_per_unit: int = Field(1000, ge=1)
     max_apps_per_developer: int = Field(100, ge=1)
+    register_max_per_ip: int = Field(5, ge=1)  # sign-ups per client IP per window (Redis, all instances)
+    register_window_seconds: int = Field(3600, ge=60)
 
     # --- local development (`make run`) ------------------------------------------------------------
     demo_password: str = Field("", repr=False)

@@ -112,7 +112,8 @@ async def handle_authorize(request: web.Request) -> web.Response:
     if step == "consent":
         assert who is not None
         request_id = await consent.store(request.app[REDIS], settings, req, who.user_id)
-        return await consent.render_page(request, req, who, request_id)
+        switch_url = await login_redirect_url(request, now, reauth=False)
+        return await consent.render_page(request, req, who, request_id, switch_url)
     if step == "consent_required":
         return to_client(
             req.redirect_uri,

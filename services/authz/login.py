@@ -9,6 +9,7 @@ Wrong credentials re-render the form with one message that never says which fiel
 from __future__ import annotations
 
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
 
+from libs.common.clientip import client_ip
 from libs.common.config import Settings
 from libs.common.pages import render, safe_next
 from libs.common.security import verify_password
@@ -45,7 +47,8 @@ async def authenticate(
     """The login rule: throttling first (ratelimit.py: per account+IP backoff, per IP limit,
     per account slowdown), then the password (argon2, the same cost for unknown accounts), then
     the account status."""
-    identifier = identifier.strip()
+    # As registration stores emails (NFKC, services/account/emails.py): full-width input matches.
+    identifier = unicodedata.normalize("NFKC", identifier).strip()
     if not identifier or not password:
         return LoginResult("missing")
     user = await find_login_user(db, identifier)
@@ -105,7 +108,7 @@ async def post_login(request: web.Request) -> web.Response:
         settings,
         identifier,
         _field(form, "password"),
-        ratelimit.client_ip(request),
+        client_ip(request),
     )
     shown_identifier = identifier[:MAX_IDENTIFIER]
     if result.outcome == "ok":

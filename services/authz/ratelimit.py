@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from aiohttp import web
 
 from libs.common.config import Settings
 from libs.common.redis import key
@@ -57,19 +55,6 @@ def attempt_keys(settings: Settings, user_id: int | None, identifier: str, ip: s
 
 def ip_key(settings: Settings, ip: str) -> str:
     return key(settings, "loginfail", "ip", ip)
-
-
-def client_ip(request: web.Request) -> str:
-    """The browser's address: the last X-Forwarded-For entry (the one the gateway appends, the
-    peer it saw), else the TCP peer. Entries that are not IP addresses are ignored."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    if forwarded:
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        try:
-            return str(ipaddress.ip_address(last))
-        except ValueError:
-            pass
-    return request.remote or "unknown"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
+from html import unescape
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
@@ -645,6 +646,25 @@ async def test_a_pending_login_request_id_is_no_fresh_login_by_itself(
     await age_session(redis, settings, browser, 120)
     async with browser.get(f"{stack.base}{next_url}", allow_redirects=False) as r:
         assert r.status == 302 and r.headers["Location"].startswith("/login?")
+
+
+async def test_switching_account_on_the_consent_page_counts_as_the_fresh_login(
+    stack, browser, db, settings, client, user, redis
+) -> None:
+    """The consent page's 切换账户 link resumes the same request through its own pending login
+    request: logging in as someone else there satisfies prompt=login, without a second login."""
+    await age_session(redis, settings, browser, 120)
+    status, headers, _ = await get(browser, stack, params(client[0], prompt="login"))
+    next_url = await relogin_via(browser, stack, headers["Location"], user.username)
+    async with browser.get(f"{stack.base}{next_url}", allow_redirects=False) as r:
+        page = await r.text()
+        assert r.status == 200 and user.username in page
+    switch = unescape(re.search(r'href="(/login\?next=[^"]+)"', page).group(1))  # type: ignore[union-attr]
+    other = await make_user(db)
+    next_url = await relogin_via(browser, stack, switch, other.username)
+    async with browser.get(f"{stack.base}{next_url}", allow_redirects=False) as r:
+        page = await r.text()
+        assert r.status == 200 and 'action="/consent"' in page and other.username in page
 
 
 async def test_max_age_zero_with_prompt_none_is_login_required(stack, browser, settings, client, redis) -> None:

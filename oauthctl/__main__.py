@@ -62,8 +62,9 @@ async def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
 def user_error_zh(exc: Exception) -> str:
     """The Chinese text of a users.UserError, as the register page shows it."""
     from libs.common.pages import translator
-    from services.account import strings  # noqa: F401 - registers the account texts
+    from services.account import strings
 
+    strings.register()  # idempotent: the account service's texts
     field, code = getattr(exc, "field", ""), getattr(exc, "code", "")
     text = translator("zh")(f"acct.user_error.{field}.{code}")
     return "" if text.startswith("acct.") else text

@@ -5,15 +5,16 @@ Against real Postgres/Redis, through the account service's HTTP pages and oauthc
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import sys
+from asyncio.subprocess import PIPE
 
 import aiohttp
 import asyncpg
 import pytest
 
-from oauthctl.__main__ import main as oauthctl_main
 from services.account.emails import normalize_email, skeleton
 from services.account.passwords import password_problem
 from services.account.users import UserError, backfill_email_skeletons, create_user
@@ -92,31 +93,28 @@ async def test_register_refuses_weak_passwords(stack: Stack, db, password: str, 
     assert await db.fetchval("SELECT count(*) FROM users WHERE username = $1", username) == 0
 
 
-async def test_oauthctl_user_create_applies_the_policy(settings, db, monkeypatch, capsys) -> None:
-    monkeypatch.setenv("DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("TOKEN_PEPPER", settings.token_pepper)
+async def oauthctl(settings, *argv: str, stdin: str) -> tuple[int, str]:
+    """Run the real CLI in its own process (so nothing this test process loaded helps it)."""
+    env = os.environ | {"DATABASE_URL": settings.database_url, "TOKEN_PEPPER": settings.token_pepper}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "oauthctl", *argv, stdin=PIPE, stdout=PIPE, stderr=PIPE, env=env
+    )
+    out, err = await proc.communicate(stdin.encode() + b"\n")
+    return proc.returncode or 0, (out + err).decode()
+
+
+async def test_oauthctl_user_create_applies_the_policy(settings, db) -> None:
     username = name()
+    create = ["user", "create", "--username", username, "--password-stdin", "--email"]
     for password, en, zh in (
         ("12345678", "most common", "最常见的密码"),
         (f"{username}!!", "must not contain your username", "不能包含用户名"),
     ):
-        monkeypatch.setattr(sys, "stdin", _Lines(password))
-        argv = ["user", "create", "--username", username, "--email", f"{username}@example.com", "--password-stdin"]
-        assert await asyncio.to_thread(oauthctl_main, argv) == 1
-        err = capsys.readouterr().err
-        assert en in err and zh in err, err
-    monkeypatch.setattr(sys, "stdin", _Lines(PASSWORD))
-    argv = ["user", "create", "--username", username, "--email", f" {username}@EXAMPLE.com ", "--password-stdin"]
-    assert await asyncio.to_thread(oauthctl_main, argv) == 0
+        code, output = await oauthctl(settings, *create, f"{username}@example.com", stdin=password)
+        assert code == 1 and en in output and zh in output, output
+    code, output = await oauthctl(settings, *create, f" {username}@EXAMPLE.com ", stdin=PASSWORD)
+    assert code == 0, output
     assert await db.fetchval("SELECT email FROM users WHERE username = $1", username) == f"{username}@example.com"
-
-
-class _Lines:
-    def __init__(self, line: str) -> None:
-        self.line = line
-
-    def readline(self) -> str:
-        return self.line + "\n"
 
 
 # --- sign-ups per IP -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ oauthctl devtoken create --username U [--name N]
 oauthctl devtoken revoke --id N
 oauthctl topup create --amount N [--count K] [--expires-days D]
 oauthctl app set-internal --client-id X [--off]  allow (or stop) client_credentials for an app
+oauthctl app verify|unverify --client-id X     let auto_authorize=true skip consent (or stop it)
 oauthctl keys add [--alg A] [--activate-in S]  rotate the JWT signing key (publish now, sign later)
 oauthctl keys list | retire --kid K | prune   signing keys: see, stop signing, delete expired
 oauthctl demo                            create the demo data once and print it
@@ -27,16 +28,15 @@ import asyncpg
 from libs.common import outbox
 from libs.common.config import Settings, load_settings
 from libs.common.events import EventWaiter
-from libs.common.migrate import MigrationError, apply_all, ensure_database
-from oauthctl.util import die, with_conn
+from libs.common.migrate import MigrationError
+from oauthctl.util import die, migrate, with_conn
 
 from . import keys
 
 
 # --- commands ------------------------------------------------------------------------------------
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    await ensure_database(settings.database_url)
-    await apply_all(settings.database_url)
+    await migrate(settings)
     return 0
 
 
@@ -52,11 +52,22 @@ async def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
         try:
             user = await create_user(conn, args.username, args.email, password)
         except UserError as exc:
-            return die(exc.message)
+            return die(f"{exc.message}\n{user_error_zh(exc)}")
         print(f"created user id={user.id} username={user.username} email={user.email}")
         return 0
 
     return await with_conn(settings, run)
+
+
+def user_error_zh(exc: Exception) -> str:
+    """The Chinese text of a users.UserError, as the register page shows it."""
+    from libs.common.pages import translator
+    from services.account import strings
+
+    strings.register()  # idempotent: the account service's texts
+    field, code = getattr(exc, "field", ""), getattr(exc, "code", "")
+    text = translator("zh")(f"acct.user_error.{field}.{code}")
+    return "" if text.startswith("acct.") else text
 
 
 async def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
@@ -154,11 +165,29 @@ async def cmd_app_set_internal(settings: Settings, args: argparse.Namespace) -> 
     return await with_conn(settings, run)
 
 
+async def cmd_app_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Verify an app (auto_authorize=true may then skip consent), or unverify it."""
+    from services.account.apps import set_verified
+
+    verified = args.action == "verify"
+
+    async def run(conn: asyncpg.Connection) -> int:
+        # Waits for the client.updated event, so the services' client caches drop the app first.
+        async with EventWaiter(settings, ["client.updated"]):
+            row = await set_verified(conn, args.client_id, verified)
+            if row is None:
+                return die(f"no app with client_id {args.client_id!r}")
+        state = "verified: one-click login may skip consent" if verified else "unverified: users consent once"
+        print(f"app id={row['id']} client_id={args.client_id} ({row['name']}) is now {state}")
+        return 0
+
+    return await with_conn(settings, run)
+
+
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from .demo import ensure_demo
 
-    await ensure_database(settings.database_url)
-    await apply_all(settings.database_url, log=lambda m: None)
+    await migrate(settings, log=lambda m: None)
     info = await ensure_demo(settings)
     from .demo import print_demo
 
@@ -248,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     ai.add_argument("--client-id", required=True)
     ai.add_argument("--off", action="store_true", help="clear the flag instead")
     ai.set_defaults(fn=cmd_app_set_internal)
+    for action, text in (
+        ("verify", "Mark an app as verified by the platform: auto_authorize=true then skips the consent page."),
+        ("unverify", "Clear the verification: auto_authorize=true no longer skips consent without a grant."),
+    ):
+        av = asub.add_parser(action, help=text.split(":")[0].lower(), description=text)
+        av.add_argument("--client-id", required=True)
+        av.set_defaults(fn=cmd_app_verify)
 
     keys.add_parser(sub)
 

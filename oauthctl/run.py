@@ -12,9 +12,9 @@ import time
 import aiohttp
 
 from libs.common.config import SERVICES, Settings
-from libs.common.migrate import apply_all, ensure_database
 
 from .demo import DemoInfo, ensure_demo, print_demo
+from .util import migrate
 
 
 async def _wait_healthy(url: str, proc: asyncio.subprocess.Process, name: str, within: float = 30) -> None:
@@ -35,8 +35,7 @@ async def _wait_healthy(url: str, proc: asyncio.subprocess.Process, name: str, w
 
 async def run_stack(settings: Settings, with_example: bool = True) -> int:
     print("run: checking the database and applying migrations ...", flush=True)
-    await ensure_database(settings.database_url)
-    await apply_all(settings.database_url)
+    await migrate(settings)
     print("run: creating demo data ...", flush=True)
     info = await ensure_demo(settings)
 

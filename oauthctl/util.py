@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from libs.common.config import Settings
+from libs.common.migrate import apply_all, ensure_database
 
 
 def die(msg: str, code: int = 1) -> int:
@@ -23,3 +24,21 @@ async def with_conn(settings: Settings, fn: Callable[[asyncpg.Connection], Await
         return await fn(conn)
     finally:
         await conn.close()
+
+
+async def migrate(settings: Settings, log: Callable[[str], None] = print) -> None:
+    """Create the database if needed, apply the migrations, then the data steps SQL cannot do:
+    the email skeletons of users created before migration 0005 (services/account/emails.py)."""
+    from services.account.users import backfill_email_skeletons
+
+    await ensure_database(settings.database_url)
+    await apply_all(settings.database_url, log=log)
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        done, clashes = await backfill_email_skeletons(conn)
+    finally:
+        await conn.close()
+    if done:
+        log(f"migrate: computed the email skeleton of {done} existing user(s)")
+    for email in clashes:
+        log(f"migrate: warning: {email!r} looks like an earlier user's address; left without a skeleton")

@@ -21,6 +21,7 @@ class Client:
     auth_method: str  # client_secret_post | client_secret_basic | none
     auto_authorize: bool
     internal: bool
+    verified: bool = False  # an operator vouches for the app (`oauthctl app verify`)
 
     @property
     def is_public(self) -> bool:
@@ -55,7 +56,7 @@ async def get_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) -> C
 async def _load_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) -> Client | None:
     row = await db.fetchrow(
         """SELECT id, client_id, name, description, redirect_uris, client_secret_hash, token_endpoint_auth_method,
-                  auto_authorize, internal
+                  auto_authorize, internal, verified
            FROM oauth_apps WHERE client_id = $1""",
         client_id,
     )
@@ -71,4 +72,5 @@ async def _load_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) ->
         auth_method=row["token_endpoint_auth_method"],
         auto_authorize=row["auto_authorize"],
         internal=row["internal"],
+        verified=row["verified"],
     )

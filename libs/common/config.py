@@ -86,11 +86,18 @@ class Settings(BaseSettings):
     auth_code_ttl_seconds: int = Field(600, ge=10, le=600)
     refresh_grace_seconds: int = Field(5, ge=0, le=60)
     auto_authorize_enabled: bool = True
+    # auto_authorize=true skips consent only for verified apps (or an existing grant); true restores
+    # the guide's permissive behaviour for every app (docs/operations.md "App verification").
+    auto_authorize_unverified_apps: bool = False
     session_ttl_seconds: int = Field(24 * 3600, ge=300)
     consent_request_ttl_seconds: int = Field(600, ge=60, le=3600)  # a pending consent page's lifetime
-    # Login rate limits (failures per window): per account and per client IP.
-    login_max_failures_per_account: int = Field(5, ge=1)
-    login_max_failures_per_ip: int = Field(30, ge=1)
+    # Login throttling (services/authz/ratelimit.py): no lockout an attacker could trigger.
+    login_backoff_free_failures: int = Field(3, ge=0)  # per account+IP, before the backoff starts
+    login_backoff_base_seconds: float = Field(2.0, gt=0)  # then base * 2^n after the last failure
+    login_backoff_max_seconds: int = Field(15 * 60, ge=1)
+    login_max_failures_per_ip: int = Field(30, ge=1)  # per client IP per window (any account)
+    login_slowdown_after_failures: int = Field(10, ge=1)  # per account per window, from anywhere
+    login_slowdown_seconds: float = Field(1.0, ge=0, le=10)  # then every attempt on it waits this long
     login_failure_window_seconds: int = Field(15 * 60, ge=10)
     jwt_algorithm: Literal["RS256", "ES256", "HS256"] = "RS256"
     # `oauthctl keys add`: a new key is in the JWKS this long before it signs, so every verifier and
@@ -101,6 +108,8 @@ class Settings(BaseSettings):
     # --- accounts ---------------------------------------------------------------------------------
     quota_per_unit: int = Field(1000, ge=1)
     max_apps_per_developer: int = Field(100, ge=1)
+    register_max_per_ip: int = Field(5, ge=1)  # sign-ups per client IP per window (Redis, all instances)
+    register_window_seconds: int = Field(3600, ge=60)
 
     # --- local development (`make run`) ------------------------------------------------------------
     demo_password: str = Field("", repr=False)

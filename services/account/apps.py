@@ -237,6 +237,28 @@ async def rotate_secret(pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id
     return app_view(row, client_secret=secret)
 
 
+async def verified_app_ids(pool: asyncpg.Pool, owner_id: int) -> set[int]:
+    """The owner's apps an operator has verified (shown as a badge in the developer console)."""
+    rows = await pool.fetch("SELECT id FROM oauth_apps WHERE owner_id = $1 AND verified", owner_id)
+    return {r["id"] for r in rows}
+
+
+async def set_verified(conn: asyncpg.Connection, client_id: str, verified: bool) -> asyncpg.Record | None:
+    """The operator's verification of an app (docs/operations.md "App verification"): only verified
+    apps may skip the consent page with auto_authorize=true. The client.updated event makes every
+    instance drop its cached copy of the app. None when there is no such app."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE oauth_apps SET verified = $2, updated_at = now() WHERE client_id = $1 RETURNING id, client_id, name",
+            client_id,
+            verified,
+        )
+        if row is not None:
+            change = "verified" if verified else "unverified"
+            await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": change})
+    return row
+
+
 # --- handlers ------------------------------------------------------------------------------------
 def _app_id(request: web.Request) -> int:
     raw = request.match_info["app_id"]

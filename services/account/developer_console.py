@@ -66,6 +66,7 @@ async def console(
         "developer.html",
         status=status,
         apps=await apps.list_apps(pool, user.id),
+        verified_ids=await apps.verified_app_ids(pool, user.id),
         tokens=tokens,
         error=error,
         notice=notice,

@@ -1,14 +1,19 @@
-"""Users: creation with unique username and email, argon2 password hashes, status."""
+"""Users: creation with unique username and email (normalised, look-alikes refused: emails.py),
+the password policy (passwords.py), argon2 password hashes, status."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from libs.common.security import hash_password
+
+from .emails import normalize_email, skeleton
+from .passwords import MESSAGES, password_problem
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -17,12 +22,26 @@ STATUS_DISABLED = 2
 
 
 class UserError(ValueError):
-    """A user-facing validation error (field, message)."""
+    """A user-facing validation error: the field, an English message, and a code naming the rule
+    (strings.py has the zh/en text of ``acct.user_error.<field>.<code>``)."""
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, code: str = "invalid") -> None:
         super().__init__(message)
         self.field = field
         self.message = message
+        self.code = code
+
+
+# Constraint -> (field, code, message) for a lost race on a unique index (migrations 0001, 0005).
+UNIQUE_VIOLATIONS = {
+    "users_username_key": ("username", "taken", "username is already taken"),
+    "users_email_key": ("email", "taken", "email is already taken"),
+    "users_email_skeleton_key": (
+        "email",
+        "confusable",
+        "email looks the same as an address that is already registered",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -40,31 +59,62 @@ class User:
         return int(self.created_at.timestamp())
 
 
-def validate_new_user(username: str, email: str, password: str) -> None:
+def _invisible(text: str) -> bool:
+    """Control, format (zero-width, bidi) or separator characters: never part of a real address."""
+    return any(unicodedata.category(c)[0] in "CZ" for c in text)
+
+
+def validate_new_user(username: str, email: str, password: str, *, check_password: bool = True) -> None:
+    """``email`` already normalised (emails.normalize_email)."""
     if not USERNAME_RE.match(username):
         raise UserError("username", "username: 3-32 characters, letters, digits, '_', '.' or '-'")
-    if len(email) > 254 or not EMAIL_RE.match(email):
+    if len(email) > 254 or not EMAIL_RE.match(email) or _invisible(email):
         raise UserError("email", "email: a valid address such as name@example.com")
-    if not 8 <= len(password) <= 128:
-        raise UserError("password", "password: 8-128 characters")
+    problem = password_problem(password, username, email) if check_password else None
+    if problem is not None:
+        raise UserError("password", MESSAGES[problem], problem)
 
 
-async def create_user(conn: asyncpg.Connection | asyncpg.Pool, username: str, email: str, password: str) -> User:
-    validate_new_user(username, email, password)
+async def create_user(
+    conn: asyncpg.Connection | asyncpg.Pool, username: str, email: str, password: str, *, check_password: bool = True
+) -> User:
+    """A new active user. The email is stored normalised with its skeleton: the unique indexes
+    refuse a taken name, a taken address and a look-alike of one, even under concurrent sign-ups.
+    ``check_password=False`` only for operator-generated passwords (``make run``'s demo user)."""
+    email = normalize_email(email)
+    validate_new_user(username, email, password, check_password=check_password)
     password_hash = await hash_password(password)
     try:
         row = await conn.fetchrow(
-            """INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3)
+            """INSERT INTO users (username, email, email_skeleton, password_hash) VALUES ($1, $2, $3, $4)
                RETURNING id, username, email, status, quota, used_quota, created_at""",
             username,
             email,
+            skeleton(email),
             password_hash,
         )
     except asyncpg.UniqueViolationError as exc:
-        field = "email" if "email" in (exc.constraint_name or "") else "username"
-        raise UserError(field, f"{field} is already taken") from None
+        field, code, message = UNIQUE_VIOLATIONS.get(exc.constraint_name or "", UNIQUE_VIOLATIONS["users_email_key"])
+        raise UserError(field, message, code) from None
     assert row is not None
     return User(**dict(row))
+
+
+async def backfill_email_skeletons(conn: asyncpg.Connection) -> tuple[int, list[str]]:
+    """Give users created before migration 0005 their skeleton (idempotent). Returns (how many were
+    set, the addresses left without one because they look like an earlier user's)."""
+    rows = await conn.fetch("SELECT id, email FROM users WHERE email_skeleton IS NULL ORDER BY id")
+    done, clashes = 0, []
+    for row in rows:
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "UPDATE users SET email_skeleton = $2 WHERE id = $1", row["id"], skeleton(row["email"])
+                )
+            done += 1
+        except asyncpg.UniqueViolationError:
+            clashes.append(row["email"])
+    return done, clashes
 
 
 async def get_user(conn: asyncpg.Connection | asyncpg.Pool, user_id: int) -> User | None:

@@ -5,16 +5,16 @@ Flow: validate (authrequest.py) -> who is logged in -> decide -> act:
 - not logged in: ``prompt=none`` -> ``login_required``; else the login page, then back here;
 - a fresh login is needed (``prompt=login``, or ``max_age`` exceeded): ``prompt=none`` ->
   ``login_required``; else the login page;
-- ``auto_authorize=true`` (and allowed globally and for the app), or an existing grant that covers
-  the scopes, and no ``prompt=consent``: a code at once (the guide's one-click login);
+- no ``prompt=consent``, and either an existing grant that covers the scopes, or
+  ``auto_authorize=true`` (allowed globally and for the app) for a *verified* app: a code at once
+  (the guide's one-click login). An unverified app's user sees the consent page once; their grant
+  then makes later one-click logins skip it (docs/operations.md "App verification");
 - else ``prompt=none`` -> ``consent_required``; else the consent page (consent.py).
 
-Forced login without a loop: every redirect to the login page sends ``next`` = this same request
-plus ``login_after=<now>`` (unix seconds; any old value replaced). When the browser comes back,
-a login counts as fresh, satisfying ``prompt=login`` and ``max_age``, if the session's
-``auth_time >= login_after`` and the marker is at most LOGIN_MARKER_WINDOW old. The marker needs no
-signature: it can only relax a requirement (prompt=login/max_age) that the same URL's author set,
-and an old or future marker is ignored, so a replayed URL asks for the password again.
+Forced login without a loop, decided on the server (loginrequest.py): every redirect to the login
+page stores the request as a pending login request and sends ``next`` = this same request plus
+``login_request=<id>``. The password login marks that pending request with its session and time;
+only such a mark, for this session and these parameters, satisfies ``prompt=login``/``max_age``.
 """
 
 from __future__ import annotations
@@ -29,48 +29,64 @@ from aiohttp import web
 from libs.common.config import Settings
 from libs.common.web import PG, REDIS, SETTINGS
 
-from . import consent, grants
-from .authrequest import LOGIN_MARKER, AuthorizeError, AuthRequest, parse
+from . import consent, grants, loginrequest
+from .authrequest import AuthorizeError, AuthRequest, parse
 from .codes import issue_code
 from .identity import SignedIn, drop_dead_session, signed_in
 from .responses import error_page, found, to_client
 
-LOGIN_MARKER_WINDOW = 600  # seconds a login_after marker is honoured
-
 Step = Literal["login", "login_required", "issue", "consent", "consent_required"]
 
 
-def fresh_login(req: AuthRequest, who: SignedIn, now: int) -> bool:
-    """Did the user log in after this request sent them to the login page?"""
-    marker = req.login_after
-    return marker is not None and 0 <= now - marker <= LOGIN_MARKER_WINDOW and who.session.auth_time >= marker
+def one_click_allowed(settings: Settings, req: AuthRequest) -> bool:
+    """``auto_authorize=true`` may skip the consent page: allowed globally and for the app, and the
+    app verified by an operator, unless the operator keeps the guide's permissive behaviour."""
+    return (
+        req.auto_authorize
+        and settings.auto_authorize_enabled
+        and req.client_auto_authorize
+        and (req.client_verified or settings.auto_authorize_unverified_apps)
+    )
 
 
-async def decide(db: asyncpg.Pool, settings: Settings, req: AuthRequest, who: SignedIn | None, now: int) -> Step:
+async def decide(
+    db: asyncpg.Pool, settings: Settings, req: AuthRequest, who: SignedIn | None, fresh: bool, now: int
+) -> Step:
+    """``fresh``: this session's password login satisfied this very request (loginrequest.py)."""
     silent = "none" in req.prompt
     if who is None:
         return "login_required" if silent else "login"
-    if not fresh_login(req, who, now):
+    if not fresh:
         too_old = req.max_age is not None and now - who.session.auth_time > req.max_age
         if "login" in req.prompt or too_old:
             return "login_required" if silent else "login"
     if "consent" not in req.prompt:
-        if req.auto_authorize and settings.auto_authorize_enabled and req.client_auto_authorize:
+        if one_click_allowed(settings, req):
             return "issue"
         if await grants.covers(db, who.user_id, req.client_id, req.scopes):
             return "issue"
     return "consent_required" if silent else "consent"
 
 
-def login_redirect_url(request: web.Request, now: int, reauth: bool) -> str:
-    """The login page, with ``next`` = this authorize request marked with ``login_after=now``."""
-    items = [(k, v) for k, v in request.rel_url.query.items() if k != LOGIN_MARKER]
-    items.append((LOGIN_MARKER, str(now)))
+async def login_redirect_url(request: web.Request, now: int, reauth: bool) -> str:
+    """The login page, with ``next`` = this authorize request pointing at its pending login request."""
+    items = [(k, v) for k, v in request.rel_url.query.items() if k != loginrequest.PARAM]
+    request_id = await loginrequest.create(request.app[REDIS], request.app[SETTINGS], items, now)
+    items.append((loginrequest.PARAM, request_id))
     next_url = request.rel_url.path + "?" + urlencode(items)
     params = {"next": next_url}
     if reauth:
         params["reauth"] = "1"
     return "/login?" + urlencode(params)
+
+
+async def fresh_login(request: web.Request, who: SignedIn | None) -> bool:
+    if who is None:
+        return False
+    pairs = list(request.rel_url.query.items())
+    return (
+        await loginrequest.take_fresh_login(request.app[REDIS], request.app[SETTINGS], pairs, who.session) is not None
+    )
 
 
 async def handle_authorize(request: web.Request) -> web.Response:
@@ -88,7 +104,7 @@ async def handle_authorize(request: web.Request) -> web.Response:
 
     who = await signed_in(request)
     now = int(time.time())
-    step = await decide(db, settings, req, who, now)
+    step = await decide(db, settings, req, who, await fresh_login(request, who), now)
     if step == "issue":
         assert who is not None
         code = await issue_code(db, settings, req, who.user_id, who.session.auth_time)
@@ -96,7 +112,8 @@ async def handle_authorize(request: web.Request) -> web.Response:
     if step == "consent":
         assert who is not None
         request_id = await consent.store(request.app[REDIS], settings, req, who.user_id)
-        return await consent.render_page(request, req, who, request_id)
+        switch_url = await login_redirect_url(request, now, reauth=False)
+        return await consent.render_page(request, req, who, request_id, switch_url)
     if step == "consent_required":
         return to_client(
             req.redirect_uri,
@@ -106,7 +123,7 @@ async def handle_authorize(request: web.Request) -> web.Response:
             error_description="the user has not authorized this app for these scopes",
         )
     if step == "login":
-        resp = found(login_redirect_url(request, now, reauth=who is not None))
+        resp = found(await login_redirect_url(request, now, reauth=who is not None))
     else:  # login_required
         resp = to_client(
             req.redirect_uri,

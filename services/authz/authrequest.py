@@ -16,7 +16,7 @@ A parameter sent with an empty value is treated as omitted (RFC 6749 3.1).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import asyncpg
@@ -33,9 +33,6 @@ MAX_STATE = 2048
 MAX_NONCE = 255
 MAX_REDIRECT_URI = 2000
 MAX_SCOPE = 500
-# Set by this service on the login redirect (see authorize.py, "forced login"): never from clients'
-# documentation, ignored unless it is a recent unix time.
-LOGIN_MARKER = "login_after"
 
 
 class AuthorizeError(Exception):
@@ -75,7 +72,7 @@ class AuthRequest:
     prompt: tuple[str, ...]
     max_age: int | None
     auto_authorize: bool
-    login_after: int | None
+    client_verified: bool = False  # an operator vouches for the app (docs/operations.md)
 
     @property
     def scope(self) -> str:
@@ -86,7 +83,8 @@ class AuthRequest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> AuthRequest:
-        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in known}  # stored by an older version: extra keys
         data["scopes"] = tuple(data["scopes"])
         data["prompt"] = tuple(data["prompt"])
         return cls(**data)
@@ -184,9 +182,6 @@ async def parse(db: asyncpg.Pool, query: MultiMapping[str]) -> AuthRequest:
             raise fail("invalid_request", "max_age must be a non-negative integer (seconds)")
         max_age = int(raw_max_age)
 
-    marker, _ = _single(query, LOGIN_MARKER)
-    login_after = int(marker) if marker and marker.isascii() and marker.isdigit() and len(marker) <= 12 else None
-
     auto, _ = _single(query, "auto_authorize")
     return AuthRequest(
         client_id=client.client_id,
@@ -202,7 +197,7 @@ async def parse(db: asyncpg.Pool, query: MultiMapping[str]) -> AuthRequest:
         prompt=prompt,
         max_age=max_age,
         auto_authorize=(auto or "").lower() == "true",
-        login_after=login_after,
+        client_verified=client.verified,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -66,18 +66,22 @@ async def take(redis: aioredis.Redis, settings: Settings, request_id: str, user_
     return AuthRequest.from_json(data["request"])
 
 
-async def render_page(request: web.Request, req: AuthRequest, who: SignedIn, request_id: str) -> web.Response:
-    """The consent page: the app, the scopes in plain words, Allow / Deny."""
+async def render_page(
+    request: web.Request, req: AuthRequest, who: SignedIn, request_id: str, switch_url: str
+) -> web.Response:
+    """The consent page: the app (verified or not), the scopes in plain words, Allow / Deny, and
+    ``switch_url`` (the login page that resumes this request as another user)."""
     return await render(
         request,
         "consent.html",
         app_name=req.client_name,
         app_description=req.client_description,
+        verified=req.client_verified,
         scopes=req.scopes,
         redirect_host=urlsplit(req.redirect_uri).netloc,
         username=who.username,
         request_id=request_id,
-        switch_url="/login?" + urlencode({"next": request.raw_path}),
+        switch_url=switch_url,
         lang_url=lang_url(request),
     )
 

@@ -1,6 +1,6 @@
 """Login and logout pages.
 
-``GET /login?next=`` shows the form; ``POST /login`` checks the CSRF token and the rate limits,
+``GET /login?next=`` shows the form; ``POST /login`` checks the CSRF token and the throttling,
 verifies the password with argon2 (an unknown account costs the same time), refuses disabled
 accounts, starts a new session and redirects to ``next`` (a local path only, else ``/user``).
 Wrong credentials re-render the form with one message that never says which field was wrong.
@@ -9,6 +9,7 @@ Wrong credentials re-render the form with one message that never says which fiel
 from __future__ import annotations
 
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -18,13 +19,14 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
 
+from libs.common.clientip import client_ip
 from libs.common.config import Settings
 from libs.common.pages import render, safe_next
 from libs.common.security import verify_password
 from libs.common.sessions import CSRF_FIELD, check_csrf, current_session, end_session, start_session
 from libs.common.web import PG, REDIS, SETTINGS
 
-from . import ratelimit
+from . import loginrequest, ratelimit
 from .identity import MAX_IDENTIFIER, find_login_user, signed_in
 from .responses import found, lang_url
 
@@ -42,23 +44,25 @@ class LoginResult:
 async def authenticate(
     db: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, identifier: str, password: str, ip: str
 ) -> LoginResult:
-    """The login rule: rate limits first, then the password (argon2, the same cost for unknown
-    accounts), then the account status. Failures are counted per account and per IP."""
-    identifier = identifier.strip()
+    """The login rule: throttling first (ratelimit.py: per account+IP backoff, per IP limit,
+    per account slowdown), then the password (argon2, the same cost for unknown accounts), then
+    the account status."""
+    # As registration stores emails (NFKC, services/account/emails.py): full-width input matches.
+    identifier = unicodedata.normalize("NFKC", identifier).strip()
     if not identifier or not password:
         return LoginResult("missing")
     user = await find_login_user(db, identifier)
-    acct = ratelimit.account_key(settings, user.id if user else None, identifier[:MAX_IDENTIFIER])
-    blocked = await ratelimit.check(redis, settings, acct, ip)
+    attempt = ratelimit.attempt_keys(settings, user.id if user else None, identifier[:MAX_IDENTIFIER], ip)
+    blocked = await ratelimit.check(redis, settings, attempt)
     if blocked is not None:
         return LoginResult("blocked", retry_after=blocked.retry_after)
     ok = await verify_password(user.password_hash if user else None, password[:MAX_PASSWORD])
     if not ok or user is None or len(password) > MAX_PASSWORD:
-        await ratelimit.record_failure(redis, settings, acct, ip)
+        await ratelimit.record_failure(redis, settings, attempt)
         return LoginResult("failed")
     if not user.active:
         return LoginResult("disabled")
-    await ratelimit.clear_account(redis, acct)
+    await ratelimit.record_success(redis, attempt)
     return LoginResult("ok", user_id=user.id)
 
 
@@ -104,18 +108,20 @@ async def post_login(request: web.Request) -> web.Response:
         settings,
         identifier,
         _field(form, "password"),
-        ratelimit.client_ip(request),
+        client_ip(request),
     )
     shown_identifier = identifier[:MAX_IDENTIFIER]
     if result.outcome == "ok":
         assert result.user_id is not None
         resp = found(next_url)
-        await start_session(request, resp, result.user_id)
+        session = await start_session(request, resp, result.user_id)
+        await loginrequest.mark_login(request.app[REDIS], settings, next_url, session)
         return resp
     if result.outcome == "blocked":
-        minutes = max(1, -(-result.retry_after // 60))
-        at = datetime.fromtimestamp(time.time() + result.retry_after, UTC).strftime("%H:%M")
-        resp = await render(request, "rate_limited.html", status=429, minutes=str(minutes), at=at, next=next_url)
+        at = datetime.fromtimestamp(time.time() + result.retry_after, UTC).strftime("%H:%M:%S")
+        resp = await render(
+            request, "rate_limited.html", status=429, seconds=str(result.retry_after), at=at, next=next_url
+        )
         resp.headers["Retry-After"] = str(result.retry_after)
         return resp
     status, key = {

@@ -1,48 +1,60 @@
-"""Login rate limits in Redis: failed logins are counted per account and per client IP in a fixed
-window (defaults: 5 per account, 30 per IP, per 15 minutes). When either count reaches its limit,
-further attempts are refused (even with the right password) until the window ends.
+"""Login throttling in Redis that an attacker cannot turn against the account's owner
+(docs/operations.md "Logins"; OWASP Authentication Cheat Sheet, "Account lockout").
 
-Keys (under REDIS_PREFIX): ``loginfail:acct:<account>`` and ``loginfail:ip:<ip>``. ``<account>``
-is ``u<user id>`` for a known user (so username and email share one counter) and a SHA-256 of the
-lower-cased identifier otherwise (unknown names are limited alike, so the limit reveals nothing).
+There is no account lockout. Three rules, all shared by every authz instance:
+
+- per account + client IP: after LOGIN_BACKOFF_FREE_FAILURES failures, each further attempt from
+  that IP on that account must wait LOGIN_BACKOFF_BASE_SECONDS * 2^(n - free) (capped at
+  LOGIN_BACKOFF_MAX_SECONDS) after the last failure; a success from that IP clears it. Guessing
+  from one address slows down exponentially, while the owner's own address is untouched.
+- per client IP: LOGIN_MAX_FAILURES_PER_IP failures in LOGIN_FAILURE_WINDOW_SECONDS stop that
+  address (spraying many accounts from one address).
+- per account, from anywhere: once LOGIN_SLOWDOWN_AFTER_FAILURES failures piled up in the window,
+  every attempt on the account waits LOGIN_SLOWDOWN_SECONDS before the password is checked. A
+  slowdown, never a refusal: the owner still logs in while an attacker hammers from elsewhere.
+
+Keys (under REDIS_PREFIX): ``loginfail:pair:<account>:<ip>`` (hash: n, last),
+``loginfail:ip:<ip>`` and ``loginfail:acct:<account>`` (counters). ``<account>`` is
+``u<user id>`` for a known user (username and email share the counters) and a SHA-256 of the
+lower-cased identifier otherwise (unknown names are throttled alike, so throttling reveals nothing).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import ipaddress
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from aiohttp import web
 
 from libs.common.config import Settings
 from libs.common.redis import key
 
 
-def account_key(settings: Settings, user_id: int | None, identifier: str) -> str:
+@dataclass(frozen=True)
+class Attempt:
+    """The Redis keys of one login attempt: who is tried, from where."""
+
+    account: str  # loginfail:acct:<account>
+    pair: str  # loginfail:pair:<account>:<ip>
+    ip: str  # loginfail:ip:<ip>
+
+
+def attempt_keys(settings: Settings, user_id: int | None, identifier: str, ip: str) -> Attempt:
     if user_id is not None:
         who = f"u{user_id}"
     else:
         who = "n" + hashlib.sha256(identifier.strip().lower().encode("utf-8", "surrogatepass")).hexdigest()
-    return key(settings, "loginfail", "acct", who)
+    return Attempt(
+        account=key(settings, "loginfail", "acct", who),
+        pair=key(settings, "loginfail", "pair", who, ip),
+        ip=ip_key(settings, ip),
+    )
 
 
 def ip_key(settings: Settings, ip: str) -> str:
     return key(settings, "loginfail", "ip", ip)
-
-
-def client_ip(request: web.Request) -> str:
-    """The browser's address: the last X-Forwarded-For entry (the one the gateway appends, the
-    peer it saw), else the TCP peer. Entries that are not IP addresses are ignored."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    if forwarded:
-        last = forwarded.rsplit(",", 1)[-1].strip()
-        try:
-            return str(ipaddress.ip_address(last))
-        except ValueError:
-            pass
-    return request.remote or "unknown"
 
 
 @dataclass(frozen=True)
@@ -50,34 +62,55 @@ class Blocked:
     retry_after: int  # seconds until the attempt may be retried
 
 
-async def check(redis: aioredis.Redis, settings: Settings, acct: str, ip: str) -> Blocked | None:
-    """None when a login attempt may proceed, else how long to wait."""
+def backoff_seconds(settings: Settings, failures: int) -> int:
+    """How long after the last failure the next attempt from the same IP on the same account waits."""
+    over = failures - settings.login_backoff_free_failures
+    if over < 0:
+        return 0
+    return int(min(settings.login_backoff_max_seconds, settings.login_backoff_base_seconds * 2 ** min(over, 30)))
+
+
+async def check(
+    redis: aioredis.Redis, settings: Settings, attempt: Attempt, now: float | None = None
+) -> Blocked | None:
+    """None when a login attempt may proceed (after any slowdown), else how long to wait."""
+    now = time.time() if now is None else now
     async with redis.pipeline(transaction=False) as pipe:
-        for k in (acct, ip_key(settings, ip)):
-            pipe.get(k)
-            pipe.ttl(k)
-        acct_n, acct_ttl, ip_n, ip_ttl = await pipe.execute()
+        pipe.hmget(attempt.pair, "n", "last")
+        pipe.get(attempt.ip)
+        pipe.ttl(attempt.ip)
+        pipe.get(attempt.account)
+        (pair_n, pair_last), ip_n, ip_ttl, acct_n = await pipe.execute()
     waits = []
-    if acct_n is not None and int(acct_n) >= settings.login_max_failures_per_account:
-        waits.append(acct_ttl)
+    if pair_n is not None and pair_last is not None:
+        ready_at = float(pair_last) + backoff_seconds(settings, int(pair_n))
+        if ready_at > now:
+            waits.append(int(ready_at - now) + 1)
     if ip_n is not None and int(ip_n) >= settings.login_max_failures_per_ip:
-        waits.append(ip_ttl)
-    if not waits:
-        return None
-    wait = max(waits)
-    # ttl is -1 (no expiry) or -2 (just expired) only in races; never tell the user to wait 0 s.
-    return Blocked(wait if wait > 0 else settings.login_failure_window_seconds)
+        # ttl is -1 (no expiry) or -2 (just expired) only in races; never tell the user to wait 0 s.
+        waits.append(ip_ttl if ip_ttl > 0 else settings.login_failure_window_seconds)
+    if waits:
+        return Blocked(max(waits))
+    if acct_n is not None and int(acct_n) >= settings.login_slowdown_after_failures:
+        await asyncio.sleep(settings.login_slowdown_seconds)
+    return None
 
 
-async def record_failure(redis: aioredis.Redis, settings: Settings, acct: str, ip: str) -> None:
+async def record_failure(redis: aioredis.Redis, settings: Settings, attempt: Attempt, now: float | None = None) -> None:
     window = settings.login_failure_window_seconds
+    # The pair's record lives as long as its longest possible backoff, so the backoff can grow.
+    pair_ttl = max(window, settings.login_backoff_max_seconds)
     async with redis.pipeline(transaction=True) as pipe:
-        for k in (acct, ip_key(settings, ip)):
+        pipe.hincrby(attempt.pair, "n", 1)
+        pipe.hset(attempt.pair, "last", repr(time.time() if now is None else now))
+        pipe.expire(attempt.pair, pair_ttl)
+        for k in (attempt.account, attempt.ip):
             pipe.incr(k)
             pipe.expire(k, window, nx=True)
         await pipe.execute()
 
 
-async def clear_account(redis: aioredis.Redis, acct: str) -> None:
-    """After a successful login the account's counter starts again (the IP's does not)."""
-    await redis.delete(acct)
+async def record_success(redis: aioredis.Redis, attempt: Attempt) -> None:
+    """A success clears this IP's backoff on this account; the IP's and the account's failure
+    counts stay (a lucky guess must not reset the defences for the attacker's next account)."""
+    await redis.delete(attempt.pair)

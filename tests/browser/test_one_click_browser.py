@@ -112,7 +112,7 @@ async def test_one_click_login_and_topup_in_chromium(
     await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", user.id)  # 750.00
     code = (await create_codes(db, settings.pepper_bytes, 50_000))[0]  # +50.00
 
-    async with example_app(stack.base, token) as example:
+    async with example_app(stack.base, token, verify_with=db) as example:
         context = await browser.new_context(locale="zh-CN")
         context.set_default_timeout(TIMEOUT_MS)
         context.set_default_navigation_timeout(TIMEOUT_MS)
@@ -194,7 +194,7 @@ async def test_the_guides_browser_sdk_page_as_written(
     await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", user.id)
     code = (await create_codes(db, settings.pepper_bytes, 50_000))[0]
 
-    async with example_app(stack.base, token, sdk_callback=True) as example:
+    async with example_app(stack.base, token, sdk_callback=True, verify_with=db) as example:
         context = await browser.new_context(locale="zh-CN")
         context.set_default_timeout(TIMEOUT_MS)
         context.set_default_navigation_timeout(TIMEOUT_MS)

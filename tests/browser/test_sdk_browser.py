@@ -24,6 +24,7 @@ from aiohttp import web
 from examples.third_party_app.app import Config, build_app
 from libs.common.config import Settings
 from oauthctl.deps import chromium_path
+from services.account.apps import set_verified
 from tests.support.factories import make_developer, make_user
 from tests.support.stack import Stack, free_port
 
@@ -78,6 +79,8 @@ async def sdk_site(stack: Stack, db: asyncpg.Pool, settings: Settings) -> AsyncI
     ):
         created = (await r.json())["data"]
         assert r.status == 200, created
+    async with db.acquire() as conn:  # verified by the operator, so one-click login skips consent
+        await set_verified(conn, created["client_id"], True)
     config = Config(
         oauth_server=stack.base,
         client_id=created["client_id"],

@@ -58,9 +58,11 @@ async def developer_token(stack: Stack, db: asyncpg.Pool) -> str:
 
 
 @pytest.fixture
-async def example(stack: Stack, developer_token: str) -> AsyncIterator[ExampleApp]:
-    """Guide "2. 创建 OAuth 应用" + the example app serving it on http://localhost:<free port>."""
-    async with example_app(stack.base, developer_token) as app:
+async def example(stack: Stack, developer_token: str, db: asyncpg.Pool) -> AsyncIterator[ExampleApp]:
+    """Guide "2. 创建 OAuth 应用" + the example app serving it on http://localhost:<free port>,
+    verified by the operator (as `make run` verifies its example app; docs/operations.md "App
+    verification"). test_an_unverified_app_asks_once_then_one_click_skips covers a fresh app."""
+    async with example_app(stack.base, developer_token, verify_with=db) as app:
         yield app
 
 
@@ -414,6 +416,28 @@ async def test_consent_then_deny_through_the_example_app_when_auto_authorize_is_
     assert page.url == f"{example.base}/?error=access_denied" and "您拒绝了授权" in page.text, page.chain()
     status, body = await example_userinfo(browser, example)
     assert status == 401 and body == {"error": "Not authenticated"}
+
+
+async def test_an_unverified_app_asks_once_then_one_click_skips(
+    stack: Stack, developer_token: str, user: User, browser
+) -> None:
+    """A freshly self-registered app (not verified by the operator): its first one-click login shows
+    the consent page with the "not verified" note; 允许 comes back to the example app logged in;
+    from then on its one-click logins skip the page, as the guide promises."""
+    async with example_app(stack.base, developer_token) as fresh:
+        page = await browse(browser, f"{fresh.base}/auth/oauth/start")
+        page = await submit(browser, page, find_form(page.text, "/login"), username=user.username, password=PASSWORD)
+        assert page.status == 200 and page.url.startswith(f"{stack.base}/api/oauth2/authorize?"), page.chain()
+        assert "该应用未经平台认证" in page.text and GUIDE_APP_NAME in page.text
+        page = await submit(browser, page, find_form(page.text, "/consent"), button=("decision", "allow"))
+        assert page.url == f"{fresh.base}/?login=success", page.chain()
+        # a new session at the example app: one click now goes straight back, no page in between
+        browser.cookie_jar.clear(lambda c: c.key == "example_sid")
+        page = await browse(browser, f"{fresh.base}/auth/oauth/start")
+        assert page.url == f"{fresh.base}/?login=success", page.chain()
+        urls = [h.url.split("?")[0] for h in page.hops]
+        authorize_at = urls.index(f"{stack.base}/api/oauth2/authorize")
+        assert urls[authorize_at + 1] == fresh.redirect_uri, page.chain()
 
 
 # --- (c) the example app's refresh against the real platform (guide FAQ Q2) ------------------------

@@ -90,12 +90,13 @@ async def test_register_logs_in_and_goes_to_the_user_center(stack: Stack, http, 
         cookie = r.cookies["sid"]
         assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/"
     row = await db.fetchrow("SELECT email, password_hash, status, quota FROM users WHERE username = $1", name)
-    assert row["email"] == f"{name}@Example.com" and row["status"] == 1 and row["quota"] == 0
+    # stored normalised: the domain lower-cased (docs/operations.md "Accounts")
+    assert row["email"] == f"{name}@example.com" and row["status"] == 1 and row["quota"] == 0
     assert row["password_hash"].startswith("$argon2") and PASSWORD not in row["password_hash"]
     async with http.get(f"{stack.base}/user", headers=EN, allow_redirects=False) as r:
         assert r.status == 200
         page = await r.text()
-    assert name in page and f"{name}@Example.com" in page and "Your account" in page
+    assert name in page and f"{name}@example.com" in page and "Your account" in page
     assert 'id="balance">0.00<' in page
     assert 'href="/user/topup"' in page and 'href="/user/authorizations"' in page
 

@@ -8,6 +8,7 @@ import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
+from html import unescape
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
@@ -278,7 +279,9 @@ async def test_not_logged_in_goes_to_login_and_back(stack, http, db, settings, c
     assert login_url.path == "/login"
     next_url = dict(parse_qsl(login_url.query))["next"]
     assert next_url.startswith("/api/oauth2/authorize?")
-    assert dict(parse_qsl(urlsplit(next_url).query)) | {"login_after": "x"} == query | {"login_after": "x"}
+    resumed = dict(parse_qsl(urlsplit(next_url).query))
+    assert len(resumed.pop("login_request")) >= 43  # a pointer to the pending request kept in Redis
+    assert resumed == query
     # the login page keeps next; logging in sends the browser back to the authorize request
     async with http.get(f"{stack.base}{headers['Location']}") as r:
         page = await r.text()
@@ -594,13 +597,74 @@ async def test_prompt_login_forces_a_fresh_login_without_looping(
     assert time.time() - auth_time.timestamp() < 30  # the fresh login, not the aged one
 
 
-async def test_prompt_login_marker_cannot_be_forged_forward_or_replayed(stack, browser, settings, client) -> None:
+async def test_a_login_marker_in_the_url_cannot_skip_the_password(stack, browser, settings, client, redis) -> None:
+    """Regression (issue 10, finding 2): ``login_after=<recent time>`` in the URL used to count as a
+    fresh login for any session younger than 10 minutes."""
+    await age_session(redis, settings, browser, 120)
     now = int(time.time())
-    for marker in (str(now + 3600), str(now - 3600), "0", "abc"):
-        status, headers, _ = await get(
-            browser, stack, params(client[0], auto_authorize="true", prompt="login", login_after=marker)
-        )
-        assert status == 302 and headers["Location"].startswith("/login?"), marker
+    for marker in (str(now - 121), str(now - 300), str(now - 590), str(now), str(now + 3600), "0", "abc"):
+        for extra in ({"prompt": "login"}, {"max_age": "30"}):
+            status, headers, _ = await get(
+                browser, stack, params(client[0], auto_authorize="true", login_after=marker, **extra)
+            )
+            assert status == 302 and headers["Location"].startswith("/login?"), (marker, extra, headers["Location"])
+
+
+async def test_a_pending_login_request_id_is_no_fresh_login_by_itself(
+    stack, browser, settings, client, user, redis
+) -> None:
+    """The login_request pointer counts only once a password login in *this* session marked it,
+    for exactly these parameters, and only once."""
+    await age_session(redis, settings, browser, 120)
+    query = params(client[0], auto_authorize="true", prompt="login")
+    status, headers, _ = await get(browser, stack, query)
+    next_url = dict(parse_qsl(urlsplit(headers["Location"]).query))["next"]
+    # followed without entering the password: the login page again
+    async with browser.get(f"{stack.base}{next_url}", allow_redirects=False) as r:
+        assert r.status == 302 and r.headers["Location"].startswith("/login?")
+    # marked by a real login, but replayed with other parameters: not fresh
+    status, headers, _ = await get(browser, stack, query)
+    next_url = await relogin_via(browser, stack, headers["Location"], user.username)
+    tampered = next_url.replace("state=st-123", "state=other")
+    async with browser.get(f"{stack.base}{tampered}", allow_redirects=False) as r:
+        assert r.status == 302 and r.headers["Location"].startswith("/login?")
+    # marked by a real login, from another browser (another session): not fresh
+    status, headers, _ = await get(browser, stack, query)
+    next_url = await relogin_via(browser, stack, headers["Location"], user.username)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other:
+        await login(other, stack.base, user.username, PASSWORD)
+        await age_session(redis, settings, other, 120)
+        async with other.get(f"{stack.base}{next_url}", allow_redirects=False) as r:
+            assert r.status == 302 and r.headers["Location"].startswith("/login?")
+    # the right browser: a code, once; the same pointer again asks for the password
+    async with browser.get(f"{stack.base}{next_url}", allow_redirects=False) as r:
+        assert r.status == 302 and r.headers["Location"].startswith("/login?")  # consumed by the other browser
+    status, headers, _ = await get(browser, stack, query)
+    next_url = await relogin_via(browser, stack, headers["Location"], user.username)
+    async with browser.get(f"{stack.base}{next_url}", allow_redirects=False) as r:
+        assert r.status == 302 and "code" in query_of(r.headers["Location"])
+    await age_session(redis, settings, browser, 120)
+    async with browser.get(f"{stack.base}{next_url}", allow_redirects=False) as r:
+        assert r.status == 302 and r.headers["Location"].startswith("/login?")
+
+
+async def test_switching_account_on_the_consent_page_counts_as_the_fresh_login(
+    stack, browser, db, settings, client, user, redis
+) -> None:
+    """The consent page's 切换账户 link resumes the same request through its own pending login
+    request: logging in as someone else there satisfies prompt=login, without a second login."""
+    await age_session(redis, settings, browser, 120)
+    status, headers, _ = await get(browser, stack, params(client[0], prompt="login"))
+    next_url = await relogin_via(browser, stack, headers["Location"], user.username)
+    async with browser.get(f"{stack.base}{next_url}", allow_redirects=False) as r:
+        page = await r.text()
+        assert r.status == 200 and user.username in page
+    switch = unescape(re.search(r'href="(/login\?next=[^"]+)"', page).group(1))  # type: ignore[union-attr]
+    other = await make_user(db)
+    next_url = await relogin_via(browser, stack, switch, other.username)
+    async with browser.get(f"{stack.base}{next_url}", allow_redirects=False) as r:
+        page = await r.text()
+        assert r.status == 200 and 'action="/consent"' in page and other.username in page
 
 
 async def test_max_age_zero_with_prompt_none_is_login_required(stack, browser, settings, client, redis) -> None:

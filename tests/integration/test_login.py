@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from collections.abc import AsyncIterator
@@ -239,44 +240,88 @@ async def test_hostile_password_fails_cleanly(stack: Stack, http, db) -> None:
 
 
 # --- rate limits -------------------------------------------------------------------------------------
-async def test_rate_limit_per_account(stack: Stack, http, db, settings) -> None:
+async def post_login_from(
+    http: aiohttp.ClientSession, authz: str, ip: str, username: str, password: str
+) -> tuple[int, dict[str, str], str]:
+    """POST /login straight to authz as if the gateway had seen the browser at ``ip``."""
+    token = await csrf_from(http, f"{authz}/login")
+    data = {"csrf_token": token, "username": username, "password": password}
+    headers = {"X-Forwarded-For": ip}
+    async with http.post(f"{authz}/login", data=data, headers=headers, allow_redirects=False) as r:
+        return r.status, dict(r.headers), await r.text()
+
+
+def test_backoff_doubles_after_the_free_failures(settings) -> None:
+    free, base = settings.login_backoff_free_failures, settings.login_backoff_base_seconds
+    assert [ratelimit.backoff_seconds(settings, free + i) for i in range(-1, 3)] == [0, base, 2 * base, 4 * base]
+    assert ratelimit.backoff_seconds(settings, 10_000) == settings.login_backoff_max_seconds
+
+
+async def test_backoff_per_account_and_ip(stack: Stack, http, db, settings) -> None:
     user = await make_user(db)
-    for _ in range(settings.login_max_failures_per_account):
-        status, _, _ = await login_response(http, stack.base, user.username, "wrong password!")
+    authz = stack.url_of("authz")
+    attacker = f"203.0.113.{secrets.randbelow(250) + 1}"
+    for _ in range(settings.login_backoff_free_failures):
+        status, _, _ = await post_login_from(http, authz, attacker, user.username, "wrong password!")
         assert status == 401
-    # now even the right password is refused, by username or by email
+    # from that address, on that account: wait first, even with the right password, by name or email
     for identifier in (user.username, user.email):
-        token = await csrf_from(http, f"{stack.base}/login")
-        data = {"csrf_token": token, "username": identifier, "password": PASSWORD}
-        async with http.post(f"{stack.base}/login", data=data, allow_redirects=False) as r:
-            body = await r.text()
-            assert r.status == 429
-            retry = int(r.headers["Retry-After"])
-            assert 0 < retry <= settings.login_failure_window_seconds
-        assert "分钟后" in body
+        status, headers, body = await post_login_from(http, authz, attacker, identifier, PASSWORD)
+        assert status == 429
+        assert 0 < int(headers["Retry-After"]) <= settings.login_backoff_base_seconds + 1
+        assert "秒" in body and "锁定" not in body
     assert cookie(http, "sid") is None
-    # another account is not affected
+    # the same account from another address, and another account from the attacker's address: fine
+    status, _, _ = await post_login_from(http, authz, "198.51.100.77", user.username, PASSWORD)
+    assert status == 302
     other = await make_user(db)
-    await login(http, stack.base, other.username, PASSWORD)
+    status, _, _ = await post_login_from(http, authz, attacker, other.username, PASSWORD)
+    assert status == 302
 
 
-async def test_success_resets_the_account_counter(stack: Stack, http, db, settings) -> None:
+async def test_an_attacker_cannot_lock_the_owner_out(stack: Stack, http, db, settings) -> None:
+    """Regression (issue 10, finding 8): five wrong passwords from anywhere used to lock the
+    account for 15 minutes. Now many attackers' addresses hammer it, and the owner still logs in
+    from their own address (after the per-account slowdown)."""
     user = await make_user(db)
-    for _ in range(settings.login_max_failures_per_account - 1):
-        await login_response(http, stack.base, user.username, "wrong password!")
-    await login(http, stack.base, user.username, PASSWORD)
-    for _ in range(settings.login_max_failures_per_account - 1):
-        status, _, _ = await login_response(http, stack.base, user.username, "wrong password!")
-        assert status == 401
+    authz = stack.url_of("authz")
+    failures, n = 0, 0
+    while failures < settings.login_slowdown_after_failures:
+        n += 1
+        for _ in range(settings.login_backoff_free_failures + 2):
+            status, _, _ = await post_login_from(http, authz, f"192.0.2.{n}", user.username, "guess guess")
+            assert status in (401, 429)
+            failures += status == 401
+    started = asyncio.get_running_loop().time()
+    status, headers, _ = await post_login_from(http, authz, "198.51.100.20", user.username, PASSWORD)
+    assert status == 302 and headers["Location"] == "/user"
+    assert asyncio.get_running_loop().time() - started >= settings.login_slowdown_seconds  # slowed, not refused
+    # and through the gateway too
     await login(http, stack.base, user.username, PASSWORD)
 
 
-async def test_unknown_accounts_are_limited_too(stack: Stack, http, settings) -> None:
+async def test_success_clears_the_backoff(stack: Stack, http, db, settings) -> None:
+    user = await make_user(db)
+    authz = stack.url_of("authz")
+    ip = f"198.51.100.{secrets.randbelow(250) + 1}"
+    for _ in range(2):
+        for _ in range(settings.login_backoff_free_failures):
+            status, _, _ = await post_login_from(http, authz, ip, user.username, "wrong password!")
+            assert status == 401
+        status, _, _ = await post_login_from(http, authz, ip, user.username, PASSWORD)
+        assert status == 429  # the backoff first ...
+        await asyncio.sleep(settings.login_backoff_base_seconds + 0.1)
+        status, _, _ = await post_login_from(http, authz, ip, user.username, PASSWORD)
+        assert status == 302  # ... then the right password, which clears it
+
+
+async def test_unknown_accounts_are_throttled_too(stack: Stack, http, settings) -> None:
     name = f"ghost_{secrets.token_hex(4)}"
-    for _ in range(settings.login_max_failures_per_account):
-        status, _, _ = await login_response(http, stack.base, name, "whatever1")
+    authz = stack.url_of("authz")
+    for _ in range(settings.login_backoff_free_failures):
+        status, _, _ = await post_login_from(http, authz, "198.51.100.3", name, "whatever1")
         assert status == 401
-    status, _, _ = await login_response(http, stack.base, name.upper(), "whatever1")
+    status, _, _ = await post_login_from(http, authz, "198.51.100.3", name.upper(), "whatever1")
     assert status == 429
 
 

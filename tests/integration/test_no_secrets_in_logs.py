@@ -15,7 +15,7 @@ import aiohttp
 from libs.common.logs import JsonFormatter
 from services.account.topup import create_codes
 from tests.support.factories import make_developer, make_user
-from tests.support.oauth import authorize, csrf_from, login
+from tests.support.oauth import REQUEST_RE, csrf_from, form_value, login, query_of
 
 PASSWORD = "pw-that-must-not-leak-42"
 REDIRECT = "https://leakcheck.example/cb"
@@ -44,7 +44,8 @@ async def test_flow_leaves_no_secret_in_logs(stack, settings, db) -> None:
             secrets["client secret"] = app["client_secret"]
             await login(http, stack.base, user.username, PASSWORD)
             secrets["session cookie"] = next(c.value for c in http.cookie_jar if c.key == "sid")
-            params = await authorize(http, stack.base, app["client_id"], REDIRECT, state="st-secret-state-123")
+            # a self-registered app is unverified: the consent page once (its form and answer logged too)
+            params = await consent_then_code(http, stack.base, app["client_id"], "st-secret-state-123")
             secrets["code"] = params["code"]
             form = {
                 "grant_type": "authorization_code",
@@ -91,3 +92,14 @@ async def test_flow_leaves_no_secret_in_logs(stack, settings, db) -> None:
     assert leaked == [], f"found in logs: {leaked}"
     assert "st-secret-state-123" not in output  # query strings are not logged
     assert "secret_wrong-x9" not in output
+
+
+async def consent_then_code(http: aiohttp.ClientSession, base: str, client_id: str, state: str) -> dict[str, str]:
+    query = {"client_id": client_id, "redirect_uri": REDIRECT, "response_type": "code", "state": state}
+    async with http.get(f"{base}/api/oauth2/authorize", params=query | {"auto_authorize": "true"}) as r:
+        page = await r.text()
+        assert r.status == 200 and 'action="/consent"' in page, page[:300]
+    form = {"csrf_token": form_value(page), "request": form_value(page, REQUEST_RE), "decision": "allow"}
+    async with http.post(f"{base}/consent", data=form, allow_redirects=False) as r:
+        assert r.status == 302
+        return query_of(r.headers["Location"])

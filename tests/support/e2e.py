@@ -21,10 +21,12 @@ from typing import Any
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import aiohttp
+import asyncpg
 from aiohttp import web
 from yarl import URL
 
 from examples.third_party_app.app import SESSION_COOKIE, SESSIONS, Config, Session, build_app
+from services.account.apps import set_verified
 from tests.support.oauth import csrf_from
 from tests.support.stack import free_port
 
@@ -293,17 +295,28 @@ async def start_example(config: Config) -> web.AppRunner:
 
 @contextlib.asynccontextmanager
 async def example_app(
-    oauth_server: str, developer_token: str, *, sdk_callback: bool = False, **app_kw: str
+    oauth_server: str,
+    developer_token: str,
+    *,
+    sdk_callback: bool = False,
+    verify_with: asyncpg.Pool | None = None,
+    **app_kw: str,
 ) -> AsyncIterator[ExampleApp]:
     """Register an app through the developer API for ``http://localhost:<free port>/oauth/callback``
     and serve the example app with its credentials on that port (stopped on exit). ``sdk_callback``:
-    also register ``/oauth/callback.html``, the redirect URI of the guide's browser SDK page."""
+    also register ``/oauth/callback.html``, the redirect URI of the guide's browser SDK page.
+    ``verify_with``: then verify the app in that database, as an operator does with
+    `oauthctl app verify` (and `make run` for its example app), so one-click login skips consent;
+    without it the app stays unverified, as every self-registered app is."""
     port = free_port()
     base = f"http://localhost:{port}"
     created = await create_oauth_app(oauth_server, developer_token, f"{base}/oauth/callback", **app_kw)
     if sdk_callback:
         uris = [created["redirect_uri"], f"{base}/oauth/callback.html"]
         await set_redirect_uris(oauth_server, developer_token, int(created["id"]), uris)
+    if verify_with is not None:
+        async with verify_with.acquire() as conn:
+            await set_verified(conn, created["client_id"], True)
     config = Config(
         oauth_server=oauth_server,
         client_id=created["client_id"],

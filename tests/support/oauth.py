@@ -18,7 +18,7 @@ import aiohttp
 import asyncpg
 
 from libs.common.config import Settings
-from services.account.apps import NewApp, create_app
+from services.account.apps import NewApp, create_app, set_verified
 from tests.support.codes import pkce_pair  # noqa: F401 - re-exported for tests that import it from here
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -96,7 +96,9 @@ async def make_app(
 ) -> tuple[str, str | None]:
     """Create an OAuth app through the account service's own code. ``kw``: name, description,
     token_endpoint_auth_method ("none" makes a public client: the secret is None), auto_authorize
-    (the per-app operator switch, default true). Returns (client_id, client_secret)."""
+    (the per-app operator switch, default true), verified (default true: an operator ran
+    `oauthctl app verify`, so one-click login skips consent as the guide shows; pass False for a
+    freshly self-registered app). Returns (client_id, client_secret)."""
     new = NewApp(
         name=str(kw.get("name", "Test App")),
         description=str(kw.get("description", "")),
@@ -110,4 +112,7 @@ async def make_app(
             data["client_id"],
             bool(kw["auto_authorize"]),
         )
+    if kw.get("verified", True):
+        async with db.acquire() as conn:
+            await set_verified(conn, data["client_id"], True)
     return data["client_id"], data.get("client_secret")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from multidict import MultiMapping
 
@@ -109,6 +109,6 @@ def object_id(raw: str) -> int | None:
     return int(raw)
 
 
-def is_kid(value: object) -> bool:
+def is_kid(value: object) -> TypeGuard[str]:
     """Whether a JWS header's ``kid`` may be looked up at all (RFC 7515 4.1.4)."""
     return isinstance(value, str) and KID.fullmatch(value) is not None

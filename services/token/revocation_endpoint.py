@@ -79,7 +79,7 @@ def _our_kid(token: str) -> str | None:
     kid = header.get("kid")
     if not is_kid(kid) or header.get("typ") not in ("at+jwt", "application/at+jwt"):
         return None
-    return str(kid)
+    return kid
 
 
 async def _revoke_access(request: web.Request, client: Client, token: str) -> bool | None:

@@ -23,7 +23,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
-from multidict import MultiMapping
+from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy, MultiMapping
 
 # C0 controls, DEL, C1 controls, and surrogates (never valid alone in a str that came from UTF-8).
 _BAD = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -112,3 +114,12 @@ def object_id(raw: str) -> int | None:
 def is_kid(value: object) -> TypeGuard[str]:
     """Whether a JWS header's ``kid`` may be looked up at all (RFC 7515 4.1.4)."""
     return isinstance(value, str) and KID.fullmatch(value) is not None
+
+
+async def post_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """``request.post()``, with a malformed body (a multipart type without a boundary, a broken
+    multipart or urlencoded body) refused as ``InvalidInput`` instead of an unhandled ValueError."""
+    try:
+        return await request.post()
+    except ValueError:  # also UnicodeDecodeError
+        raise InvalidInput("body", "is not a well-formed form (application/x-www-form-urlencoded)") from None

@@ -17,6 +17,7 @@ from multidict import MultiDictProxy
 
 from libs.common.errors import ApiError, PageError
 from libs.common.pages import pick_lang, render, translator
+from libs.common.params import post_form
 from libs.common.sessions import CSRF_FIELD, check_csrf
 from libs.common.web import PG, SETTINGS, envelope
 
@@ -181,7 +182,7 @@ async def _token_name(request: web.Request) -> tuple[object, str | None]:
         if not isinstance(body, dict) or set(body) - {"name", CSRF_FIELD}:
             raise ApiError(400, "request body must be a JSON object with an optional name")
         return body.get("name"), body.get(CSRF_FIELD)
-    form = await request.post()
+    form = await post_form(request)
     name, csrf = form.get("name"), form.get(CSRF_FIELD)
     return (name if isinstance(name, str) else ""), (csrf if isinstance(csrf, str) else None)
 

@@ -32,6 +32,7 @@ from libs.common.clients import get_client
 from libs.common.config import Settings
 from libs.common.errors import ApiError, PageError
 from libs.common.pages import add_strings, render
+from libs.common.params import post_form
 from libs.common.revocation import mark_revoked_safely, revoke_families
 from libs.common.sessions import CSRF_FIELD, check_csrf, csrf_token
 from libs.common.validation import has_control_chars
@@ -160,7 +161,7 @@ def _field(form: MultiMapping[object], name: str) -> str:
 
 
 async def handle_revoke_form(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await post_form(request)
     check_csrf(request, _field(form, CSRF_FIELD))
     who = await signed_in(request)
     if who is None:

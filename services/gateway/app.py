@@ -15,7 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from libs.common.config import Settings
 from libs.common.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app
 
-from . import cors
+from . import cors, openapi
 from .routes import route_for
 
 log = logging.getLogger("oauth.gateway")
@@ -202,6 +202,7 @@ def build(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(client_ctx)
     app.router.add_get("/", root)
+    openapi.add_routes(app)  # served by the gateway itself: it describes every service's public API
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
 

@@ -382,6 +382,70 @@ CASES: list[tuple[str, str, bytes, dict[str, bytes], bytes, int]] = [
         400,
     ),
     ("csrf cookie not UTF-8 on a form page", "GET", b"/login", {"cookie": b"csrf=\xff\xfe"}, b"", 200),
+    (
+        "login username NUL",
+        "POST",
+        b"/login",
+        {"csrfonly": b"", "ct": b"application/x-www-form-urlencoded"},
+        b"csrf_token={csrf_token}&username=a%00b&password=x",
+        200,
+    ),
+    (
+        "login username huge",
+        "POST",
+        b"/login",
+        {"csrfonly": b"", "ct": b"application/x-www-form-urlencoded"},
+        b"csrf_token={csrf_token}&username=" + b"a" * 20000 + b"&password=x",
+        200,
+    ),
+    (
+        "login form not UTF-8",
+        "POST",
+        b"/login",
+        {"csrfonly": b"", "ct": b"application/x-www-form-urlencoded"},
+        b"csrf_token={csrf_token}&username=%ff%fe&password=x",
+        200,
+    ),
+    (
+        "register username NUL",
+        "POST",
+        b"/register",
+        {"csrfonly": b"", "ct": b"application/x-www-form-urlencoded"},
+        b"csrf_token={csrf_token}&username=a%00b&email=a%40b.example&password=long+enough+pw+1&password_confirm=long+enough+pw+1",
+        400,
+    ),
+    (
+        "register email C1",
+        "POST",
+        b"/register",
+        {"csrfonly": b"", "ct": b"application/x-www-form-urlencoded"},
+        b"csrf_token={csrf_token}&username=abcdef&email=a%C2%85%40b.example&password=long+enough+pw+1&password_confirm=long+enough+pw+1",
+        400,
+    ),
+    (
+        "consent request NUL",
+        "POST",
+        b"/consent",
+        {"session": b"", "ct": b"application/x-www-form-urlencoded"},
+        b"csrf_token={csrf_token}&decision=allow&request=a%00b",
+        400,
+    ),
+    (
+        "developer console app name NUL",
+        "POST",
+        b"/developer/apps",
+        {"session": b"", "ct": b"application/x-www-form-urlencoded"},
+        b"csrf_token={csrf_token}&name=a%00b&redirect_uris=https%3A%2F%2Fa.example%2Fcb",
+        400,
+    ),
+    (
+        "developer console token name NUL",
+        "POST",
+        b"/developer/tokens",
+        {"session": b"", "ct": b"application/x-www-form-urlencoded"},
+        b"csrf_token={csrf_token}&name=a%00b",
+        400,
+    ),
     ("login multipart without boundary", "POST", b"/login", {"ct": b"multipart/form-data"}, b"x", 400),
     (
         "authorizations page revoked not UTF-8",
@@ -405,6 +469,8 @@ def _headers(spec: dict[str, bytes], who: Who, client: ClientApp) -> dict[str, b
             out["Authorization"] = value
         elif key == "cookie":
             out["Cookie"] = value
+        elif key == "csrfonly":
+            out["Cookie"] = f"csrf={who.csrf_cookie}".encode()
         elif key == "session":
             out["Cookie"] = f"sid={who.sid}; csrf={who.csrf_cookie}".encode()
         elif key == "csrf":

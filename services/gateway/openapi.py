@@ -425,7 +425,7 @@ def resource_endpoints() -> dict[str, Schema]:
         security=sec,
     )
     return {
-        "/api/oauth2/userinfo": {"get": userinfo, "post": {**userinfo, "operationId": "userinfoPost"}},
+        "/api/oauth2/userinfo": {"get": userinfo, "post": dict(userinfo)},
         "/api/oauth2/topup": {"get": topup},
     }
 
@@ -473,6 +473,40 @@ def self_description() -> dict[str, Schema]:
     }
 
 
+# Names for client generators (the methods of a generated client).
+OPERATION_IDS = {
+    ("post", "/api/oauth_apps"): "createApp",
+    ("get", "/api/oauth_apps"): "listApps",
+    ("get", "/api/oauth_apps/{app_id}"): "getApp",
+    ("put", "/api/oauth_apps/{app_id}"): "updateApp",
+    ("delete", "/api/oauth_apps/{app_id}"): "deleteApp",
+    ("post", "/api/oauth_apps/{app_id}/secret"): "rotateAppSecret",
+    ("post", "/api/user/developer_token"): "createDeveloperToken",
+    ("get", "/api/oauth2/authorize"): "authorize",
+    ("post", "/api/oauth2/token"): "token",
+    ("post", "/api/oauth2/revoke"): "revokeToken",
+    ("post", "/api/oauth2/introspect"): "introspectToken",
+    ("get", "/api/oauth2/jwks"): "jwks",
+    ("get", "/.well-known/openid-configuration"): "openidConfiguration",
+    ("get", "/.well-known/oauth-authorization-server"): "authorizationServerMetadata",
+    ("get", "/api/oauth2/userinfo"): "userinfo",
+    ("post", "/api/oauth2/userinfo"): "userinfoPost",
+    ("get", "/api/oauth2/topup"): "topupUrl",
+    ("get", "/api/user/authorizations"): "listAuthorizations",
+    ("delete", "/api/user/authorizations/{client_id}"): "revokeAuthorization",
+    ("get", PATH): "openapi",
+}
+
+
+def _paths() -> dict[str, Schema]:
+    paths = developer_api() | oauth_endpoints() | resource_endpoints() | user_center_api() | self_description()
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method != "parameters":
+                op["operationId"] = OPERATION_IDS[(method, path)]
+    return paths
+
+
 def document(server_url: str = "/") -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -483,7 +517,7 @@ def document(server_url: str = "/") -> dict[str, Any]:
             "user-center API, as served by the gateway. See README.md and docs/api.md.",
         },
         "servers": [{"url": server_url}],
-        "paths": developer_api() | oauth_endpoints() | resource_endpoints() | user_center_api() | self_description(),
+        "paths": _paths(),
         "components": {
             "schemas": {
                 "OAuthError": OAUTH_ERROR,

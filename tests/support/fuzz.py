@@ -99,7 +99,7 @@ async def run_schemathesis(base: str, creds: Credentials, workdir: Path, *, max_
         "run",
         f"{base}/api/openapi.json",
         "--checks",
-        CHECKS,
+        os.environ.get("FUZZ_CHECKS", CHECKS),
         "--max-examples",
         str(max_examples),
         "--generation-deterministic",

@@ -86,3 +86,13 @@ def test_every_operation_declares_a_default_error_response() -> None:
         for method, op in item.items():
             if method in METHODS:
                 assert "default" in op["responses"], (method, path)
+
+
+def test_every_operation_has_a_unique_operation_id_for_client_generators() -> None:
+    ids = [
+        op["operationId"]
+        for item in openapi.document()["paths"].values()
+        for method, op in item.items()
+        if method in METHODS
+    ]
+    assert len(ids) == len(set(ids)) == len(documented())

@@ -372,6 +372,23 @@ CASES: list[tuple[str, str, bytes, dict[str, bytes], bytes, int]] = [
     ("authorize repeated client_id", "GET", b"/api/oauth2/authorize?client_id=a&client_id=b", {}, b"", 400),
     ("userinfo bearer not UTF-8", "GET", b"/api/oauth2/userinfo", {"auth": b"Bearer \xff\xfe.\xff.\xff"}, b"", 401),
     ("topup bearer NUL header", "GET", b"/api/oauth2/topup", {"auth": b"Bearer e30.e30.e30"}, b"", 401),
+    ("userinfo Origin not UTF-8", "GET", b"/api/oauth2/userinfo", {"origin": b"https://\xff\xfe.example"}, b"", 401),
+    (
+        "token Origin huge",
+        "POST",
+        b"/api/oauth2/token",
+        {"origin": b"https://" + b"a" * 4000 + b".example", "ct": b"application/x-www-form-urlencoded"},
+        b"grant_type=client_credentials",
+        400,
+    ),
+    (
+        "CORS preflight refused",
+        "OPTIONS",
+        b"/api/oauth2/token",
+        {"origin": b"https://evil.example", "acrm": b"POST"},
+        b"",
+        403,
+    ),
     # pages: a readable HTML page, never a 500
     (
         "top-up page code NUL",
@@ -473,6 +490,10 @@ def _headers(spec: dict[str, bytes], who: Who, client: ClientApp) -> dict[str, b
             out["Cookie"] = f"csrf={who.csrf_cookie}".encode()
         elif key == "session":
             out["Cookie"] = f"sid={who.sid}; csrf={who.csrf_cookie}".encode()
+        elif key == "origin":
+            out["Origin"] = value
+        elif key == "acrm":
+            out["Access-Control-Request-Method"] = value
         elif key == "csrf":
             out["X-CSRF-Token"] = value
     return out

@@ -89,6 +89,8 @@ def redirect_uris_from(body: dict[str, Any], *, required: bool) -> list[str] | N
         listed = body["redirect_uris"]
         if not isinstance(listed, list):
             raise ApiError(400, "redirect_uris must be a list of strings")
+        if len(listed) > MAX_REDIRECT_URIS:  # checked before any item is: bounded work
+            raise ApiError(400, f"at most {MAX_REDIRECT_URIS} redirect URIs per app")
         uris.extend(validate_redirect_uri(u) for u in listed)
     if not uris:
         if required:
@@ -113,8 +115,10 @@ def parse_new_app(body: dict[str, Any]) -> NewApp:
     description = text_field(body, "description", required=False, min_len=0, max_len=1000)
     uris = redirect_uris_from(body, required=True)
     assert uris is not None
-    method = body.get("token_endpoint_auth_method") or "client_secret_post"
-    if method not in AUTH_METHODS:
+    method = body.get("token_endpoint_auth_method")
+    if method is None:
+        method = "client_secret_post"
+    if not isinstance(method, str) or method not in AUTH_METHODS:
         raise ApiError(400, f"token_endpoint_auth_method must be one of: {', '.join(AUTH_METHODS)}")
     return NewApp(name, description, uris, method)
 

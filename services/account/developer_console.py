@@ -23,7 +23,12 @@ from libs.common.web import PG, SETTINGS, envelope
 
 from . import apps, cors_origins
 from .browser import field, posted_form, redirect, require_user, session_user
-from .developer_tokens import issue_developer_token, list_developer_tokens, revoke_developer_token
+from .developer_tokens import (
+    issue_developer_token,
+    list_developer_tokens,
+    revoke_developer_token,
+    validate_token_name,
+)
 from .users import User
 
 NOTICES = ("app_deleted", "token_revoked")
@@ -198,8 +203,9 @@ async def handle_api_developer_token(request: web.Request) -> web.Response:
         raise ApiError(
             403, "missing or wrong CSRF token: send the page's csrf_token in the X-CSRF-Token header"
         ) from None
+    label = validate_token_name(name)  # type checked before the default applies: {} is no name
     token, record = await issue_developer_token(
-        request.app[PG], request.app[SETTINGS].pepper_bytes, user.id, name or "api"
+        request.app[PG], request.app[SETTINGS].pepper_bytes, user.id, label or "api"
     )
     data = {"id": record.id, "name": record.name, "token": token, "created_time": int(record.created_at.timestamp())}
     response = envelope(data, "开发者令牌已创建,请妥善保存(只显示一次)")

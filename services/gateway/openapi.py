@@ -32,6 +32,12 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# Text without control characters (C0, DEL, C1), as libs/common/params.py checks it; a description
+# may also hold tab, CR and LF.
+PRINTABLE = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+MULTILINE = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+
+
 def _str(max_len: int | None = None, **kw: Any) -> Schema:
     out: Schema = {"type": "string", **kw}
     if max_len is not None:
@@ -81,15 +87,16 @@ APP: Schema = {
 APP_INPUT: Schema = {
     "type": "object",
     "additionalProperties": False,
+    "minProperties": 1,
     "properties": {
-        "name": _str(100, minLength=1),
-        "description": _str(1000),
+        "name": _str(100, minLength=1, pattern=PRINTABLE),
+        "description": _str(1000, pattern=MULTILINE),
         "redirect_uri": _str(2000, format="uri", examples=["https://yourapp.com/oauth/callback"]),
         "redirect_uris": {"type": "array", "maxItems": 10, "items": _str(2000, format="uri")},
     },
 }
 NEW_APP: Schema = {
-    **APP_INPUT,
+    **{k: v for k, v in APP_INPUT.items() if k != "minProperties"},
     "required": ["name", "redirect_uri"],
     "properties": {
         **APP_INPUT["properties"],
@@ -308,7 +315,11 @@ def developer_api() -> dict[str, Schema]:
                 | envelope_errors(400, 401, 403),
                 security=[{"sessionCookie": [], "csrfCookie": [], "csrfHeader": []}],
                 requestBody=_json_body(
-                    {"type": "object", "additionalProperties": False, "properties": {"name": _str(100)}},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"name": _str(100, pattern=PRINTABLE)},
+                    },
                     required=False,
                 ),
             ),

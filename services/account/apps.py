@@ -187,7 +187,8 @@ async def get_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> dict[str, A
 async def update_app(pool: asyncpg.Pool, owner_id: int, app_id: int, body: dict[str, Any]) -> dict[str, Any]:
     if not body:
         raise ApiError(400, f"nothing to update; send one or more of: {', '.join(sorted(UPDATE_FIELDS))}")
-    name = text_field(body, "name", required=False, min_len=1, max_len=100) if "name" in body else None
+    # JSON null means "not sent": it never clears the name (which must not be empty).
+    name = text_field(body, "name", required=True, min_len=1, max_len=100) if body.get("name") is not None else None
     description = (
         text_field(body, "description", required=False, min_len=0, max_len=1000) if "description" in body else None
     )

@@ -38,6 +38,11 @@ PRINTABLE = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
 MULTILINE = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
 
 
+def nullable(schema: Schema) -> Schema:
+    """An optional JSON field that may also be null, which means "not sent"."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
 def _str(max_len: int | None = None, **kw: Any) -> Schema:
     out: Schema = {"type": "string", **kw}
     if max_len is not None:
@@ -89,18 +94,27 @@ APP_INPUT: Schema = {
     "additionalProperties": False,
     "minProperties": 1,
     "properties": {
-        "name": _str(100, minLength=1, pattern=PRINTABLE),
-        "description": _str(1000, pattern=MULTILINE),
-        "redirect_uri": _str(2000, format="uri", examples=["https://yourapp.com/oauth/callback"]),
-        "redirect_uris": {"type": "array", "maxItems": 10, "items": _str(2000, format="uri")},
+        "name": nullable(_str(100, minLength=1, pattern=PRINTABLE)),
+        "description": nullable(_str(1000, pattern=MULTILINE)),
+        "redirect_uri": nullable(_str(2000, format="uri", examples=["https://yourapp.com/oauth/callback"])),
+        "redirect_uris": nullable(
+            {
+                "type": "array",
+                "maxItems": 10,
+                "items": _str(2000, format="uri"),
+                "description": "With redirect_uri, at most 10 distinct URIs in all",
+            }
+        ),
     },
 }
 NEW_APP: Schema = {
     **{k: v for k, v in APP_INPUT.items() if k != "minProperties"},
-    "required": ["name", "redirect_uri"],
+    "required": ["name"],
+    "anyOf": [{"required": ["redirect_uri"]}, {"required": ["redirect_uris"]}],
     "properties": {
         **APP_INPUT["properties"],
-        "token_endpoint_auth_method": {"enum": ["client_secret_post", "client_secret_basic", "none"]},
+        "name": _str(100, minLength=1, pattern=PRINTABLE),
+        "token_endpoint_auth_method": nullable({"enum": ["client_secret_post", "client_secret_basic", "none"]}),
     },
 }
 TOKEN_RESPONSE: Schema = {

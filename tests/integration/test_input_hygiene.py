@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from libs.common.config import Settings
+from services.account import apps
 from tests.support.codes import ClientApp, make_client
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import login
@@ -123,18 +124,21 @@ class Who:
     csrf_cookie: str
     csrf_token: str
     client: ClientApp
+    app_id: int
 
 
 @pytest.fixture(scope="module")
 async def who(stack: Stack, db: asyncpg.Pool, settings: Settings, client: ClientApp) -> Who:
-    _, devtoken = await make_developer(db, settings)
+    developer, devtoken = await make_developer(db, settings)
+    new = apps.NewApp("named app", "", ["https://a.example/cb"], "client_secret_post")
+    app_id = (await apps.create_app(db, settings.pepper_bytes, developer.id, new, max_apps=10))["id"]
     user = await make_user(db, password="hostile input 1")
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         await login(http, stack.base, user.username, "hostile input 1")
         async with http.get(stack.base + "/api/user/authorizations") as r:
             csrf_token = r.headers["X-CSRF-Token"]
         cookies = {c.key: c.value for c in http.cookie_jar}
-    return Who(devtoken, cookies["sid"], cookies["csrf"], csrf_token, client)
+    return Who(devtoken, cookies["sid"], cookies["csrf"], csrf_token, client, app_id)
 
 
 def _json(value: object) -> bytes:
@@ -217,6 +221,15 @@ CASES: list[tuple[str, str, bytes, dict[str, bytes], bytes, int]] = [
         b'{"description":' + NUL_JSON + b"}",
         400,
     ),
+    (
+        "app update name null does not clear it",
+        "PUT",
+        b"/api/oauth_apps/{app_id}",
+        {"ct": b"application/json"},
+        b'{"name":null,"description":"d"}',
+        200,
+    ),
+    ("app update name empty", "PUT", b"/api/oauth_apps/{app_id}", {"ct": b"application/json"}, b'{"name":" "}', 400),
     ("app id not a number", "GET", b"/api/oauth_apps/%00", {}, b"", 404),
     ("app id huge", "GET", b"/api/oauth_apps/" + b"9" * 40, {}, b"", 404),
     ("app id not UTF-8", "GET", b"/api/oauth_apps/%ff", {}, b"", 404),
@@ -554,9 +567,23 @@ async def test_hostile_input_gets_the_endpoint_error_form(
             f"{who.client.client_id}:{who.client.client_secret}".encode()
         )
     body = body.replace(b"{csrf_token}", who.csrf_token.encode())
+    target = target.replace(b"{app_id}", str(who.app_id).encode())
     got, content_type, answer = await raw(stack, http_request(method, target, sent, body))
     assert got == status, (got, answer[:300])
     expected = next(t for prefix, t in EXPECTED_TYPE.items() if path.startswith(prefix))
     if path.startswith("/api/oauth2/authorize"):
         expected = "text/html"
     assert content_type.split(";")[0] == expected, (content_type, answer[:300])
+
+
+async def test_a_null_name_in_an_update_leaves_the_name(
+    stack: Stack, http: aiohttp.ClientSession, who: Who, db: asyncpg.Pool
+) -> None:
+    """JSON null means "not sent" (docs/api.md): it once cleared the name to ""."""
+    async with http.put(
+        f"{stack.base}/api/oauth_apps/{who.app_id}",
+        json={"name": None, "description": "d"},
+        headers={"Authorization": f"Bearer {who.developer_token}"},
+    ) as r:
+        assert r.status == 200, await r.text()
+    assert await db.fetchval("SELECT name FROM oauth_apps WHERE id = $1", who.app_id) == "named app"

@@ -9,7 +9,8 @@ lone surrogate) or Redis as an invalid string.
   ``max_len`` characters, without C0/C1 control characters (``multiline`` allows tab and newlines)
   and without lone surrogates (what aiohttp's ``surrogateescape`` makes of bytes that are not UTF-8).
 - A parameter appears at most once (RFC 6749 3.1: "Request and response parameters MUST NOT be
-  included more than once").
+  included more than once"): the token service's forms (services/token/form.py) and the authorize
+  request (services/authz/authrequest.py) refuse repeats.
 
 The parsers raise ``InvalidInput``; ``libs/common/web.error_middleware`` renders it in the
 endpoint's own error form (RFC 6749 ``invalid_request``, the developer-API envelope, or an HTML
@@ -20,12 +21,11 @@ the boolean checks (``is_clean``, ``is_kid``) or catches ``InvalidInput`` and ra
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 from aiohttp import web
 from aiohttp.web_request import FileField
-from multidict import MultiDictProxy, MultiMapping
+from multidict import MultiDictProxy
 
 # C0 controls, DEL, C1 controls, and surrogates (never valid alone in a str that came from UTF-8).
 _BAD = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -77,30 +77,6 @@ def text(
     if pattern is not None and not pattern.fullmatch(value):
         raise InvalidInput(name, "has an invalid format")
     return value
-
-
-def optional_text(values: Mapping[str, Any], name: str, *, max_len: int, **kw: Any) -> str | None:
-    """``values[name]`` checked as text, or None when absent (or JSON null)."""
-    value = values.get(name)
-    return None if value is None else text(value, name, max_len=max_len, **kw)
-
-
-def single(values: MultiMapping[str], name: str, *, max_len: int, **kw: Any) -> str | None:
-    """The one value of ``name`` in a query string or form (None if absent), checked as text;
-    a repeated parameter is refused (RFC 6749 3.1)."""
-    found = values.getall(name, [])
-    if not found:
-        return None
-    if len(found) > 1:
-        raise InvalidInput(name, "is included more than once")
-    return text(found[0], name, max_len=max_len, **kw)
-
-
-def no_duplicates(values: MultiMapping[str], names: frozenset[str] | set[str]) -> None:
-    """Refuse any of ``names`` given more than once (RFC 6749 3.1); other names are not checked."""
-    for name in names:
-        if len(values.getall(name, [])) > 1:
-            raise InvalidInput(name, "is included more than once")
 
 
 def object_id(raw: str) -> int | None:

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from libs.common import outbox
 from libs.common.errors import ApiError
+from libs.common.params import object_id
 from libs.common.revocation import revoke_client
 from libs.common.security import new_token, token_hash
 from libs.common.validation import has_control_chars, json_object, text_field
@@ -244,10 +245,10 @@ async def rotate_secret(pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id
 
 # --- handlers ------------------------------------------------------------------------------------
 def _app_id(request: web.Request) -> int:
-    raw = request.match_info["app_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    app_id = object_id(request.match_info["app_id"])
+    if app_id is None:
         raise ApiError(404, "app not found")
-    return int(raw)
+    return app_id
 
 
 async def handle_create(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from multidict import MultiDictProxy
 
 from libs.common.errors import ApiError, PageError
 from libs.common.pages import pick_lang, render, translator
-from libs.common.params import post_form
+from libs.common.params import object_id, post_form
 from libs.common.sessions import CSRF_FIELD, check_csrf
 from libs.common.web import PG, SETTINGS, envelope
 
@@ -167,8 +167,8 @@ async def handle_create_token(request: web.Request) -> web.Response:
 async def handle_revoke_token(request: web.Request) -> web.Response:
     user = await require_user(request, back="/developer")
     await posted_form(request)
-    raw = request.match_info["token_id"]
-    if not (raw.isdigit() and len(raw) <= 18 and await revoke_developer_token(request.app[PG], int(raw), user.id)):
+    token_id = object_id(request.match_info["token_id"])
+    if token_id is None or not await revoke_developer_token(request.app[PG], token_id, user.id):
         return await console(request, user, status=404, error="developer token not found")
     return redirect("/developer?notice=token_revoked")
 

@@ -517,6 +517,15 @@ CASES: list[tuple[str, str, bytes, dict[str, bytes], bytes, int]] = [
         400,
     ),
     ("login multipart without boundary", "POST", b"/login", {"ct": b"multipart/form-data"}, b"x", 400),
+    ("authorizations page revoked NUL", "GET", b"/user/authorizations?revoked=a%00b", {"session": b""}, b"", 200),
+    (
+        "authorizations page revoked repeated",
+        "GET",
+        b"/user/authorizations?revoked=a&revoked=b",
+        {"session": b""},
+        b"",
+        200,
+    ),
     (
         "authorizations page revoked not UTF-8",
         "GET",

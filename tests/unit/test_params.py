@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from multidict import MultiDict
 
-from libs.common.params import InvalidInput, is_clean, is_kid, no_duplicates, object_id, single, text
+from libs.common.params import InvalidInput, is_clean, is_kid, object_id, text
 
 BAD_TEXT = [
     ("a\x00b", "control"),
@@ -53,17 +52,6 @@ def test_min_len_and_pattern() -> None:
         text("", "n", max_len=5, min_len=1)
     with pytest.raises(InvalidInput, match="invalid format"):
         text("ab!", "n", max_len=5, pattern=re.compile("[a-z]+"))
-
-
-def test_single_refuses_a_repeated_parameter_rfc6749_3_1() -> None:
-    q = MultiDict([("state", "a"), ("state", "b"), ("x", "1")])
-    with pytest.raises(InvalidInput, match="more than once"):
-        single(q, "state", max_len=10)
-    assert single(q, "x", max_len=10) == "1"
-    assert single(q, "missing", max_len=10) is None
-    with pytest.raises(InvalidInput, match="more than once"):
-        no_duplicates(q, {"state", "x"})
-    no_duplicates(q, {"x"})
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 ENV_FILE ?= .env
 WITH_ENV := set -a; [ -f $(ENV_FILE) ] && . ./$(ENV_FILE); set +a;
 
-.PHONY: help install deps run migrate demo test test-unit lint typecheck bench clean
+.PHONY: help install deps run migrate demo test test-unit lint bench fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ test-unit: install ## unit tests only (no I/O)
 lint: install ## ruff and mypy over everything that ships
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy services libs oauthctl examples bench
+
+fuzz: install ## Schemathesis over the whole public API (docs/api.md), longer than the run in `make test`
+	@FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} FUZZ_TIMEOUT=$${FUZZ_TIMEOUT:-1800} $(PY) -m pytest tests/integration/test_schemathesis.py -s $(PYTEST_ARGS)
 
 bench: install $(ENV_FILE) ## load benchmark vs node oidc-provider, prints a table (installs wrk and the peer if missing)
 	@$(WITH_ENV) $(PY) -m bench $(BENCH_ARGS)

@@ -26,6 +26,7 @@ from aiohttp import web
 from .config import Settings
 from .errors import OAuthError
 from .keys import KeyStore, ensure_signing_key, sign_jwt
+from .params import is_kid
 from .redis import key
 from .web import PG, REDIS, SETTINGS
 
@@ -154,7 +155,9 @@ class AccessTokenVerifier:
     async def verify(self, token: str) -> AccessToken:
         header = unverified_header(token)
         kid = header.get("kid")
-        if not isinstance(kid, str) or header.get("typ") not in ("at+jwt", "application/at+jwt"):
+        # The kid is checked before it is looked up (libs/common/params.py): a NUL or other
+        # control character in it would otherwise reach PostgreSQL as an invalid string.
+        if not is_kid(kid) or header.get("typ") not in ("at+jwt", "application/at+jwt"):
             raise invalid_token("The access token is malformed")
         signing = await self.keys.verification_key(kid)
         if signing is None:

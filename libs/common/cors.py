@@ -51,7 +51,8 @@ def origin_of(url: str) -> str | None:
 def request_origin(header: str | None) -> str | None:
     """The ``Origin`` request header if it is a serialized http(s) origin (no path, query, userinfo
     or fragment), else None (``null``, garbage, or an origin we could never have registered)."""
-    if not header or len(header) > MAX_ORIGIN_CHARS or header != header.strip():
+    # RFC 6454 6.2: a serialized origin is ASCII (hosts in punycode); anything else never reaches a lookup.
+    if not header or len(header) > MAX_ORIGIN_CHARS or header != header.strip() or not header.isascii():
         return None
     origin = origin_of(header)
     if origin is None:

@@ -26,6 +26,8 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from .params import is_kid
+
 ALGORITHMS = ("RS256", "ES256", "HS256")
 log = logging.getLogger("oauth.keys")
 KEYGEN_LOCK = 0x0A07_4B45
@@ -198,6 +200,8 @@ class KeyStore:
         return max(candidates, key=lambda k: k.activates_at)
 
     async def verification_key(self, kid: str) -> SigningKey | None:
+        if not is_kid(kid):  # never looked up: the caller should have checked it (params.is_kid)
+            return None
         await self._fresh()
         key = self._keys.get(kid)
         if key is not None:

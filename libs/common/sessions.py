@@ -21,6 +21,7 @@ import orjson
 from aiohttp import hdrs, web
 
 from .errors import PageError
+from .params import is_clean
 from .redis import key
 from .web import REDIS, SETTINGS
 
@@ -72,7 +73,7 @@ async def current_session(request: web.Request) -> Session | None:
         return request[SESSION]  # type: ignore[return-value]
     session = None
     sid = request.cookies.get(SESSION_COOKIE)
-    if sid and 20 <= len(sid) <= 100:
+    if sid and 20 <= len(sid) <= 100 and sid.isascii():  # ours are ASCII; others never reach Redis
         skey = _skey(request, sid)
         raw = await request.app[REDIS].get(skey)
         if raw:
@@ -103,7 +104,7 @@ def _csrf_for(request: web.Request, cookie: str) -> str:
 def csrf_token(request: web.Request) -> str:
     """The form token for this browser; sets the csrf cookie on the response if it is new."""
     cookie = request.cookies.get(CSRF_COOKIE) or request.get(NEW_CSRF_COOKIE)
-    if not cookie or len(cookie) > 100:
+    if not cookie or len(cookie) > 100 or not cookie.isascii() or not is_clean(cookie, 100):
         cookie = secrets.token_urlsafe(32)
         request[NEW_CSRF_COOKIE] = cookie
     return _csrf_for(request, cookie)
@@ -129,7 +130,9 @@ async def set_csrf_cookie(request: web.Request, response: web.StreamResponse) ->
 def check_csrf(request: web.Request, submitted: str | None) -> None:
     """Refuse a form post whose token does not match this browser's csrf cookie (403 page)."""
     cookie = request.cookies.get(CSRF_COOKIE)
-    if not cookie or not submitted or not hmac.compare_digest(_csrf_for(request, cookie), submitted):
+    # compare_digest takes ASCII-only str: anything else is simply wrong (params.py), not a 500.
+    valid = bool(cookie) and bool(submitted) and f"{cookie}{submitted}".isascii() and is_clean(cookie, 200)
+    if not valid or not hmac.compare_digest(_csrf_for(request, str(cookie)), str(submitted)):
         raise PageError(
             403,
             "表单已过期 / This form has expired",

@@ -1,4 +1,5 @@
-"""Small helpers for validating JSON request bodies of the developer API."""
+"""Small helpers for validating JSON request bodies of the developer API, on top of the shared
+parsers of params.py."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import orjson
 from aiohttp import web
 
 from .errors import ApiError
+from .params import InvalidInput, is_clean, text
 
 
 async def json_object(request: web.Request, allowed: set[str]) -> dict[str, Any]:
@@ -30,12 +32,15 @@ async def json_object(request: web.Request, allowed: set[str]) -> dict[str, Any]
 
 
 def has_control_chars(value: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+    """Control characters (C0, DEL, C1) or lone surrogates: refused everywhere (params.py)."""
+    return not is_clean(value, len(value))
 
 
 def text_field(
     body: dict[str, Any], name: str, *, required: bool, min_len: int, max_len: int, default: str = ""
 ) -> str:
+    """A JSON string field, stripped and checked by the shared parser (params.text); a description
+    may hold line breaks and tabs, nothing else may."""
     if name not in body or body[name] is None:
         if required:
             raise ApiError(400, f"{name} is required")
@@ -43,13 +48,7 @@ def text_field(
     value = body[name]
     if not isinstance(value, str):
         raise ApiError(400, f"{name} must be a string")
-    value = value.strip()
-    if len(value) < min_len:
-        raise ApiError(
-            400, f"{name} must not be empty" if min_len == 1 else f"{name} must be at least {min_len} characters"
-        )
-    if len(value) > max_len:
-        raise ApiError(400, f"{name} must be at most {max_len} characters")
-    if name != "description" and has_control_chars(value):
-        raise ApiError(400, f"{name} must not contain control characters")
-    return value
+    try:
+        return text(value.strip(), name, min_len=min_len, max_len=max_len, multiline=name == "description")
+    except InvalidInput as exc:
+        raise ApiError(400, f"{name} {exc.problem}") from None

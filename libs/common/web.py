@@ -23,6 +23,7 @@ from .config import Settings
 from .db import create_pool
 from .errors import ApiError, OAuthError, PageError
 from .logs import request_id_var, setup_logging
+from .params import InvalidInput
 from .redis import create_redis
 
 log = logging.getLogger("oauth.web")
@@ -104,6 +105,18 @@ def render_http_exception(path: str, exc: web.HTTPException) -> web.StreamRespon
     return resp
 
 
+def render_invalid_input(path: str, exc: InvalidInput) -> web.Response:
+    """Bad input from a shared parser (params.py), in the endpoint's own error form: RFC 6749
+    ``invalid_request`` (5.2), the developer-API envelope, or a readable page."""
+    style = error_style(path)
+    if style == "oauth":
+        body = OAuthError("invalid_request", exc.message).body()
+        return json_response(body, 400, {"Cache-Control": "no-store"})
+    if style == "envelope":
+        return json_response(ApiError(400, exc.message).body(), 400)
+    return error_page(400, "400 Bad Request", exc.message)
+
+
 # --- middlewares ---------------------------------------------------------------------------------
 @web.middleware
 async def observe_middleware(
@@ -161,6 +174,8 @@ async def error_middleware(
         return json_response(exc.body(), exc.status, api_headers)
     except PageError as exc:
         return error_page(exc.status, exc.title, exc.detail)
+    except InvalidInput as exc:
+        return render_invalid_input(request.path, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

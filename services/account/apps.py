@@ -17,6 +17,7 @@ from aiohttp import web
 
 from libs.common import outbox
 from libs.common.errors import ApiError
+from libs.common.params import object_id
 from libs.common.revocation import revoke_client
 from libs.common.security import new_token, token_hash
 from libs.common.validation import has_control_chars, json_object, text_field
@@ -89,6 +90,8 @@ def redirect_uris_from(body: dict[str, Any], *, required: bool) -> list[str] | N
         listed = body["redirect_uris"]
         if not isinstance(listed, list):
             raise ApiError(400, "redirect_uris must be a list of strings")
+        if len(listed) > MAX_REDIRECT_URIS:  # checked before any item is: bounded work
+            raise ApiError(400, f"at most {MAX_REDIRECT_URIS} redirect URIs per app")
         uris.extend(validate_redirect_uri(u) for u in listed)
     if not uris:
         if required:
@@ -113,8 +116,10 @@ def parse_new_app(body: dict[str, Any]) -> NewApp:
     description = text_field(body, "description", required=False, min_len=0, max_len=1000)
     uris = redirect_uris_from(body, required=True)
     assert uris is not None
-    method = body.get("token_endpoint_auth_method") or "client_secret_post"
-    if method not in AUTH_METHODS:
+    method = body.get("token_endpoint_auth_method")
+    if method is None:
+        method = "client_secret_post"
+    if not isinstance(method, str) or method not in AUTH_METHODS:
         raise ApiError(400, f"token_endpoint_auth_method must be one of: {', '.join(AUTH_METHODS)}")
     return NewApp(name, description, uris, method)
 
@@ -183,7 +188,8 @@ async def get_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> dict[str, A
 async def update_app(pool: asyncpg.Pool, owner_id: int, app_id: int, body: dict[str, Any]) -> dict[str, Any]:
     if not body:
         raise ApiError(400, f"nothing to update; send one or more of: {', '.join(sorted(UPDATE_FIELDS))}")
-    name = text_field(body, "name", required=False, min_len=1, max_len=100) if "name" in body else None
+    # JSON null means "not sent": it never clears the name (which must not be empty).
+    name = text_field(body, "name", required=True, min_len=1, max_len=100) if body.get("name") is not None else None
     description = (
         text_field(body, "description", required=False, min_len=0, max_len=1000) if "description" in body else None
     )
@@ -261,10 +267,10 @@ async def set_verified(conn: asyncpg.Connection, client_id: str, verified: bool)
 
 # --- handlers ------------------------------------------------------------------------------------
 def _app_id(request: web.Request) -> int:
-    raw = request.match_info["app_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    app_id = object_id(request.match_info["app_id"])
+    if app_id is None:
         raise ApiError(404, "app not found")
-    return int(raw)
+    return app_id
 
 
 async def handle_create(request: web.Request) -> web.Response:

@@ -10,6 +10,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from libs.common.pages import safe_next
+from libs.common.params import post_form
 from libs.common.sessions import CSRF_FIELD, check_csrf, current_session, drop_user_sessions_key
 from libs.common.web import PG, SETTINGS
 
@@ -46,7 +47,7 @@ async def require_user(request: web.Request, back: str | None = None) -> User:
 
 async def posted_form(request: web.Request) -> MultiDictProxy[str]:
     """The posted form, after the CSRF check (403 page on a missing or wrong token)."""
-    form = await request.post()
+    form = await post_form(request)
     token = form.get(CSRF_FIELD)
     check_csrf(request, token if isinstance(token, str) else None)
     return form  # type: ignore[return-value]

@@ -17,12 +17,18 @@ from multidict import MultiDictProxy
 
 from libs.common.errors import ApiError, PageError
 from libs.common.pages import pick_lang, render, translator
+from libs.common.params import object_id, post_form
 from libs.common.sessions import CSRF_FIELD, check_csrf
 from libs.common.web import PG, SETTINGS, envelope
 
 from . import apps, cors_origins
 from .browser import field, posted_form, redirect, require_user, session_user
-from .developer_tokens import issue_developer_token, list_developer_tokens, revoke_developer_token
+from .developer_tokens import (
+    issue_developer_token,
+    list_developer_tokens,
+    revoke_developer_token,
+    validate_token_name,
+)
 from .users import User
 
 NOTICES = ("app_deleted", "token_revoked")
@@ -162,8 +168,8 @@ async def handle_create_token(request: web.Request) -> web.Response:
 async def handle_revoke_token(request: web.Request) -> web.Response:
     user = await require_user(request, back="/developer")
     await posted_form(request)
-    raw = request.match_info["token_id"]
-    if not (raw.isdigit() and len(raw) <= 18 and await revoke_developer_token(request.app[PG], int(raw), user.id)):
+    token_id = object_id(request.match_info["token_id"])
+    if token_id is None or not await revoke_developer_token(request.app[PG], token_id, user.id):
         return await console(request, user, status=404, error="developer token not found")
     return redirect("/developer?notice=token_revoked")
 
@@ -182,7 +188,7 @@ async def _token_name(request: web.Request) -> tuple[object, str | None]:
         if not isinstance(body, dict) or set(body) - {"name", CSRF_FIELD}:
             raise ApiError(400, "request body must be a JSON object with an optional name")
         return body.get("name"), body.get(CSRF_FIELD)
-    form = await request.post()
+    form = await post_form(request)
     name, csrf = form.get("name"), form.get(CSRF_FIELD)
     return (name if isinstance(name, str) else ""), (csrf if isinstance(csrf, str) else None)
 
@@ -198,8 +204,9 @@ async def handle_api_developer_token(request: web.Request) -> web.Response:
         raise ApiError(
             403, "missing or wrong CSRF token: send the page's csrf_token in the X-CSRF-Token header"
         ) from None
+    label = validate_token_name(name)  # type checked before the default applies: {} is no name
     token, record = await issue_developer_token(
-        request.app[PG], request.app[SETTINGS].pepper_bytes, user.id, name or "api"
+        request.app[PG], request.app[SETTINGS].pepper_bytes, user.id, label or "api"
     )
     data = {"id": record.id, "name": record.name, "token": token, "created_time": int(record.created_at.timestamp())}
     response = envelope(data, "开发者令牌已创建,请妥善保存(只显示一次)")

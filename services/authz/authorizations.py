@@ -32,6 +32,7 @@ from libs.common.clients import get_client
 from libs.common.config import Settings
 from libs.common.errors import ApiError, PageError
 from libs.common.pages import add_strings, render
+from libs.common.params import is_clean, post_form
 from libs.common.revocation import mark_revoked_safely, revoke_families
 from libs.common.sessions import CSRF_FIELD, check_csrf, csrf_token
 from libs.common.validation import has_control_chars
@@ -141,7 +142,7 @@ async def handle_page(request: web.Request) -> web.Response:
         app["last"] = _when(app["last_authorized_time"])
     notice = ""
     revoked = request.query.get("revoked")
-    if revoked and len(revoked) <= 100:
+    if revoked and is_clean(revoked, 100):  # only a notice: a value that could name no app is ignored
         client = await get_client(request.app[PG], revoked)
         notice = client.name if client is not None else revoked
     return await render(
@@ -160,7 +161,7 @@ def _field(form: MultiMapping[object], name: str) -> str:
 
 
 async def handle_revoke_form(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await post_form(request)
     check_csrf(request, _field(form, CSRF_FIELD))
     who = await signed_in(request)
     if who is None:

@@ -20,6 +20,7 @@ from multidict import MultiMapping
 from libs.common.clients import get_client
 from libs.common.config import Settings
 from libs.common.pages import render
+from libs.common.params import post_form
 from libs.common.redis import key
 from libs.common.sessions import CSRF_FIELD, check_csrf
 from libs.common.web import PG, REDIS, SETTINGS
@@ -92,7 +93,7 @@ def _field(form: MultiMapping[object], name: str) -> str:
 
 
 async def post_consent(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await post_form(request)
     check_csrf(request, _field(form, CSRF_FIELD))
     decision = _field(form, "decision")
     if decision not in ("allow", "deny"):

@@ -22,6 +22,7 @@ from multidict import MultiMapping
 from libs.common.clientip import client_ip
 from libs.common.config import Settings
 from libs.common.pages import render, safe_next
+from libs.common.params import post_form
 from libs.common.security import verify_password
 from libs.common.sessions import CSRF_FIELD, check_csrf, current_session, end_session, start_session
 from libs.common.web import PG, REDIS, SETTINGS
@@ -97,7 +98,7 @@ async def get_login(request: web.Request) -> web.Response:
 
 
 async def post_login(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await post_form(request)
     check_csrf(request, _field(form, CSRF_FIELD))
     next_url = safe_next(_field(form, "next"))
     identifier = _field(form, "username")
@@ -137,7 +138,7 @@ async def get_logout(request: web.Request) -> web.Response:
 
 
 async def post_logout(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await post_form(request)
     check_csrf(request, _field(form, CSRF_FIELD))
     resp = found("/login")
     await end_session(request, resp)

@@ -15,7 +15,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from libs.common.config import Settings
 from libs.common.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app, render_http_exception
 
-from . import cors, limits
+from . import cors, limits, openapi
 from .routes import route_for
 
 log = logging.getLogger("oauth.gateway")
@@ -307,6 +307,7 @@ def build(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(client_ctx)
     app.router.add_get("/", root)
+    openapi.add_routes(app)  # served by the gateway itself: it describes every service's public API
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
 

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from libs.common.config import Settings
 from libs.common.cors import origins_key, request_origin
-from libs.common.web import REDIS, SETTINGS
+from libs.common.web import REDIS, SETTINGS, render_http_exception
 
 log = logging.getLogger("oauth.gateway.cors")
 
@@ -112,11 +112,13 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-def preflight(request: web.Request, methods: tuple[str, ...], origin: str | None) -> web.Response:
+def preflight(request: web.Request, methods: tuple[str, ...], origin: str | None) -> web.StreamResponse:
     wanted = request.headers.get("Access-Control-Request-Method", "")
     if origin is None or wanted not in methods:
         # Not an allowed origin (or method): no CORS headers at all, so the browser refuses.
-        resp = web.Response(status=403, text="CORS request refused", headers={"Cache-Control": "no-store"})
+        # In the path's own error form (RFC 6749 JSON on the OAuth endpoints), never text/plain.
+        resp = render_http_exception(request.path, web.HTTPForbidden(reason="CORS request refused"))
+        resp.headers["Cache-Control"] = "no-store"
         _vary(resp, "Origin")
         return resp
     resp = web.Response(

@@ -12,18 +12,17 @@ Reusable by every form-encoded endpoint of the token service (token, revocation,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from libs.common.errors import OAuthError
+from libs.common.params import is_clean
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_BODY_BYTES = 16 * 1024
 MAX_FIELDS = 32
-CONTROL_CHARS = re.compile("[\x00-\x1f\x7f]")  # C0 controls and DEL
 MAX_VALUE_CHARS = 2048  # redirect URIs are at most 2000 characters (services/account/apps.py)
 
 
@@ -65,7 +64,7 @@ def parse_form(raw: bytes, known: Collection[str]) -> dict[str, str]:
         seen.add(name)
         if len(value) > MAX_VALUE_CHARS:
             raise invalid_request(f"The parameter {name} is too long")
-        if CONTROL_CHARS.search(value):
+        if not is_clean(value, MAX_VALUE_CHARS):  # the shared rule (libs/common/params.py)
             raise invalid_request(f"The parameter {name} contains control characters")
         if value:  # RFC 6749 3.1: a parameter without a value is treated as omitted
             form[name] = value

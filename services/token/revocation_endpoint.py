@@ -25,8 +25,10 @@ from datetime import UTC, datetime
 import jwt
 from aiohttp import web
 
-from libs.common.access_tokens import KEYS
+from libs.common.access_tokens import KEYS, unverified_header
 from libs.common.clients import Client
+from libs.common.errors import OAuthError
+from libs.common.params import is_kid
 from libs.common.revocation import mark_revoked_safely, revoke_access_token, revoke_family
 from libs.common.security import token_hash
 from libs.common.web import PG, REDIS, SETTINGS
@@ -65,15 +67,17 @@ async def _revoke_refresh(request: web.Request, client: Client, token: str) -> b
 
 
 def _our_kid(token: str) -> str | None:
-    """The ``kid`` of an access-token JWT (None if ``token`` does not look like one of ours)."""
+    """The ``kid`` of an access-token JWT (None if ``token`` does not look like one of ours): read
+    the way every verifier reads it (libs/common/access_tokens.unverified_header), and checked
+    before any lookup (libs/common/params.is_kid)."""
     if token.count(".") != 2:
         return None
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
+        header = unverified_header(token)
+    except OAuthError:
         return None
     kid = header.get("kid")
-    if not isinstance(kid, str) or header.get("typ") not in ("at+jwt", "application/at+jwt"):
+    if not is_kid(kid) or header.get("typ") not in ("at+jwt", "application/at+jwt"):
         return None
     return kid
 

@@ -1,0 +1,581 @@
+"""The OpenAPI 3.1 description of the public HTTP API, served at ``GET /api/openapi.json``
+(docs/api.md): the developer API (``/api/oauth_apps*``, ``/api/user/developer_token``), the OAuth
+and OpenID endpoints, userinfo, top-up, and the user-center API (``/api/user/authorizations*``).
+
+Built here as data, with the shared pieces (error bodies, security schemes) written once;
+tests/unit/test_openapi.py keeps it in step with the routes the services register, and the
+Schemathesis run (tests/integration/test_schemathesis.py, ``make fuzz``) checks the running stack
+against it. Browser pages (``/login``, ``/consent``, ``/user``, ``/developer``, ...) are not API and
+are not described.
+
+Every operation may also answer 429 (rate limits) and 503 (a dependency is down) in its own error
+form: those are the ``default`` responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from libs.common.web import json_response
+
+PATH = "/api/openapi.json"
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+HTML = "text/html"
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+# Text without control characters (C0, DEL, C1), as libs/common/params.py checks it; a description
+# may also hold tab, CR and LF.
+PRINTABLE = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+MULTILINE = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+
+
+def nullable(schema: Schema) -> Schema:
+    """An optional JSON field that may also be null, which means "not sent"."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _str(max_len: int | None = None, **kw: Any) -> Schema:
+    out: Schema = {"type": "string", **kw}
+    if max_len is not None:
+        out["maxLength"] = max_len
+    return out
+
+
+# --- shared schemas ------------------------------------------------------------------------------
+OAUTH_ERROR: Schema = {
+    "type": "object",
+    "description": "RFC 6749 5.2 / RFC 6750 3.1 error",
+    "required": ["error"],
+    "properties": {"error": _str(), "error_description": _str()},
+}
+ENVELOPE_ERROR: Schema = {
+    "type": "object",
+    "description": "The guide's envelope, on failure",
+    "required": ["success", "message", "data"],
+    "properties": {"success": {"const": False}, "message": _str(), "data": {"type": "null"}},
+}
+APP: Schema = {
+    "type": "object",
+    "required": [
+        "id",
+        "name",
+        "description",
+        "client_id",
+        "redirect_uri",
+        "redirect_uris",
+        "token_endpoint_auth_method",
+        "created_time",
+        "updated_time",
+    ],
+    "properties": {
+        "id": {"type": "integer"},
+        "name": _str(),
+        "description": _str(),
+        "client_id": _str(),
+        "client_secret": _str(description="Only when created or rotated: shown once"),
+        "redirect_uri": _str(),
+        "redirect_uris": {"type": "array", "items": _str()},
+        "token_endpoint_auth_method": {"enum": ["client_secret_post", "client_secret_basic", "none"]},
+        "created_time": {"type": "integer", "description": "unix seconds"},
+        "updated_time": {"type": "integer", "description": "unix seconds"},
+    },
+}
+APP_INPUT: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        "name": nullable(_str(100, minLength=1, pattern=PRINTABLE)),
+        "description": nullable(_str(1000, pattern=MULTILINE)),
+        "redirect_uri": nullable(_str(2000, format="uri", examples=["https://yourapp.com/oauth/callback"])),
+        "redirect_uris": nullable(
+            {
+                "type": "array",
+                "maxItems": 10,
+                "items": _str(2000, format="uri"),
+                "description": "With redirect_uri, at most 10 distinct URIs in all",
+            }
+        ),
+    },
+}
+NEW_APP: Schema = {
+    **{k: v for k, v in APP_INPUT.items() if k != "minProperties"},
+    "required": ["name"],
+    "anyOf": [{"required": ["redirect_uri"]}, {"required": ["redirect_uris"]}],
+    "properties": {
+        **APP_INPUT["properties"],
+        "name": _str(100, minLength=1, pattern=PRINTABLE),
+        "token_endpoint_auth_method": nullable({"enum": ["client_secret_post", "client_secret_basic", "none"]}),
+    },
+}
+TOKEN_RESPONSE: Schema = {
+    "type": "object",
+    "description": "RFC 6749 5.1",
+    "required": ["access_token", "token_type", "expires_in"],
+    "properties": {
+        "access_token": _str(),
+        "token_type": {"const": "Bearer"},
+        "expires_in": {"type": "integer"},
+        "refresh_token": _str(),
+        "scope": _str(),
+        "id_token": _str(),
+    },
+}
+INTROSPECTION: Schema = {
+    "type": "object",
+    "description": 'RFC 7662 2.2; every inactive token is just {"active": false}',
+    "required": ["active"],
+    "properties": {
+        "active": {"type": "boolean"},
+        "scope": _str(),
+        "client_id": _str(),
+        "username": _str(),
+        "sub": _str(),
+        "aud": {"type": ["string", "array"]},
+        "iss": _str(),
+        "exp": {"type": "integer"},
+        "iat": {"type": "integer"},
+        "nbf": {"type": "integer"},
+        "jti": _str(),
+        "token_type": _str(),
+        "token_use": {"enum": ["access_token", "refresh_token"]},
+    },
+}
+USERINFO: Schema = {
+    "type": "object",
+    "description": "The guide's fields, filtered by the token's scopes",
+    "required": ["sub"],
+    "properties": {
+        "sub": _str(),
+        "id": {"type": "integer"},
+        "username": _str(),
+        "email": _str(),
+        "email_verified": {"type": "boolean"},
+        "created_time": {"type": "integer"},
+        "status": {"type": "integer"},
+        "quota": {"type": "integer"},
+        "used_quota": {"type": "integer"},
+        "balance_formatted": _str(),
+    },
+}
+AUTHORIZATION: Schema = {
+    "type": "object",
+    "required": ["client_id", "name", "description", "scopes", "first_authorized_time", "last_authorized_time"],
+    "properties": {
+        "client_id": _str(),
+        "name": _str(),
+        "description": _str(),
+        "scopes": {"type": "array", "items": _str()},
+        "first_authorized_time": {"type": "integer"},
+        "last_authorized_time": {"type": "integer"},
+    },
+}
+JWKS: Schema = {
+    "type": "object",
+    "required": ["keys"],
+    "properties": {"keys": {"type": "array", "items": {"type": "object", "required": ["kty"]}}},
+}
+METADATA: Schema = {
+    "type": "object",
+    "description": "RFC 8414 / OpenID Connect Discovery 1.0 section 3",
+    "required": ["issuer", "authorization_endpoint", "token_endpoint", "jwks_uri", "response_types_supported"],
+    "properties": {
+        "issuer": _str(),
+        "authorization_endpoint": _str(),
+        "token_endpoint": _str(),
+        "userinfo_endpoint": _str(),
+        "jwks_uri": _str(),
+        "revocation_endpoint": _str(),
+        "introspection_endpoint": _str(),
+        "response_types_supported": {"type": "array", "items": _str()},
+    },
+}
+
+
+def ok_envelope(data: Schema) -> Schema:
+    return {
+        "type": "object",
+        "required": ["success", "message", "data"],
+        "properties": {"success": {"const": True}, "message": _str(), "data": data},
+    }
+
+
+# --- responses -----------------------------------------------------------------------------------
+def _json(schema: Schema, description: str, headers: dict[str, Any] | None = None) -> Schema:
+    out: Schema = {"description": description, "content": {JSON: {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def oauth_errors(*statuses: int, bearer: bool = False) -> dict[str, Schema]:
+    """RFC 6749 error bodies; on bearer endpoints 401/403 carry ``WWW-Authenticate`` (RFC 6750 3)."""
+    out: dict[str, Schema] = {}
+    for status in statuses:
+        headers = {"WWW-Authenticate": {"schema": _str()}} if bearer and status in (400, 401, 403) else None
+        out[str(status)] = _json(ref("OAuthError"), "RFC 6749 / RFC 6750 error", headers)
+    out["default"] = _json(ref("OAuthError"), "Any other error (e.g. 429 with Retry-After, 503)")
+    return out
+
+
+def envelope_errors(*statuses: int) -> dict[str, Schema]:
+    out = {str(s): _json(ref("EnvelopeError"), "Error in the guide's envelope") for s in statuses}
+    out["default"] = _json(ref("EnvelopeError"), "Any other error (e.g. 429 with Retry-After, 503)")
+    return out
+
+
+def _op(summary: str, tag: str, responses: dict[str, Schema], **kw: Any) -> Schema:
+    return {"summary": summary, "tags": [tag], "responses": responses, **kw}
+
+
+def _form_body(properties: Schema, required: list[str]) -> Schema:
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {"required": True, "content": {FORM: {"schema": schema}}}
+
+
+def _json_body(schema: Schema, required: bool = True) -> Schema:
+    return {"required": required, "content": {JSON: {"schema": schema}}}
+
+
+# RFC 6749 Appendix A: client_id, state = VSCHAR (%x20-7E); scope-token = NQCHAR; RFC 7636 4.2.
+VSCHARS = "^[\\x20-\\x7E]+$"
+SCOPE = "^[\\x21\\x23-\\x5B\\x5D-\\x7E]+( [\\x21\\x23-\\x5B\\x5D-\\x7E]+)*$"
+PKCE = "^[A-Za-z0-9._~-]{43,128}$"
+CLIENT_AUTH: list[dict[str, list[str]]] = [
+    {"clientBasic": []},
+    {},
+]  # {}: client_secret_post or a public client's client_id in the form
+CLIENT_FORM = {"client_id": _str(255), "client_secret": _str(255)}
+APP_ID = {"name": "app_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+
+
+# --- operations ----------------------------------------------------------------------------------
+def developer_api() -> dict[str, Schema]:
+    sec: list[dict[str, list[str]]] = [{"developerToken": []}]
+    one = ok_envelope(ref("App"))
+    errors = envelope_errors(400, 401, 404)
+    return {
+        "/api/oauth_apps": {
+            "post": _op(
+                "Create an app (guide 2)",
+                "developer",
+                {"200": _json(one, "Created: client_secret shown once")} | errors,
+                security=sec,
+                requestBody=_json_body(ref("NewApp")),
+            ),
+            "get": _op(
+                "List your apps",
+                "developer",
+                {"200": _json(ok_envelope({"type": "array", "items": ref("App")}), "Your apps")} | errors,
+                security=sec,
+            ),
+        },
+        "/api/oauth_apps/{app_id}": {
+            "parameters": [APP_ID],
+            "get": _op("One of your apps", "developer", {"200": _json(one, "The app")} | errors, security=sec),
+            "put": _op(
+                "Change name, description or redirect URIs",
+                "developer",
+                {"200": _json(one, "Updated")} | errors,
+                security=sec,
+                requestBody=_json_body(ref("AppUpdate")),
+            ),
+            "delete": _op(
+                "Delete an app (its grants and tokens go with it)",
+                "developer",
+                {"200": _json(ok_envelope({"type": "null"}), "Deleted")} | errors,
+                security=sec,
+            ),
+        },
+        "/api/oauth_apps/{app_id}/secret": {
+            "parameters": [APP_ID],
+            "post": _op(
+                "Rotate the client secret (shown once)",
+                "developer",
+                {"200": _json(one, "Rotated")} | errors,
+                security=sec,
+            ),
+        },
+        "/api/user/developer_token": {
+            "post": _op(
+                "Create a developer token from the browser session (shown once)",
+                "developer",
+                {
+                    "200": _json(
+                        ok_envelope(
+                            {
+                                "type": "object",
+                                "required": ["id", "name", "token", "created_time"],
+                                "properties": {
+                                    "id": {"type": "integer"},
+                                    "name": _str(),
+                                    "token": _str(),
+                                    "created_time": {"type": "integer"},
+                                },
+                            }
+                        ),
+                        "Created",
+                    )
+                }
+                | envelope_errors(400, 401, 403),
+                security=[{"sessionCookie": [], "csrfCookie": [], "csrfHeader": []}],
+                requestBody=_json_body(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"name": _str(100, pattern=PRINTABLE)},
+                    },
+                    required=False,
+                ),
+            ),
+        },
+    }
+
+
+def oauth_endpoints() -> dict[str, Schema]:
+    token_form = {
+        "grant_type": {"enum": ["authorization_code", "refresh_token", "client_credentials"]},
+        "code": _str(255),
+        "redirect_uri": _str(2000),
+        "code_verifier": _str(128),
+        "refresh_token": _str(255),
+        "scope": _str(500),
+        **CLIENT_FORM,
+    }
+    token_param_form = {"token": _str(8192), "token_type_hint": {"enum": ["access_token", "refresh_token"]}}
+    return {
+        "/api/oauth2/authorize": {
+            "get": _op(
+                "Authorization request (RFC 6749 4.1.1, PKCE RFC 7636, OIDC Core 3.1.2.1)",
+                "oauth",
+                {
+                    "200": {"description": "Login or consent page", "content": {HTML: {}}},
+                    "302": {"description": "To the login page or back to the client's redirect_uri"},
+                    "303": {"description": "To the login page or back to the client's redirect_uri"},
+                    "400": {"description": "Unknown client or redirect_uri: an error page", "content": {HTML: {}}},
+                    "default": {"description": "An error page", "content": {HTML: {}}},
+                },
+                parameters=[
+                    {"name": n, "in": "query", "required": n in ("client_id", "redirect_uri"), "schema": s}
+                    for n, s in (
+                        ("client_id", _str(255, pattern=VSCHARS)),
+                        ("redirect_uri", _str(2000, format="uri")),
+                        ("response_type", {"const": "code"}),
+                        ("scope", _str(500, pattern=SCOPE)),
+                        ("state", _str(2048, pattern=VSCHARS)),
+                        ("code_challenge", _str(128, pattern=PKCE)),
+                        ("code_challenge_method", {"const": "S256"}),
+                        ("nonce", _str(255, pattern=VSCHARS)),
+                        ("prompt", _str(100, pattern=SCOPE)),
+                        ("max_age", {"type": "integer", "minimum": 0}),
+                        ("auto_authorize", {"enum": ["true", "false"]}),
+                    )
+                ],
+            )
+        },
+        "/api/oauth2/token": {
+            "post": _op(
+                "Token endpoint (RFC 6749 3.2, 4.1.3, 4.4, 6)",
+                "oauth",
+                {"200": _json(ref("TokenResponse"), "Tokens", {"Cache-Control": {"schema": _str()}})}
+                | oauth_errors(400, 401, 413),
+                security=CLIENT_AUTH,
+                requestBody=_form_body(token_form, ["grant_type"]),
+            )
+        },
+        "/api/oauth2/revoke": {
+            "post": _op(
+                "Token revocation (RFC 7009)",
+                "oauth",
+                {"200": {"description": "Revoked, or nothing to revoke (RFC 7009 2.2)"}} | oauth_errors(400, 401, 413),
+                security=CLIENT_AUTH,
+                requestBody=_form_body(token_param_form | CLIENT_FORM, ["token"]),
+            )
+        },
+        "/api/oauth2/introspect": {
+            "post": _op(
+                "Token introspection (RFC 7662), for confidential clients",
+                "oauth",
+                {"200": _json(ref("Introspection"), "The token's state")} | oauth_errors(400, 401, 413),
+                security=CLIENT_AUTH,
+                requestBody=_form_body(token_param_form | CLIENT_FORM, ["token"]),
+            )
+        },
+        "/api/oauth2/jwks": {
+            "get": _op(
+                "Public signing keys (RFC 7517)", "oauth", {"200": _json(ref("JWKS"), "JWK set")} | oauth_errors()
+            )
+        },
+        "/.well-known/openid-configuration": {
+            "get": _op(
+                "OpenID Provider metadata", "oauth", {"200": _json(ref("Metadata"), "Metadata")} | oauth_errors()
+            )
+        },
+        "/.well-known/oauth-authorization-server": {
+            "get": _op(
+                "Authorization server metadata (RFC 8414)",
+                "oauth",
+                {"200": _json(ref("Metadata"), "Metadata")} | oauth_errors(),
+            )
+        },
+    }
+
+
+def resource_endpoints() -> dict[str, Schema]:
+    sec: list[dict[str, list[str]]] = [{"accessToken": []}]
+    userinfo = _op(
+        "The user's profile and balance (guide 3, OIDC Core 5.3)",
+        "resource",
+        {"200": _json(ref("UserInfo"), "Claims for the token's scopes")} | oauth_errors(400, 401, 403, bearer=True),
+        security=sec,
+    )
+    topup = _op(
+        "Where to send the user to top up (the guide's 账户充值)",
+        "resource",
+        {
+            "200": _json(
+                {"type": "object", "required": ["topup_url"], "properties": {"topup_url": _str()}}, "Top-up page URL"
+            )
+        }
+        | oauth_errors(400, 401, 403, bearer=True),
+        security=sec,
+    )
+    return {
+        "/api/oauth2/userinfo": {"get": userinfo, "post": dict(userinfo)},
+        "/api/oauth2/topup": {"get": topup},
+    }
+
+
+def user_center_api() -> dict[str, Schema]:
+    listing = ok_envelope({"type": "array", "items": ref("Authorization")})
+    revoked = ok_envelope(
+        {
+            "type": "object",
+            "required": ["client_id", "revoked_token_families"],
+            "properties": {"client_id": _str(), "revoked_token_families": {"type": "integer"}},
+        }
+    )
+    return {
+        "/api/user/authorizations": {
+            "get": _op(
+                "Apps the logged-in user authorized",
+                "user",
+                {"200": _json(listing, "Authorizations", {"X-CSRF-Token": {"schema": _str()}})} | envelope_errors(401),
+                security=[{"sessionCookie": []}],
+            )
+        },
+        "/api/user/authorizations/{client_id}": {
+            "parameters": [{"name": "client_id", "in": "path", "required": True, "schema": _str(100, minLength=1)}],
+            "delete": _op(
+                "Revoke an app's authorization (grant and tokens)",
+                "user",
+                {"200": _json(revoked, "Revoked")} | envelope_errors(401, 403, 404),
+                security=[{"sessionCookie": [], "csrfCookie": [], "csrfHeader": []}],
+            ),
+        },
+    }
+
+
+def self_description() -> dict[str, Schema]:
+    return {
+        PATH: {
+            "get": _op(
+                "This document",
+                "meta",
+                {"200": {"description": "OpenAPI 3.1", "content": {JSON: {"schema": {"type": "object"}}}}}
+                | envelope_errors(),
+            )
+        }
+    }
+
+
+# Names for client generators (the methods of a generated client).
+OPERATION_IDS = {
+    ("post", "/api/oauth_apps"): "createApp",
+    ("get", "/api/oauth_apps"): "listApps",
+    ("get", "/api/oauth_apps/{app_id}"): "getApp",
+    ("put", "/api/oauth_apps/{app_id}"): "updateApp",
+    ("delete", "/api/oauth_apps/{app_id}"): "deleteApp",
+    ("post", "/api/oauth_apps/{app_id}/secret"): "rotateAppSecret",
+    ("post", "/api/user/developer_token"): "createDeveloperToken",
+    ("get", "/api/oauth2/authorize"): "authorize",
+    ("post", "/api/oauth2/token"): "token",
+    ("post", "/api/oauth2/revoke"): "revokeToken",
+    ("post", "/api/oauth2/introspect"): "introspectToken",
+    ("get", "/api/oauth2/jwks"): "jwks",
+    ("get", "/.well-known/openid-configuration"): "openidConfiguration",
+    ("get", "/.well-known/oauth-authorization-server"): "authorizationServerMetadata",
+    ("get", "/api/oauth2/userinfo"): "userinfo",
+    ("post", "/api/oauth2/userinfo"): "userinfoPost",
+    ("get", "/api/oauth2/topup"): "topupUrl",
+    ("get", "/api/user/authorizations"): "listAuthorizations",
+    ("delete", "/api/user/authorizations/{client_id}"): "revokeAuthorization",
+    ("get", PATH): "openapi",
+}
+
+
+def _paths() -> dict[str, Schema]:
+    paths = developer_api() | oauth_endpoints() | resource_endpoints() | user_center_api() | self_description()
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method != "parameters":
+                op["operationId"] = OPERATION_IDS[(method, path)]
+    return paths
+
+
+def document(server_url: str = "/") -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "OAuth platform public API",
+            "version": "1.0.0",
+            "description": "Developer API, OAuth 2.0 / OpenID Connect endpoints, userinfo, top-up and the "
+            "user-center API, as served by the gateway. See README.md and docs/api.md.",
+        },
+        "servers": [{"url": server_url}],
+        "paths": _paths(),
+        "components": {
+            "schemas": {
+                "OAuthError": OAUTH_ERROR,
+                "EnvelopeError": ENVELOPE_ERROR,
+                "App": APP,
+                "NewApp": NEW_APP,
+                "AppUpdate": APP_INPUT,
+                "TokenResponse": TOKEN_RESPONSE,
+                "Introspection": INTROSPECTION,
+                "UserInfo": USERINFO,
+                "Authorization": AUTHORIZATION,
+                "JWKS": JWKS,
+                "Metadata": METADATA,
+            },
+            "securitySchemes": {
+                "developerToken": {"type": "http", "scheme": "bearer", "description": "A developer token"},
+                "accessToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "RFC 6750"},
+                "clientBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "client_secret_basic (RFC 6749 2.3.1)",
+                },
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "sid", "description": "Login session"},
+                "csrfCookie": {"type": "apiKey", "in": "cookie", "name": "csrf"},
+                "csrfHeader": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"},
+            },
+        },
+    }
+
+
+async def handle_openapi(request: web.Request) -> web.Response:
+    return json_response(document(), headers={"Cache-Control": "public, max-age=300"})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(PATH, handle_openapi)

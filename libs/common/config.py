@@ -25,8 +25,8 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(10, ge=1)
     # Bounded time on every dependency call (docs/operations.md "Failure modes"): a dependency that
     # does not answer gives a 503 within about a second instead of a hung request.
-    db_connect_timeout_seconds: float = Field(1.0, gt=0)  # a new PostgreSQL connection
-    db_command_timeout_seconds: float = Field(1.5, gt=0)  # one query (also statement_timeout)
+    db_connect_timeout_seconds: float = Field(0.75, gt=0)  # a new PostgreSQL connection (and a cancel request)
+    db_command_timeout_seconds: float = Field(1.0, gt=0)  # one query (also statement_timeout)
     db_acquire_timeout_seconds: float = Field(1.0, gt=0)  # waiting for a free pooled connection
     redis_socket_timeout_seconds: float = Field(0.5, gt=0)  # one Redis command
     redis_connect_timeout_seconds: float = Field(0.5, gt=0)

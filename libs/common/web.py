@@ -330,7 +330,10 @@ def create_app(
 
             app[READY_CHECKS]["postgres"] = check
             yield
-            await pool.close()
+            try:  # a graceful close waits for the server; a silent server must not hold the shutdown
+                await asyncio.wait_for(pool.close(), timeout=settings.shutdown_timeout_seconds or 1.0)
+            except TimeoutError:
+                pool.terminate()
 
         app.cleanup_ctx.append(pg_ctx)
 

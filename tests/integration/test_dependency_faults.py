@@ -18,7 +18,7 @@ import pytest
 
 from libs.common.config import Settings
 from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_form
-from tests.support.events import TcpProxy
+from tests.support.events import TcpProxy, Watcher, scratch_database
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import CSRF_RE, form_value
 from tests.support.stack import Stack, extra_instance
@@ -206,3 +206,69 @@ async def until_async(predicate: Callable[[], Awaitable[bool]], within: float) -
             return
         await asyncio.sleep(0.2)
     raise AssertionError("did not recover in time")
+
+
+# --- nothing lost across an outage -----------------------------------------------------------------
+async def credit(http: aiohttp.ClientSession, base: str, settings: Settings, user_id: int, key: str) -> int:
+    body = {"user_id": user_id, "amount": 1, "idempotency_key": key, "reason": "outage-test"}
+    headers = {"Authorization": f"Bearer {settings.internal_service_token}"}
+    async with http.post(f"{base}/internal/quota/credit", json=body, headers=headers) as r:
+        await r.read()
+        assert r.status in (200, 503), r.status
+        return r.status
+
+
+async def test_no_event_and_no_balance_change_is_lost_across_outages(http, settings: Settings) -> None:
+    """One account instance alone on a scratch database (so its relay is the only publisher):
+    credits while RabbitMQ is cut, then while PostgreSQL is blackholed and cut. Every credit that
+    answered 200 is applied once, every 503 is retried after recovery with its idempotency key,
+    and every event reaches the exchange."""
+    async with (
+        scratch_database(settings) as url,
+        TcpProxy.for_url(url) as pg,
+        TcpProxy.for_url(settings.amqp_url) as mq,
+        Watcher(settings, ["quota.changed"]) as watcher,
+    ):
+        scratch = await asyncpg.connect(url)
+        try:
+            user = await create_user_on(scratch)
+            stack = Stack(settings)
+            overrides = {"database_url": pg.url(url), "amqp_url": mq.url(settings.amqp_url), **TIGHT}
+            async with extra_instance(stack, "account", settings, **overrides) as (base, _):
+                await mq.close()  # RabbitMQ cut: credits are served, events wait in the outbox
+                outcomes = {f"k{i}": await credit(http, base, settings, user, f"k{i}") for i in range(5)}
+                assert set(outcomes.values()) == {200}
+                pg.blackhole()
+                outcomes |= {f"k{i}": await credit(http, base, settings, user, f"k{i}") for i in range(5, 10)}
+                pg.heal()
+                await pg.close()
+                outcomes |= {f"k{i}": await credit(http, base, settings, user, f"k{i}") for i in range(10, 15)}
+                assert 503 in outcomes.values()
+                await pg.open()
+                await mq.open()
+                for key, status in outcomes.items():
+                    while status != 200:  # the client retries with the same key
+                        await asyncio.sleep(0.2)
+                        status = await credit(http, base, settings, user, key)
+                ids = {
+                    str(r["id"])
+                    for r in await scratch.fetch("SELECT id FROM event_outbox WHERE type = 'quota.changed'")
+                }
+                for _ in range(150):
+                    if ids <= set(watcher.ids()):
+                        break
+                    await asyncio.sleep(0.1)
+            assert await scratch.fetchval("SELECT quota FROM users WHERE id = $1", user) == 15
+            assert await scratch.fetchval("SELECT count(*) FROM quota_operations") == 15
+            assert len(ids) == 15 and ids <= set(watcher.ids())
+            unpublished = "SELECT count(*) FROM event_outbox WHERE published_at IS NULL"
+            assert await scratch.fetchval(unpublished) == 0
+        finally:
+            await scratch.close()
+
+
+async def create_user_on(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval(
+        """INSERT INTO users (username, email, password_hash, quota) VALUES ('outage', 'o@example.com', 'x', 0)
+           RETURNING id"""
+    )

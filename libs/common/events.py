@@ -4,7 +4,8 @@ Four parts:
 
 - ``Event``: the message, ``{id, type, occurred_at, data}`` as persistent JSON on the durable topic
   exchange ``settings.events_exchange``, routing key = type, ``message_id`` = id.
-- ``OutboxRelay``: publishes the rows that ``outbox.enqueue`` wrote in the writers' transactions.
+- ``OutboxRelay``: publishes the rows that ``outbox.enqueue`` wrote in the writers' transactions,
+  and a ``bus.heartbeat`` every ``bus_heartbeat_interval_seconds`` behind them (lease.py).
   It claims rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` (several instances cooperate, none
   publishes a row another is publishing), publishes them with publisher confirms, marks them
   published in the same transaction, and retries with exponential backoff while the broker is away
@@ -12,15 +13,17 @@ Four parts:
   ``NOTIFY event_outbox`` (sent by a trigger at commit, so a rolled-back change wakes nobody and
   publishes nothing), on its own service's requests, and every ``events_relay_poll_seconds``.
 - ``EventConsumer``: this instance's exclusive, auto-deleted queue for cache invalidation, bound to
-  the routing keys its handlers subscribed to; manual ack after the handlers ran; duplicates (same
-  id) are acknowledged and skipped. ``live`` is true only while the queue is consumed: caches trust
-  themselves only then, and ``generation`` changes at every transition, so an answer loaded before
-  a reconnect is never stored after it.
+  the routing keys its handlers subscribed to (and ``bus.heartbeat``); messages applied one at a
+  time in queue order, manual ack after the handlers ran, an ack in Redis for the writers
+  (lease.py); duplicates (same id) are acknowledged and skipped. ``live`` is true only while the
+  queue is consumed *and* the bus lease is fresh: caches trust themselves only then, and
+  ``generation`` changes at every transition, so an answer loaded before one is never stored
+  after it.
 - ``EventBus`` (``app[EVENTS]``, from ``setup_events``): the three above for one service instance,
-  plus a middleware that, when a request wrote events, has them published (and seen by this
-  instance's own consumer) before the response goes out, bounded by ``events_settle_timeout_seconds``.
-  So when a revoke or a quota change returns, every live instance has the event or is about to;
-  an instance whose consumer is down does not trust its caches at all.
+  plus a middleware that, when a request wrote events, has them published and acked by every
+  instance that trusts its caches before the response goes out (at most ``bus_lease_seconds``
+  after the commit). So when a revoke or a quota change returns, no instance answers from a cache
+  it makes wrong (docs/events.md "Liveness and delivery").
 
 Durable queues for downstream consumers (billing, audit) are theirs to declare: see
 ``examples/event_consumer.py`` and ``process_once`` below.
@@ -797,8 +800,8 @@ class EventWaiter:
     On entry it binds a temporary exclusive queue to ``routing_keys`` and collects the ids that
     ``outbox.enqueue`` writes; on a clean exit it waits (at most ``wait_seconds``) until those
     events came round through the broker, i.e. the services' relays published them and every
-    bound queue, the instances' included, has them. Without a broker it does not wait: the
-    services then distrust their caches anyway."""
+    bound queue, the instances' included, has them, and then (like ``EventBus.settle``) until
+    every instance that trusts its caches acked them, at most ``bus_lease_seconds``."""
 
     def __init__(self, settings: Settings, routing_keys: Sequence[str], *, wait_seconds: float = 3.0) -> None:
         self.settings = settings

@@ -463,6 +463,7 @@ class EventConsumer:
         self.generation = 0
         self._order = asyncio.Lock()  # messages are applied one at a time, in queue order
         self._background: set[asyncio.Task[None]] = set()
+        self._redis_failed_at = -1e9
         BUS_LEASE_AGE.labels(name).set_function(lambda: self.lease_age)
         self._handlers: list[tuple[str, Handler]] = []
         self._reset_hooks: list[Callable[[], None]] = []
@@ -503,10 +504,13 @@ class EventConsumer:
         if not isinstance(stamp, int | float) or stamp <= self.beat_stamp or not self.consuming:
             return
         if self.redis is not None:
+            if self._redis_failing():
+                return  # no registration, no trust; and no queue stalled behind Redis timeouts
             horizon = Horizon(float(stamp) + self.settings.bus_lease_seconds, tuple(self.bindings))
             try:  # registered before trusted: a change's settle then waits for our ack
                 await register(self.redis, self.settings, self.name, horizon)
             except Exception as exc:
+                self._redis_failed_at = time.monotonic()
                 log.warning("cannot register the bus lease; caches stay untrusted", extra={"error": type(exc).__name__})
                 return
         if not self.live:  # the lease comes back: nothing cached before is trusted (lease.py)
@@ -514,12 +518,17 @@ class EventConsumer:
         self.beat_stamp = float(stamp)
 
     async def _ack(self, event_id: str) -> None:
-        if self.redis is None:
-            return
+        if self.redis is None or self._redis_failing():
+            return  # the writer then waits out the lease instead
         try:
             await ack(self.redis, self.settings, self.name, [event_id])
-        except Exception as exc:  # the writer then waits out the lease instead
+        except Exception as exc:
+            self._redis_failed_at = time.monotonic()
             log.warning("cannot ack an event", extra={"error": type(exc).__name__})
+
+    def _redis_failing(self) -> bool:
+        """Redis failed within the last second: skip it rather than hold the queue on its timeout."""
+        return time.monotonic() - self._redis_failed_at < 1.0
 
     def binds(self, event_type: str) -> bool:
         return any(topic_matches(p, event_type) for p in self.bindings)

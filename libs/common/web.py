@@ -123,6 +123,8 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,  # asyncio.TimeoutError: every wait_for around a dependency
     OSError,  # ConnectionResetError, ConnectionRefusedError, BrokenPipeError, unreachable hosts
 )
+# OSErrors of this machine's own files: a bug or a broken deployment, not a dependency (500).
+LOCAL_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 RETRY_AFTER_SECONDS = "1"
 UNAVAILABLE_TITLE = {"zh": "服务暂时不可用", "en": "Service temporarily unavailable"}
 UNAVAILABLE_DETAIL = {
@@ -223,12 +225,19 @@ async def error_middleware(
     except DEPENDENCY_ERRORS as exc:
         if isinstance(exc, ConnectionResetError) and _client_gone(request):
             raise  # the client hung up: nobody to answer
-        log.warning("dependency unavailable", extra={"path": request.path, "error": type(exc).__name__})
-        return render_unavailable(request)
+        if not isinstance(exc, LOCAL_OS_ERRORS):
+            log.warning("dependency unavailable", extra={"path": request.path, "error": type(exc).__name__})
+            return render_unavailable(request)
+        return _internal_error(request)
     except Exception:
-        log.exception("unhandled error", extra={"path": request.path})
-        exc500 = web.HTTPInternalServerError(reason="Internal error; quote the request id when reporting it")
-        return render_http_exception(request.path, exc500)
+        return _internal_error(request)
+
+
+def _internal_error(request: web.Request) -> web.StreamResponse:
+    """A bug: logged with its traceback (we are inside the ``except``), 500 in the path's style."""
+    log.exception("unhandled error", extra={"path": request.path})
+    exc500 = web.HTTPInternalServerError(reason="Internal error; quote the request id when reporting it")
+    return render_http_exception(request.path, exc500)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -45,9 +45,13 @@ async def client() -> AsyncIterator[TestClient]:
     async def bug(request: web.Request) -> web.Response:
         raise ValueError("a bug, not a dependency")
 
+    async def missing_file(request: web.Request) -> web.Response:
+        raise FileNotFoundError(2, "No such file", "templates/x.html")  # an OSError, but ours
+
     for prefix in ("/api/oauth2/x", "/api/x", "/page"):
         app.router.add_get(prefix + "/{kind}", fail)
     app.router.add_get("/api/oauth2/bug", bug)
+    app.router.add_get("/api/oauth2/missing_file", missing_file)
 
     async def slow() -> None:
         await asyncio.sleep(30)
@@ -75,8 +79,9 @@ async def test_dependency_failures_are_503_in_each_style(client: TestClient, kin
         assert "服务暂时不可用" in await r.text()
 
 
-async def test_a_bug_is_still_a_500_not_a_503(client: TestClient) -> None:
-    async with client.get("/api/oauth2/bug") as r:
+@pytest.mark.parametrize("path", ["/api/oauth2/bug", "/api/oauth2/missing_file"])
+async def test_a_bug_is_still_a_500_not_a_503(client: TestClient, path: str) -> None:
+    async with client.get(path) as r:
         assert r.status == 500 and (await r.json())["error"] == "server_error"
 
 

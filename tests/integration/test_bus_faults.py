@@ -19,6 +19,7 @@ from libs.common.config import Settings
 from libs.common.events import EVENTS
 from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_form
 from tests.support.events import TcpProxy
+from tests.support.factories import make_developer
 from tests.support.stack import Stack, extra_instance, until
 
 # p99 of "refused" after a revoke returns, over every probe of every instance (the issue's bound).
@@ -164,3 +165,42 @@ async def test_slow_consumer_refuses_as_soon_as_the_revoke_returns(
         assert await userinfo(http, base, tokens["access_token"]) == 401
         if delay < settings.bus_lease_seconds and instance[EVENTS].live:
             assert returned - started >= delay * 0.5  # it waited for the slow instance's ack
+
+
+async def client_auth_status(http: aiohttp.ClientSession, base: str, client_id: str, secret: str) -> int:
+    """Client authentication at the token endpoint's revocation (an unknown token: 200 iff the
+    client authenticated)."""
+    form = {"token": "refresh_unknown", "client_id": client_id, "client_secret": secret}
+    async with http.post(f"{base}/api/oauth2/revoke", data=form) as r:
+        await r.read()
+        return r.status
+
+
+async def test_rabbitmq_blackholed_rotated_secret_and_deleted_app_are_refused(stack: Stack, http, db, settings) -> None:
+    """The client cache follows the same rule: once a secret rotation or an app deletion returns,
+    no token instance accepts the old secret or the deleted app."""
+    _, dev_token = await make_developer(db, settings)
+    auth = {"Authorization": f"Bearer {dev_token}"}
+    new_app = {"name": "轮换测试", "description": "", "redirect_uri": "https://rotate.example/cb"}
+    async with (
+        TcpProxy.for_url(settings.amqp_url) as proxy,
+        instances(stack, settings, "account", proxy, 1) as accounts,
+        instances(stack, settings, "token", proxy) as tokens_,
+    ):
+        account = accounts[0][0]
+        token_bases = [b for b, _ in tokens_]
+        async with http.post(f"{account}/api/oauth_apps", json=new_app, headers=auth) as r:
+            created = (await r.json())["data"]
+        client_id, old_secret = created["client_id"], created["client_secret"]
+        for base in token_bases:  # each token instance caches the client
+            assert await client_auth_status(http, base, client_id, old_secret) == 200
+        proxy.blackhole()
+        async with http.post(f"{account}/api/oauth_apps/{created['id']}/secret", headers=auth) as r:
+            new_secret = (await r.json())["data"]["client_secret"]
+        for base in token_bases:
+            assert await client_auth_status(http, base, client_id, old_secret) == 401
+            assert await client_auth_status(http, base, client_id, new_secret) == 200
+        async with http.delete(f"{account}/api/oauth_apps/{created['id']}", headers=auth) as r:
+            assert r.status == 200
+        for base in token_bases:
+            assert await client_auth_status(http, base, client_id, new_secret) == 401

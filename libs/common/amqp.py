@@ -48,12 +48,14 @@ class AmqpLink:
         retry_initial_seconds: float = 0.2,
         retry_max_seconds: float = 5.0,
         connect_timeout_seconds: float = 5.0,
+        heartbeat_seconds: int = 5,
     ) -> None:
         self.url = url
         self.name = name
         self.retry_initial = retry_initial_seconds
         self.retry_max = retry_max_seconds
         self.connect_timeout = connect_timeout_seconds
+        self.heartbeat = heartbeat_seconds
         self.connection: aio_pika.abc.AbstractConnection | None = None
         self.connected = asyncio.Event()
         self._connect_hooks: list[ConnectHook] = []
@@ -123,8 +125,13 @@ class AmqpLink:
 
     async def _connect(self) -> None:
         self._lost.clear()
+        # AMQP heartbeats (AMQP 0-9-1 4.2.7): a broker that stops answering while the socket stays
+        # open is noticed within about two heartbeat periods, not when the OS gives up on the socket.
         connection = await aio_pika.connect(
-            self.url, timeout=self.connect_timeout, client_properties={"connection_name": self.name}
+            self.url,
+            timeout=self.connect_timeout,
+            client_properties={"connection_name": self.name},
+            heartbeat=self.heartbeat,
         )
         self.connection = connection
         connection.close_callbacks.add(self._on_close)

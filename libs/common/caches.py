@@ -1,7 +1,8 @@
 """In-process caches that events invalidate (SPEC.md "Events": "every cache, on every instance").
 
 A ``LiveCache`` answers only while its instance's event consumer is *live* (its exclusive queue is
-consumed): then every change that matters reaches it as an event, and ``invalidate`` runs. While
+consumed and the bus lease is fresh, libs/common/lease.py): then every change that matters reaches
+it as an event, and ``invalidate`` runs. While
 the consumer is down, ``get`` misses and callers read the shared state (Postgres, Redis) on every
 request; when it comes back, everything cached before is dropped, since events may have been
 missed meanwhile. Entries also expire after ``ttl`` seconds (a bound for changes made behind the
@@ -41,6 +42,7 @@ class LiveCache(Generic[K, V]):
             from .metrics import register_cache
 
             register_cache(name, self)
+        self.name = name or "unnamed"
         self.liveness = liveness
         self.ttl = ttl
         self.max_entries = max_entries
@@ -55,6 +57,10 @@ class LiveCache(Generic[K, V]):
 
     def get(self, key: K) -> V | None:
         if not self.enabled:
+            if self.ttl > 0:
+                from .lease import LEASE_FALLBACKS
+
+                LEASE_FALLBACKS.labels(self.name).inc()
             return None
         entry = self._data.get(key)
         if entry is None:

@@ -23,6 +23,15 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/oauth"
     db_pool_min: int = Field(2, ge=1)
     db_pool_max: int = Field(10, ge=1)
+    # Bounded time on every dependency call (docs/operations.md "Failure modes"): a dependency that
+    # does not answer gives a 503 within about a second instead of a hung request.
+    db_connect_timeout_seconds: float = Field(0.75, gt=0)  # a new PostgreSQL connection (and a cancel request)
+    db_command_timeout_seconds: float = Field(1.0, gt=0)  # one query (also statement_timeout)
+    db_acquire_timeout_seconds: float = Field(1.0, gt=0)  # waiting for a free pooled connection
+    redis_socket_timeout_seconds: float = Field(0.5, gt=0)  # one Redis command
+    redis_connect_timeout_seconds: float = Field(0.5, gt=0)
+    amqp_heartbeat_seconds: int = Field(5, ge=1, le=600)  # AMQP heartbeats: a silent broker is dropped
+    amqp_connect_timeout_seconds: float = Field(2.0, gt=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "oauth:"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -30,13 +39,19 @@ class Settings(BaseSettings):
     # --- events (libs/common/events.py): the outbox relay, consumers, event-invalidated caches ------
     events_relay_poll_seconds: float = Field(1.0, gt=0, le=60)  # fallback when no NOTIFY wakes the relay
     events_relay_batch_size: int = Field(100, ge=1, le=10000)
-    events_publish_timeout_seconds: float = Field(5.0, gt=0)  # wait for a publisher confirm
+    events_publish_timeout_seconds: float = Field(1.0, gt=0)  # wait for a publisher confirm
     events_retry_initial_seconds: float = Field(0.2, gt=0)  # first backoff after a broker failure
     events_retry_max_seconds: float = Field(5.0, gt=0)  # backoff cap (relay and reconnects)
     events_settle_timeout_seconds: float = Field(1.0, ge=0)  # a request that wrote events waits for them
     events_outbox_retention_seconds: int = Field(7 * 24 * 3600, ge=60)  # published rows kept this long
     cache_ttl_seconds: float = Field(60.0, ge=0)  # event-invalidated in-process caches; 0 turns them off
     revocation_redis_timeout_seconds: float = Field(0.5, gt=0)  # then the revocation check asks Postgres
+    # The bus lease (docs/events.md "Liveness"): every relay publishes a bus.heartbeat this often,
+    # and an instance trusts its event-fed caches only while the newest heartbeat it has applied is
+    # younger than bus_lease_seconds; a change waits for every trusting instance's ack at most that
+    # long before it answers.
+    bus_heartbeat_interval_seconds: float = Field(0.5, gt=0, le=1.0)
+    bus_lease_seconds: float = Field(2.0, gt=0, le=30)
 
     # --- network ----------------------------------------------------------------------------------
     public_base_url: str = "http://localhost:8080"

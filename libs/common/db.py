@@ -29,14 +29,35 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     transaction left open and drops listeners before it calls this."""
 
 
+class BoundedPool(asyncpg.Pool):
+    """A pool whose ``acquire`` (also inside ``fetch``/``execute``...) gives up after
+    ``acquire_timeout`` seconds: with PostgreSQL blackholed every connection is stuck in a query,
+    and a request must get its 503 rather than queue behind them."""
+
+    acquire_timeout: float = 1.0
+
+    def acquire(self, *, timeout: float | None = None):  # type: ignore[no-untyped-def]
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+    pool = BoundedPool(
         settings.database_url,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        max_queries=50000,
+        loop=None,
+        max_inactive_connection_lifetime=300.0,
         min_size=min(settings.db_pool_min, settings.db_pool_max),
         max_size=settings.db_pool_max,
         init=_init_connection,
         reset=_keep_session,
-        command_timeout=30,
+        # Bounded time (docs/operations.md "Failure modes"): a silent server is given up on client-side
+        # (connect and command timeouts) and server-side (statement_timeout ends the query there too).
+        timeout=settings.db_connect_timeout_seconds,
+        command_timeout=settings.db_command_timeout_seconds,
+        server_settings={"statement_timeout": str(int(settings.db_command_timeout_seconds * 1000))},
     )
-    assert pool is not None
+    pool.acquire_timeout = settings.db_acquire_timeout_seconds
+    await pool
     return pool

@@ -55,3 +55,16 @@ class PageError(Exception):
         self.status = status
         self.title = title
         self.detail = detail
+
+
+class DependencyUnavailable(Exception):
+    """PostgreSQL, Redis or RabbitMQ did not answer in time: the request may succeed if retried.
+
+    Rendered as 503 with ``Retry-After`` in the path's style (``web.error_middleware``): RFC 6749
+    ``temporarily_unavailable`` on OAuth endpoints, the envelope on the developer API, a page for
+    browsers. The driver errors that mean the same are mapped there too (``DEPENDENCY_ERRORS``)."""
+
+    def __init__(self, dependency: str, detail: str = "") -> None:
+        super().__init__(f"{dependency} unavailable: {detail}")
+        self.dependency = dependency
+        self.detail = detail

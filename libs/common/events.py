@@ -4,7 +4,8 @@ Four parts:
 
 - ``Event``: the message, ``{id, type, occurred_at, data}`` as persistent JSON on the durable topic
   exchange ``settings.events_exchange``, routing key = type, ``message_id`` = id.
-- ``OutboxRelay``: publishes the rows that ``outbox.enqueue`` wrote in the writers' transactions.
+- ``OutboxRelay``: publishes the rows that ``outbox.enqueue`` wrote in the writers' transactions,
+  and a ``bus.heartbeat`` every ``bus_heartbeat_interval_seconds`` behind them (lease.py).
   It claims rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` (several instances cooperate, none
   publishes a row another is publishing), publishes them with publisher confirms, marks them
   published in the same transaction, and retries with exponential backoff while the broker is away
@@ -12,15 +13,17 @@ Four parts:
   ``NOTIFY event_outbox`` (sent by a trigger at commit, so a rolled-back change wakes nobody and
   publishes nothing), on its own service's requests, and every ``events_relay_poll_seconds``.
 - ``EventConsumer``: this instance's exclusive, auto-deleted queue for cache invalidation, bound to
-  the routing keys its handlers subscribed to; manual ack after the handlers ran; duplicates (same
-  id) are acknowledged and skipped. ``live`` is true only while the queue is consumed: caches trust
-  themselves only then, and ``generation`` changes at every transition, so an answer loaded before
-  a reconnect is never stored after it.
+  the routing keys its handlers subscribed to (and ``bus.heartbeat``); messages applied one at a
+  time in queue order, manual ack after the handlers ran, an ack in Redis for the writers
+  (lease.py); duplicates (same id) are acknowledged and skipped. ``live`` is true only while the
+  queue is consumed *and* the bus lease is fresh: caches trust themselves only then, and
+  ``generation`` changes at every transition, so an answer loaded before one is never stored
+  after it.
 - ``EventBus`` (``app[EVENTS]``, from ``setup_events``): the three above for one service instance,
-  plus a middleware that, when a request wrote events, has them published (and seen by this
-  instance's own consumer) before the response goes out, bounded by ``events_settle_timeout_seconds``.
-  So when a revoke or a quota change returns, every live instance has the event or is about to;
-  an instance whose consumer is down does not trust its caches at all.
+  plus a middleware that, when a request wrote events, has them published and acked by every
+  instance that trusts its caches before the response goes out (at most ``bus_lease_seconds``
+  after the commit). So when a revoke or a quota change returns, no instance answers from a cache
+  it makes wrong (docs/events.md "Liveness and delivery").
 
 Durable queues for downstream consumers (billing, audit) are theirs to declare: see
 ``examples/event_consumer.py`` and ``process_once`` below.
@@ -43,15 +46,18 @@ from typing import Any
 import aio_pika
 import asyncpg
 import orjson
+import redis.asyncio as aioredis
 from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from . import outbox
 from .amqp import AmqpLink
 from .caches import CLIENTS, attach_client_cache, detach_client_cache
 from .config import Settings
+from .lease import BARRIER_SQL, CLOCK_ALLOWANCE_SECONDS, HEARTBEAT, Horizon, ack, await_delivery, register, unregister
 from .metrics import RELAY_LAG
-from .web import AMQP, PG, SERVICE, SETTINGS
+from .redis import create_redis
+from .web import AMQP, PG, READY_CHECKS, REDIS, SERVICE, SETTINGS
 
 log = logging.getLogger("oauth.events")
 
@@ -72,6 +78,9 @@ EVENT_TYPES = (
 EVENTS_PUBLISHED = Counter("events_published_total", "Events published by the outbox relay", ["type"])
 EVENTS_PUBLISH_FAILURES = Counter("events_publish_failures_total", "Outbox publications that failed (retried)")
 EVENTS_RECEIVED = Counter("events_received_total", "Events received by this instance's consumer", ["type"])
+BUS_LEASE_AGE = Gauge(
+    "bus_lease_age_seconds", "Age of the newest bus heartbeat this instance applied (+Inf: none)", ["consumer"]
+)
 EVENTS_DUPLICATES = Counter(
     "events_duplicates_total",
     "Events skipped because this instance had applied them already (redeliveries, its own events)",
@@ -192,6 +201,7 @@ class OutboxRelay:
         self._tasks = [
             asyncio.create_task(self._run(), name=f"outbox-relay:{self.name}"),
             asyncio.create_task(self._listen(), name=f"outbox-listen:{self.name}"),
+            asyncio.create_task(self._beat(), name=f"bus-heartbeat:{self.name}"),
         ]
 
     async def stop(self) -> None:
@@ -307,6 +317,49 @@ class OutboxRelay:
             timeout=self.settings.events_publish_timeout_seconds,
         )
 
+    # --- heartbeats (lease.py) --------------------------------------------------------------------
+    async def _beat(self) -> None:
+        interval = self.settings.bus_heartbeat_interval_seconds
+        while True:
+            started = time.monotonic()
+            exchange = self._exchange
+            if exchange is not None and self.link.is_up:
+                try:
+                    await asyncio.wait_for(self.heartbeat(exchange), timeout=max(interval, 0.5))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the lease lapses on the consumers: that is the point
+                    log.debug("heartbeat not published", extra={"relay": self.name, "error": type(exc).__name__})
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def heartbeat(self, exchange: aio_pika.abc.AbstractExchange) -> bool:
+        """Publish one heartbeat, after the barrier: no event committed before its stamp is still
+        unpublished (lease.py). False if the backlog did not drain within one interval."""
+        stamp = time.time()
+        interval = self.settings.bus_heartbeat_interval_seconds
+        while await self.pool.fetchval(BARRIER_SQL, stamp + CLOCK_ALLOWANCE_SECONDS):
+            if time.time() - stamp > interval:
+                return False
+            self._wake.set()
+            await asyncio.sleep(0.005)
+        body = orjson.dumps(
+            {
+                "id": str(uuid.uuid4()),
+                "type": HEARTBEAT,
+                "occurred_at": rfc3339(datetime.now(UTC)),
+                "data": {"stamp": stamp, "relay": self.name},
+            }
+        )
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            type=HEARTBEAT,
+            expiration=self.settings.bus_lease_seconds,  # an older one proves nothing any more
+        )
+        await exchange.publish(message, routing_key=HEARTBEAT, timeout=self.settings.events_publish_timeout_seconds)
+        return True
+
     # --- waiting for publication ------------------------------------------------------------------
     async def flush(self, ids: Sequence[str], wait_seconds: float) -> bool:
         """Wake the relay and wait (at most ``wait_seconds``) until the committed events ``ids`` are
@@ -347,7 +400,9 @@ class OutboxRelay:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.settings.database_url)
+                conn = await asyncpg.connect(
+                    self.settings.database_url, timeout=self.settings.db_connect_timeout_seconds
+                )
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(NOTIFY_CHANNEL, lambda *_args: self._wake.set())
@@ -374,15 +429,23 @@ class OutboxRelay:
         self._last_maintenance = now
         retention = float(self.settings.events_outbox_retention_seconds)
         try:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire() as conn, conn.transaction():
+                # Bulk deletes may take longer than a request's statement_timeout: their own bound.
+                await conn.execute("SET LOCAL statement_timeout = '60s'")
                 await conn.execute(
-                    "DELETE FROM event_outbox WHERE published_at < now() - make_interval(secs => $1)", retention
+                    "DELETE FROM event_outbox WHERE published_at < now() - make_interval(secs => $1)",
+                    retention,
+                    timeout=60,
                 )
-                await conn.execute("DELETE FROM revoked_access_tokens WHERE expires_at < now() - interval '1 hour'")
                 await conn.execute(
-                    "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)", retention
+                    "DELETE FROM revoked_access_tokens WHERE expires_at < now() - interval '1 hour'", timeout=60
                 )
-        except (asyncpg.PostgresError, OSError) as exc:
+                await conn.execute(
+                    "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
+                    retention,
+                    timeout=60,
+                )
+        except Exception as exc:  # PostgreSQL away or slow: next time (the relay loop must live on)
             log.warning("outbox maintenance failed", extra={"error": type(exc).__name__})
 
 
@@ -390,12 +453,18 @@ class OutboxRelay:
 class EventConsumer:
     """An exclusive queue per instance; see the module docstring."""
 
-    def __init__(self, link: AmqpLink, settings: Settings, *, name: str) -> None:
+    def __init__(self, link: AmqpLink, settings: Settings, *, name: str, redis: aioredis.Redis | None = None) -> None:
         self.link = link
         self.settings = settings
         self.name = name
-        self.live = False
+        self.redis = redis  # where the lease is registered and acks are written (lease.py)
+        self.consuming = False  # the queue is declared and consumed
+        self.beat_stamp = 0.0  # stamp of the newest heartbeat applied since the queue was declared
         self.generation = 0
+        self._order = asyncio.Lock()  # messages are applied one at a time, in queue order
+        self._background: set[asyncio.Task[None]] = set()
+        self._redis_failed_at = -1e9
+        BUS_LEASE_AGE.labels(name).set_function(lambda: self.lease_age)
         self._handlers: list[tuple[str, Handler]] = []
         self._reset_hooks: list[Callable[[], None]] = []
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -419,6 +488,48 @@ class EventConsumer:
     def bindings(self) -> list[str]:
         return sorted({p for p, _ in self._handlers})
 
+    # --- the lease (lease.py) ---------------------------------------------------------------------
+    @property
+    def lease_age(self) -> float:
+        """Seconds since the newest applied heartbeat was stamped (inf: none yet)."""
+        return time.time() - self.beat_stamp if self.beat_stamp else float("inf")
+
+    @property
+    def live(self) -> bool:
+        """Caches may be trusted: the queue is consumed and the lease is fresh."""
+        return self.consuming and self.lease_age < self.settings.bus_lease_seconds
+
+    async def _on_heartbeat(self, event: Event) -> None:
+        stamp = event.data.get("stamp")
+        if not isinstance(stamp, int | float) or stamp <= self.beat_stamp or not self.consuming:
+            return
+        if self.redis is not None:
+            if self._redis_failing():
+                return  # no registration, no trust; and no queue stalled behind Redis timeouts
+            horizon = Horizon(float(stamp) + self.settings.bus_lease_seconds, tuple(self.bindings))
+            try:  # registered before trusted: a change's settle then waits for our ack
+                await register(self.redis, self.settings, self.name, horizon)
+            except Exception as exc:
+                self._redis_failed_at = time.monotonic()
+                log.warning("cannot register the bus lease; caches stay untrusted", extra={"error": type(exc).__name__})
+                return
+        if not self.live:  # the lease comes back: nothing cached before is trusted (lease.py)
+            self._reset()
+        self.beat_stamp = float(stamp)
+
+    async def _ack(self, event_id: str) -> None:
+        if self.redis is None or self._redis_failing():
+            return  # the writer then waits out the lease instead
+        try:
+            await ack(self.redis, self.settings, self.name, [event_id])
+        except Exception as exc:
+            self._redis_failed_at = time.monotonic()
+            log.warning("cannot ack an event", extra={"error": type(exc).__name__})
+
+    def _redis_failing(self) -> bool:
+        """Redis failed within the last second: skip it rather than hold the queue on its timeout."""
+        return time.monotonic() - self._redis_failed_at < 1.0
+
     def binds(self, event_type: str) -> bool:
         return any(topic_matches(p, event_type) for p in self.bindings)
 
@@ -433,7 +544,7 @@ class EventConsumer:
         )
         name = f"{self.settings.events_exchange}.cache.{self.name}.{uuid.uuid4().hex[:12]}"
         queue = await channel.declare_queue(name, exclusive=True, auto_delete=True, durable=False)
-        for pattern in self.bindings:
+        for pattern in [*self.bindings, HEARTBEAT]:
             await queue.bind(exchange, routing_key=pattern)
         await queue.consume(self._on_message)
         channel.close_callbacks.add(self._on_channel_closed)
@@ -441,28 +552,36 @@ class EventConsumer:
         self._transition(True)
 
     def _on_channel_closed(self, _sender: object, _exc: BaseException | None = None) -> None:
-        if self.live:
+        if self.consuming:
             self._transition(False)
             self.link.drop()  # a channel error: rebuild everything on a fresh connection
 
     def _on_disconnect(self) -> None:
         self._transition(False)
 
-    def _transition(self, live: bool) -> None:
-        if live == self.live and not live:
+    def _transition(self, consuming: bool) -> None:
+        if consuming == self.consuming and not consuming:
             return
-        self.live = live
+        self.consuming = consuming
+        self.beat_stamp = 0.0  # a new queue: trusted only after a heartbeat came through it
+        self._reset()
+        if not consuming:
+            if self.redis is not None:
+                task = asyncio.get_running_loop().create_task(unregister(self.redis, self.settings, self.name))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+            for fut in self._echo.values():
+                if not fut.done():
+                    fut.set_result(None)
+        log.info("event consumer " + ("up" if consuming else "down"), extra={"consumer": self.name})
+
+    def _reset(self) -> None:
         self.generation += 1
         for hook in self._reset_hooks:
             try:
                 hook()
             except Exception:
                 log.exception("cache reset hook failed")
-        if not live:
-            for fut in self._echo.values():
-                if not fut.done():
-                    fut.set_result(None)
-        log.info("event consumer " + ("live" if live else "down"), extra={"consumer": self.name})
 
     # --- delivery ---------------------------------------------------------------------------------
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
@@ -472,17 +591,25 @@ class EventConsumer:
             log.error("dropping a message that is not an event", extra={"error": str(exc)})
             await message.reject(requeue=False)
             return
-        EVENTS_RECEIVED.labels(event.type).inc()
-        self._received[event.id] = None
-        while len(self._received) > 10_000:
-            self._received.popitem(last=False)
-        try:
-            await self.dispatch(event)
-        finally:
-            await message.ack()
-            fut = self._echo.pop(event.id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+        async with self._order:  # a heartbeat counts only once everything before it is applied
+            if event.type == HEARTBEAT:
+                try:
+                    await self._on_heartbeat(event)
+                finally:
+                    await message.ack()
+                return
+            EVENTS_RECEIVED.labels(event.type).inc()
+            self._received[event.id] = None
+            while len(self._received) > 10_000:
+                self._received.popitem(last=False)
+            try:
+                await self.dispatch(event)
+                await self._ack(event.id)
+            finally:
+                await message.ack()
+                fut = self._echo.pop(event.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
 
     async def dispatch(self, event: Event) -> bool:
         """Run the handlers once per event id; False if it was already applied here."""
@@ -499,9 +626,7 @@ class EventConsumer:
                 except Exception:
                     # A cache that missed an invalidation must not be trusted: drop them all.
                     log.exception("event handler failed; dropping caches", extra={"type": event.type})
-                    self.generation += 1
-                    for hook in self._reset_hooks:
-                        hook()
+                    self._reset()
         return True
 
     def expect(self, event_id: str) -> asyncio.Future[None]:
@@ -510,7 +635,7 @@ class EventConsumer:
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self._echo[event_id] = fut
-            if not self.live or event_id in self._received:  # down, or it came round already
+            if not self.consuming or event_id in self._received:  # down, or it came round already
                 fut.set_result(None)
         return fut
 
@@ -560,7 +685,7 @@ class EventBus:
         link = app[AMQP]
         settings = app[SETTINGS]
         name = f"{app[SERVICE]}-{uuid.uuid4().hex[:6]}"
-        self.consumer = EventConsumer(link, settings, name=name)
+        self.consumer = EventConsumer(link, settings, name=name, redis=app.get(REDIS))
         for pattern, handler in self._pending_handlers:
             self.consumer.subscribe(pattern, handler)
         for hook in self._pending_resets:
@@ -574,14 +699,22 @@ class EventBus:
     async def stop(self) -> None:
         if self.relay is not None:
             await self.relay.stop()
+        consumer = self.consumer
+        if consumer is not None:
+            with contextlib.suppress(KeyError):
+                BUS_LEASE_AGE.remove(consumer.name)
+            if consumer.redis is not None:
+                await unregister(consumer.redis, consumer.settings, consumer.name)
 
     # --- a request's events -----------------------------------------------------------------------
     async def settle(self, ids: Sequence[uuid.UUID]) -> None:
-        """Make the committed events among ``ids`` visible: after-commit handlers, this instance's
-        own handlers at once, then publication and the echo through this instance's queue (bounded
-        by ``events_settle_timeout_seconds``; no waiting while the broker is away)."""
+        """Make the committed events among ``ids`` visible before the request answers: after-commit
+        handlers, this instance's own handlers at once, publication (at most
+        ``events_settle_timeout_seconds``), then every other trusting instance's ack, or the lease
+        run out (lease.py: afterwards no instance trusts a cache these events invalidate)."""
         if not ids:
             return
+        committed_at = time.time()  # the request's transactions committed before this
         pool = self.app[PG]
         rows = await pool.fetch(
             "SELECT id, type, data::text AS data, occurred_at FROM event_outbox WHERE id = ANY($1::uuid[])",
@@ -597,27 +730,18 @@ class EventBus:
                 except Exception:
                     log.exception("after-commit handler failed", extra={"type": event.type})
         consumer = self.consumer
-        expected: list[tuple[str, asyncio.Future[None]]] = []
         if consumer is not None:
             for event in events:
                 await consumer.dispatch(event)  # this instance is up to date at once
-                if consumer.live and consumer.binds(event.type):
-                    expected.append((event.id, consumer.expect(event.id)))
-        timeout = self.app[SETTINGS].events_settle_timeout_seconds
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        try:
-            if self.relay is not None:
-                published = await self.relay.flush([e.id for e in events], timeout)
-                if not published:
-                    return
-            remaining = deadline - loop.time()
-            if expected and remaining > 0:
-                await asyncio.wait([f for _, f in expected], timeout=remaining)
-        finally:
-            if consumer is not None:
-                for event_id, _ in expected:
-                    consumer.forget_expectation(event_id)
+        if self.relay is not None:
+            await self.relay.flush([e.id for e in events], self.app[SETTINGS].events_settle_timeout_seconds)
+        await await_delivery(
+            self.app.get(REDIS),
+            self.app[SETTINGS],
+            [(e.id, e.type) for e in events],
+            committed_at,
+            exclude=consumer.name if consumer is not None else "",
+        )
 
 
 EVENTS = web.AppKey("events", EventBus)
@@ -657,6 +781,11 @@ def setup_events(app: web.Application, *, relay: bool = True, client_cache: bool
         bus.subscribe("client.*", drop_client)
         bus.on_reset(CLIENTS.clear)
 
+    async def bus_ready() -> str | None:
+        return None if bus.live else "degraded"  # the caches are bypassed, not wrong
+
+    app[READY_CHECKS]["bus"] = bus_ready
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if client_cache:
             attach_client_cache(bus, app[SETTINGS].cache_ttl_seconds)
@@ -680,8 +809,8 @@ class EventWaiter:
     On entry it binds a temporary exclusive queue to ``routing_keys`` and collects the ids that
     ``outbox.enqueue`` writes; on a clean exit it waits (at most ``wait_seconds``) until those
     events came round through the broker, i.e. the services' relays published them and every
-    bound queue, the instances' included, has them. Without a broker it does not wait: the
-    services then distrust their caches anyway."""
+    bound queue, the instances' included, has them, and then (like ``EventBus.settle``) until
+    every instance that trusts its caches acked them, at most ``bus_lease_seconds``."""
 
     def __init__(self, settings: Settings, routing_keys: Sequence[str], *, wait_seconds: float = 3.0) -> None:
         self.settings = settings
@@ -689,6 +818,7 @@ class EventWaiter:
         self.wait_seconds = wait_seconds
         self.ids: list[uuid.UUID] = []
         self._seen: set[str] = set()
+        self._types: dict[str, str] = {}
         self._arrived = asyncio.Event()
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._token: Any = None
@@ -713,10 +843,12 @@ class EventWaiter:
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         if message.message_id:
             self._seen.add(message.message_id)
+            self._types[message.message_id] = message.routing_key or ""
             self._arrived.set()
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         outbox.stop_collecting(self._token)
+        committed_at = time.time()
         try:
             if exc_type is None and self._connection is not None and self.ids:
                 wanted = {str(i) for i in self.ids}
@@ -726,8 +858,21 @@ class EventWaiter:
                     self._arrived.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._arrived.wait(), timeout=max(deadline - loop.time(), 0.001))
+            if exc_type is None and self.ids:
+                await self._confirm_delivery(committed_at)
         finally:
             await self._close()
+
+    async def _confirm_delivery(self, committed_at: float) -> None:
+        """As ``EventBus.settle``: every instance that trusts its caches acked, or the lease ran out."""
+        default_type = self.routing_keys[0] if self.routing_keys else ""
+        events = [(str(i), self._types.get(str(i), default_type)) for i in self.ids]
+        redis = create_redis(self.settings)
+        try:
+            await await_delivery(redis, self.settings, events, committed_at)
+        finally:
+            with contextlib.suppress(Exception):
+                await redis.aclose()
 
     async def _close(self) -> None:
         connection, self._connection = self._connection, None

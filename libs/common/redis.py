@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from .config import Settings
 
 
 def create_redis(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(settings.redis_url, decode_responses=False, health_check_interval=30)
+    # Bounded time (docs/operations.md "Failure modes"): socket and connect timeouts, and no silent
+    # retries (redis-py retries 3 times by default, which triples the wait on a blackholed server).
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=False,
+        health_check_interval=30,
+        socket_timeout=settings.redis_socket_timeout_seconds,
+        socket_connect_timeout=settings.redis_connect_timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def key(settings: Settings, *parts: str) -> str:

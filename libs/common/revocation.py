@@ -346,4 +346,13 @@ def setup_revocation(app: web.Application) -> RevocationCache:
     for event_type in REVOKING_EVENTS:
         bus.subscribe(event_type, cache.on_event)
     bus.on_reset(cache.checked.clear)
+
+    async def write_shared_state(event: Event) -> None:
+        # Before the request answers (EventBus.settle): the fallback of an instance whose lease is
+        # stale reads Redis, so every revoking change of this instance is there first, whichever
+        # path made it (an app's deletion included). Consumers repeat it, idempotently.
+        jtis, families = revoked_by(event)
+        await mark_revoked_safely(app[REDIS], app[SETTINGS], jtis=jtis, families=families)
+
+    bus.after_commit(write_shared_state)
     return cache

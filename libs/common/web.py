@@ -12,16 +12,19 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aio_pika
+import aiormq
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from .amqp import AmqpLink
 from .config import Settings
 from .db import create_pool
-from .errors import ApiError, OAuthError, PageError
+from .errors import ApiError, DependencyUnavailable, OAuthError, PageError
 from .logs import request_id_var, setup_logging
 from .params import InvalidInput
 from .redis import create_redis
@@ -117,6 +120,58 @@ def render_invalid_input(path: str, exc: InvalidInput) -> web.Response:
     return error_page(400, "400 Bad Request", exc.message)
 
 
+# --- a dependency that does not answer: 503 -------------------------------------------------------
+# Driver errors that mean "PostgreSQL, Redis or RabbitMQ is down, unreachable or too slow", never a
+# bug in the request: each is answered 503 with Retry-After (docs/operations.md "Failure modes").
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    DependencyUnavailable,
+    asyncpg.PostgresConnectionError,  # class 08: connection failures, incl. ConnectionDoesNotExistError
+    asyncpg.exceptions.OperatorInterventionError,  # 57: statement_timeout (57014), admin shutdown
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.InterfaceError,  # "connection is closed" on a pooled connection the server dropped
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    aio_pika.exceptions.AMQPError,
+    aiormq.exceptions.AMQPError,
+    TimeoutError,  # asyncio.TimeoutError: every wait_for around a dependency
+    OSError,  # ConnectionResetError, ConnectionRefusedError, BrokenPipeError, unreachable hosts
+)
+# OSErrors of this machine's own files: a bug or a broken deployment, not a dependency (500).
+LOCAL_OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+RETRY_AFTER_SECONDS = "1"
+UNAVAILABLE_TITLE = {"zh": "服务暂时不可用", "en": "Service temporarily unavailable"}
+UNAVAILABLE_DETAIL = {
+    "zh": "系统的一个组成部分暂时无法响应。请稍候片刻再试。",
+    "en": "A part of the system is not answering right now. Please try again in a moment.",
+}
+
+
+def _page_lang(request: web.Request) -> str:
+    from .pages import pick_lang  # pages imports this module
+
+    return pick_lang(request)
+
+
+def render_unavailable(request: web.Request) -> web.Response:
+    """503 in the request's protocol style (RFC 6749 5.2 / 4.1.2.1 ``temporarily_unavailable``)."""
+    headers = {"Retry-After": RETRY_AFTER_SECONDS, "Cache-Control": "no-store"}
+    style = error_style(request.path)
+    if style == "oauth":
+        body = {"error": "temporarily_unavailable", "error_description": "The service is temporarily unavailable"}
+        return json_response(body, 503, headers)
+    if style == "envelope":
+        return json_response({"success": False, "message": "服务暂时不可用，请稍后重试", "data": None}, 503, headers)
+    lang = _page_lang(request)
+    resp = error_page(503, UNAVAILABLE_TITLE[lang], UNAVAILABLE_DETAIL[lang])
+    resp.headers.update(headers)
+    return resp
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 # --- middlewares ---------------------------------------------------------------------------------
 @web.middleware
 async def observe_middleware(
@@ -180,12 +235,24 @@ async def error_middleware(
         if exc.status < 400:
             raise
         return render_http_exception(request.path, exc)
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         raise
+    except DEPENDENCY_ERRORS as exc:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            raise  # the client hung up: nobody to answer
+        if not isinstance(exc, LOCAL_OS_ERRORS):
+            log.warning("dependency unavailable", extra={"path": request.path, "error": type(exc).__name__})
+            return render_unavailable(request)
+        return _internal_error(request)
     except Exception:
-        log.exception("unhandled error", extra={"path": request.path})
-        exc500 = web.HTTPInternalServerError(reason="Internal error; quote the request id when reporting it")
-        return render_http_exception(request.path, exc500)
+        return _internal_error(request)
+
+
+def _internal_error(request: web.Request) -> web.StreamResponse:
+    """A bug: logged with its traceback (we are inside the ``except``), 500 in the path's style."""
+    log.exception("unhandled error", extra={"path": request.path})
+    exc500 = web.HTTPInternalServerError(reason="Internal error; quote the request id when reporting it")
+    return render_http_exception(request.path, exc500)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -215,20 +282,34 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "service": request.app[SERVICE]})
 
 
+READY_TIMEOUT_SECONDS = 0.8  # /readyz answers within 1 s, whatever the dependencies do
+ReadyCheck = Callable[[], Awaitable[str | None]]  # raises: "down"; returns "degraded" or None ("ok")
+
+
+async def _ready_state(check: ReadyCheck) -> tuple[str, str]:
+    try:
+        result = await asyncio.wait_for(check(), timeout=READY_TIMEOUT_SECONDS)
+    except Exception as exc:  # a failed dependency is the answer here, not an error
+        return "down", type(exc).__name__
+    return ("degraded", "") if result == "degraded" else ("ok", "")
+
+
 async def readyz(request: web.Request) -> web.Response:
+    """Each dependency ``ok``, ``degraded`` (serving through fallbacks: RabbitMQ away or the bus
+    lease stale) or ``down``; 503 only when something is down. All checks run at once, each
+    bounded, so the answer comes within a second (docs/operations.md "Failure modes")."""
     if request.app[DRAINING][0]:
         return json_response({"status": "draining", "checks": {}}, 503)
-    checks: dict[str, Callable[[], Awaitable[None]]] = request.app[READY_CHECKS]
-    results: dict[str, str] = {}
-    ok = True
-    for name, check in checks.items():
-        try:
-            await asyncio.wait_for(check(), timeout=2)
-            results[name] = "ok"
-        except Exception as exc:  # a failed dependency is the answer here, not an error
-            ok = False
-            results[name] = f"unavailable: {type(exc).__name__}"
-    return json_response({"status": "ok" if ok else "unavailable", "checks": results}, 200 if ok else 503)
+    checks: dict[str, ReadyCheck] = request.app[READY_CHECKS]
+    states = await asyncio.gather(*(_ready_state(c) for c in checks.values()))
+    results = {name: state for name, (state, _) in zip(checks, states, strict=True)}
+    errors = {name: error for name, (_, error) in zip(checks, states, strict=True) if error}
+    values = set(results.values())
+    status = "unavailable" if "down" in values else "degraded" if "degraded" in values else "ok"
+    body: dict[str, Any] = {"status": status, "checks": results}
+    if errors:
+        body["errors"] = errors
+    return json_response(body, 503 if status == "unavailable" else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -275,7 +356,10 @@ def create_app(
 
             app[READY_CHECKS]["postgres"] = check
             yield
-            await pool.close()
+            try:  # a graceful close waits for the server; a silent server must not hold the shutdown
+                await asyncio.wait_for(pool.close(), timeout=settings.shutdown_timeout_seconds or 1.0)
+            except TimeoutError:
+                pool.terminate()
 
         app.cleanup_ctx.append(pg_ctx)
 
@@ -302,9 +386,17 @@ def create_app(
                 name=f"{service}-{uuid.uuid4().hex[:6]}",
                 retry_initial_seconds=settings.events_retry_initial_seconds,
                 retry_max_seconds=settings.events_retry_max_seconds,
+                connect_timeout_seconds=settings.amqp_connect_timeout_seconds,
+                heartbeat_seconds=settings.amqp_heartbeat_seconds,
             )
             app[AMQP] = link
-            app[READY_CHECKS]["rabbitmq"] = link.check
+
+            async def rabbitmq() -> str | None:
+                # Degraded, not down: every request is served without the broker (caches fall
+                # back to the shared state, events wait in the outbox).
+                return None if link.is_up else "degraded"
+
+            app[READY_CHECKS]["rabbitmq"] = rabbitmq
             yield
             await link.close()
 

@@ -1,5 +1,5 @@
 """Test helpers for events: changes made behind the services' back that still reach their caches,
-a TCP proxy to cut RabbitMQ off from one process, a scratch database, and a queue to watch."""
+a TCP proxy that cuts, blackholes or slows a dependency for one process, a scratch database, and a queue to watch."""
 
 from __future__ import annotations
 
@@ -30,28 +30,56 @@ async def changed(
         await outbox.enqueue(conn, event_type, data)
 
 
+DEFAULT_PORTS = {"amqp": 5672, "postgresql": 5432, "postgres": 5432, "redis": 6379}
+
+
 class TcpProxy:
-    """A loopback TCP proxy that can be closed (dropping every connection at once, like a broker or
-    network outage) and reopened on the same port."""
+    """A loopback TCP proxy in front of RabbitMQ, PostgreSQL or Redis that fails the way networks
+    and overloaded servers do:
+
+    - ``close()`` cuts: every connection is dropped at once and new ones are refused (``open()``
+      listens again on the same port);
+    - ``blackhole()``: connections are accepted and stay open, but no byte passes either way (a
+      partition, or a broker in a memory alarm); ``heal()`` lets the held bytes through, as TCP
+      would after a short partition;
+    - ``slow(delay)``: every chunk is delivered ``delay`` seconds late, in order (a slow network or
+      a slow consumer), until ``heal()``.
+    """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
+        self.delay = 0.0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def for_url(cls, amqp_url: str) -> TcpProxy:
-        parts = urlsplit(amqp_url)
-        return cls(parts.hostname or "127.0.0.1", parts.port or 5672)
+    def for_url(cls, url: str) -> TcpProxy:
+        parts = urlsplit(url)
+        return cls(parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORTS.get(parts.scheme, 5672))
 
-    def url(self, amqp_url: str) -> str:
-        parts = urlsplit(amqp_url)
+    def url(self, url: str) -> str:
+        """``url`` pointed at the proxy (credentials, path and query kept)."""
+        parts = urlsplit(url)
         netloc = parts.netloc.rsplit("@", 1)
         host = f"127.0.0.1:{self.port}"
         return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
+    # --- modes ------------------------------------------------------------------------------------
+    def blackhole(self) -> None:
+        self._flowing.clear()
+
+    def slow(self, delay: float) -> None:
+        self.delay = delay
+
+    def heal(self) -> None:
+        self.delay = 0.0
+        self._flowing.set()
+
+    # --- lifetime ---------------------------------------------------------------------------------
     async def open(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -68,14 +96,43 @@ class TcpProxy:
         if server is not None:
             await server.wait_closed()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def __aenter__(self) -> TcpProxy:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.heal()
+        await self.close()
+
+    # --- the pipes --------------------------------------------------------------------------------
+    async def _read(self, reader: asyncio.StreamReader, chunks: asyncio.Queue[tuple[float, bytes]]) -> None:
         try:
             while data := await reader.read(65536):
+                chunks.put_nowait((asyncio.get_running_loop().time() + self.delay, data))
+        except ConnectionError:
+            pass
+        finally:
+            chunks.put_nowait((0.0, b""))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        reading = asyncio.create_task(self._read(reader, chunks))
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                due, data = await chunks.get()
+                if not data:
+                    break
+                await self._flowing.wait()
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            reading.cancel()
             writer.transport.abort()
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:

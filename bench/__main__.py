@@ -34,7 +34,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from libs.common.config import Settings, load_settings
+from libs.platform.config import Settings, load_settings
 
 from . import flows
 from .report import Row, summarize_profile, table
@@ -72,7 +72,7 @@ class Run:
 async def seed(database_url: str, settings: Settings, base: str) -> flows.BenchConfig:
     """Users (one to log in, many others so tables are not toy-sized), a third-party app
     (one-click authorize) and an internal service app, made through the account service's code."""
-    from libs.common.security import hash_password
+    from libs.platform.security import hash_password
     from services.account.apps import NewApp, create_app
     from services.account.users import create_user
 

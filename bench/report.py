@@ -81,12 +81,12 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("PostgreSQL client (asyncpg)", ("asyncpg/",)),
     ("Redis client", ("redis/",)),
     ("RabbitMQ client", ("aio_pika/", "aiormq/", "pamqp/")),
-    ("access log + JSON logging", ("logging/", "libs/common/logs.py")),
+    ("access log + JSON logging", ("logging/", "libs/platform/logs.py")),
     ("metrics (prometheus_client)", ("prometheus_client/",)),
     ("gateway proxy (aiohttp client)", ("aiohttp/client", "aiohttp/connector", "services/gateway/")),
     ("aiohttp server (parse, route, respond)", ("aiohttp/",)),
     ("event loop (uvloop/asyncio)", ("uvloop/", "asyncio/")),
-    ("our code", ("services/", "libs/common/")),
+    ("our code", ("services/", "libs/platform/", "libs/oauth/")),
 ]
 
 

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
-from libs.common.migrate import apply_all
+from libs.platform.migrate import apply_all
+from oauthctl.components import MIGRATIONS
 
 from .tools import PEER_DIR
 
@@ -47,7 +48,7 @@ async def fresh_database(database_url: str, name: str) -> str:
     finally:
         await admin.close()
     url = urlunsplit(parts._replace(path=f"/{name}"))
-    await apply_all(url, log=lambda m: None)
+    await apply_all(url, MIGRATIONS, log=lambda m: None)
     return url
 
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import asyncpg
 
-from libs.common import outbox
-from libs.common.config import Settings, load_settings
-from libs.common.events import EventWaiter
-from libs.common.migrate import MigrationError
+from libs.oauth.events import outbox
+from libs.oauth.events.bus import EventWaiter
+from libs.platform.config import Settings, load_settings
+from libs.platform.migrate import MigrationError
 from oauthctl.util import die, migrate, with_conn
 
 from . import keys
@@ -61,7 +61,7 @@ async def cmd_user_create(settings: Settings, args: argparse.Namespace) -> int:
 
 def user_error_zh(exc: Exception) -> str:
     """The Chinese text of a users.UserError, as the register page shows it."""
-    from libs.common.pages import translator
+    from libs.oauth.pages import translator
     from services.account import strings
 
     strings.register()  # idempotent: the account service's texts

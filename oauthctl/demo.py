@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from libs.common import outbox
-from libs.common.config import Settings
-from libs.common.security import hash_password, new_token, token_hash
+from libs.oauth.events import outbox
+from libs.platform.config import Settings
+from libs.platform.security import hash_password, new_token, token_hash
 from services.account.apps import new_client_id
 from services.account.developer_tokens import create_developer_token
 from services.account.users import create_user, find_user

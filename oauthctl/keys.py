@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from libs.common.config import Settings
-from libs.common.keys import ALGORITHMS
+from libs.oauth.keys import ALGORITHMS
+from libs.platform.config import Settings
 from oauthctl.util import die, with_conn
 
 

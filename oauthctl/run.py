@@ -11,7 +11,7 @@ import time
 
 import aiohttp
 
-from libs.common.config import SERVICES, Settings
+from libs.platform.config import SERVICES, Settings
 
 from .demo import DemoInfo, ensure_demo, print_demo
 from .util import migrate

@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from libs.common.config import Settings
-from libs.common.migrate import apply_all, ensure_database
+from libs.platform.config import Settings
+from libs.platform.migrate import apply_all, ensure_database
+
+from .components import MIGRATIONS
 
 
 def die(msg: str, code: int = 1) -> int:
@@ -32,7 +34,7 @@ async def migrate(settings: Settings, log: Callable[[str], None] = print) -> Non
     from services.account.users import backfill_email_skeletons
 
     await ensure_database(settings.database_url)
-    await apply_all(settings.database_url, log=log)
+    await apply_all(settings.database_url, MIGRATIONS, log=log)
     conn = await asyncpg.connect(settings.database_url)
     try:
         done, clashes = await backfill_email_skeletons(conn)

@@ -13,8 +13,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from libs.common.config import Settings
-from libs.common.migrate import apply_all
+from libs.platform.config import Settings
+from libs.platform.migrate import apply_all
+from oauthctl.components import MIGRATIONS
 from tests.support.infra import Infra, infra
 from tests.support.stack import Stack, free_port
 
@@ -33,7 +34,7 @@ async def settings(infra_urls: Infra) -> AsyncIterator[Settings]:
     admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
     await admin.execute(f'CREATE DATABASE "{db_name}"')
     database_url = urlunsplit(parts._replace(path=f"/{db_name}"))
-    await apply_all(database_url, log=lambda m: None)
+    await apply_all(database_url, MIGRATIONS, log=lambda m: None)
     gateway_port = free_port()
     s = Settings(
         database_url=database_url,

@@ -1,4 +1,4 @@
-from libs.common.web import run_service
+from libs.platform.web import run_service
 
 from .app import build
 

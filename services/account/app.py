@@ -6,13 +6,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from libs.common.access_tokens import setup_tokens
-from libs.common.config import Settings
-from libs.common.events import setup_events
-from libs.common.pages import setup_pages
-from libs.common.revocation import setup_revocation
-from libs.common.sessions import enable_csrf
-from libs.common.web import create_app
+from libs.oauth.access_tokens import setup_tokens
+from libs.oauth.events.bus import setup_events
+from libs.oauth.pages import setup_pages
+from libs.oauth.revocation import setup_revocation
+from libs.oauth.sessions import enable_csrf
+from libs.platform.config import Settings
+from libs.platform.web import create_app
 
 from . import (
     apps,

@@ -15,13 +15,13 @@ from urllib.parse import urlsplit
 import asyncpg
 from aiohttp import web
 
-from libs.common import outbox
-from libs.common.errors import ApiError
-from libs.common.params import object_id
-from libs.common.revocation import revoke_client
-from libs.common.security import new_token, token_hash
-from libs.common.validation import has_control_chars, json_object, text_field
-from libs.common.web import PG, SETTINGS, envelope
+from libs.oauth.events import outbox
+from libs.oauth.revocation import revoke_client
+from libs.platform.errors import ApiError
+from libs.platform.params import object_id
+from libs.platform.security import new_token, token_hash
+from libs.platform.validation import has_control_chars, json_object, text_field
+from libs.platform.web import PG, SETTINGS, envelope
 
 from . import cors_origins
 from .developer_tokens import current_developer
@@ -218,7 +218,7 @@ async def delete_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> None:
         )
         if row is None:
             raise ApiError(404, "app not found")
-        # Its users' grants and tokens go with it (authorization.revoked; libs/common/revocation.py).
+        # Its users' grants and tokens go with it (authorization.revoked; libs/oauth/revocation.py).
         families = await revoke_client(conn, row["client_id"])
         await outbox.enqueue(conn, "client.deleted", _client_event(row) | {"family_ids": families})
 

@@ -9,10 +9,10 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from libs.common.pages import safe_next
-from libs.common.params import post_form
-from libs.common.sessions import CSRF_FIELD, check_csrf, current_session, drop_user_sessions_key
-from libs.common.web import PG, SETTINGS
+from libs.oauth.pages import safe_next
+from libs.oauth.sessions import CSRF_FIELD, check_csrf, current_session, drop_user_sessions_key
+from libs.platform.params import post_form
+from libs.platform.web import PG, SETTINGS
 
 from .balance import format_balance
 from .users import STATUS_ACTIVE, User, get_user

@@ -1,4 +1,4 @@
-"""The CORS origin set in Redis (libs/common/cors.py): the origins of every app's redirect URIs.
+"""The CORS origin set in Redis (libs/oauth/cors.py): the origins of every app's redirect URIs.
 
 Rebuilt in full (it is small, and a full rebuild cannot drift):
 - after every change to an app through the developer API or the developer console (``refresh``);
@@ -22,9 +22,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from libs.common.config import Settings
-from libs.common.cors import origin_of, origins_key
-from libs.common.web import PG, REDIS, SETTINGS
+from libs.oauth.cors import origin_of, origins_key
+from libs.platform.config import Settings
+from libs.platform.web import PG, REDIS, SETTINGS
 
 log = logging.getLogger("oauth.account.cors")
 

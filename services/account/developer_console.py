@@ -15,11 +15,12 @@ import orjson
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from libs.common.errors import ApiError, PageError
-from libs.common.pages import pick_lang, render, translator
-from libs.common.params import object_id, post_form
-from libs.common.sessions import CSRF_FIELD, check_csrf
-from libs.common.web import PG, SETTINGS, envelope
+from libs.oauth.pages import render, translator
+from libs.oauth.sessions import CSRF_FIELD, check_csrf
+from libs.platform.errors import ApiError, PageError
+from libs.platform.lang import pick_lang
+from libs.platform.params import object_id, post_form
+from libs.platform.web import PG, SETTINGS, envelope
 
 from . import apps, cors_origins
 from .browser import field, posted_form, redirect, require_user, session_user

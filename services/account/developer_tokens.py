@@ -8,10 +8,10 @@ from datetime import datetime
 import asyncpg
 from aiohttp import web
 
-from libs.common.errors import ApiError
-from libs.common.security import new_token, token_hash
-from libs.common.validation import has_control_chars
-from libs.common.web import PG, SETTINGS
+from libs.platform.errors import ApiError
+from libs.platform.security import new_token, token_hash
+from libs.platform.validation import has_control_chars
+from libs.platform.web import PG, SETTINGS
 
 from .users import STATUS_ACTIVE
 

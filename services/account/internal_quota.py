@@ -27,10 +27,10 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from libs.common import outbox
-from libs.common.errors import ApiError
-from libs.common.validation import has_control_chars, json_object
-from libs.common.web import PG, SETTINGS, envelope
+from libs.oauth.events import outbox
+from libs.platform.errors import ApiError
+from libs.platform.validation import has_control_chars, json_object
+from libs.platform.web import PG, SETTINGS, envelope
 
 from .balance import format_balance
 from .users import STATUS_ACTIVE

@@ -13,12 +13,13 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from libs.common.clientip import client_ip
-from libs.common.config import Settings
-from libs.common.pages import pick_lang, render, translator
-from libs.common.redis import key
-from libs.common.sessions import start_session
-from libs.common.web import PG, REDIS, SETTINGS
+from libs.oauth.pages import render, translator
+from libs.oauth.sessions import start_session
+from libs.platform.clientip import client_ip
+from libs.platform.config import Settings
+from libs.platform.lang import pick_lang
+from libs.platform.redis import key
+from libs.platform.web import PG, REDIS, SETTINGS
 
 from .browser import field, posted_form, redirect, safe_next, session_user
 from .emails import normalize_email

@@ -1,8 +1,8 @@
-"""The account pages' words, in Chinese and English (``libs.common.pages.add_strings``)."""
+"""The account pages' words, in Chinese and English (``libs.oauth.pages.add_strings``)."""
 
 from __future__ import annotations
 
-from libs.common.pages import add_strings
+from libs.oauth.pages import add_strings
 
 STRINGS = {
     "zh": {

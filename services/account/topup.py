@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from libs.common import outbox
-from libs.common.security import new_token, token_hash
+from libs.oauth.events import outbox
+from libs.platform.security import new_token, token_hash
 
 from .users import STATUS_ACTIVE
 

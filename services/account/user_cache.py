@@ -1,9 +1,9 @@
 """The account service's in-process cache of users for userinfo and top-up (``app[USER_CACHE]``).
 
 Invalidated by ``quota.changed`` and ``user.*`` events (every instance's own queue), trusted only
-while this instance's event consumer is live (libs/common/caches.LiveCache), entries kept at most
+while this instance's event consumer is live (libs/oauth/caches.LiveCache), entries kept at most
 ``CACHE_TTL_SECONDS``. A request of this instance that changes a user has its event applied here
-before it answers (libs/common/events settle), and on other instances as soon as it arrives.
+before it answers (libs/oauth/events/bus.py settle), and on other instances as soon as it arrives.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from libs.common.caches import LiveCache
-from libs.common.events import EVENTS, Event
-from libs.common.web import SETTINGS
+from libs.oauth.caches import LiveCache
+from libs.oauth.events.bus import EVENTS
+from libs.oauth.events.types import Event
+from libs.platform.web import SETTINGS
 
 from .users import User, get_user
 

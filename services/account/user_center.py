@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from libs.common.pages import pick_lang, render, translator
-from libs.common.web import PG, SETTINGS
+from libs.oauth.pages import render, translator
+from libs.platform.lang import pick_lang
+from libs.platform.web import PG, SETTINGS
 
 from .balance import format_balance
 from .browser import account_view, field, posted_form, require_user

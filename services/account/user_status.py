@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncpg
 import redis.asyncio as aioredis
 
-from libs.common import outbox
-from libs.common.config import Settings
-from libs.common.events import EventWaiter
-from libs.common.revocation import mark_revoked_safely, revoke_families
+from libs.oauth.events import outbox
+from libs.oauth.events.bus import EventWaiter
+from libs.oauth.revocation import mark_revoked_safely, revoke_families
+from libs.platform.config import Settings
 
 from .users import STATUS_ACTIVE, STATUS_DISABLED
 

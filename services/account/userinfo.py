@@ -14,9 +14,9 @@ from urllib.parse import urlencode
 import asyncpg
 from aiohttp import web
 
-from libs.common.access_tokens import AccessToken, authenticate, invalid_token
-from libs.common.caches import LiveCache
-from libs.common.web import PG, SETTINGS, json_response
+from libs.oauth.access_tokens import AccessToken, authenticate, invalid_token
+from libs.oauth.caches import LiveCache
+from libs.platform.web import PG, SETTINGS, json_response
 
 from .balance import format_balance
 from .user_cache import USER_CACHE, cached_user

@@ -10,7 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
-from libs.common.security import hash_password
+from libs.platform.security import hash_password
 
 from .emails import normalize_email, skeleton
 from .passwords import MESSAGES, password_problem

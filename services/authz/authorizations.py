@@ -14,7 +14,7 @@ and its JSON API.
 Revoking removes the grant (the next authorization asks for consent again), expires unused codes,
 revokes every token family of the pair (refresh tokens stop working; access tokens fail on every
 instance) and writes ``authorization.revoked`` in the same transaction
-(libs/common/revocation.py); the revocations go to Redis before the answer.
+(libs/oauth/revocation.py); the revocations go to Redis before the answer.
 """
 
 from __future__ import annotations
@@ -27,16 +27,16 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
 
-from libs.common import outbox
-from libs.common.clients import get_client
-from libs.common.config import Settings
-from libs.common.errors import ApiError, PageError
-from libs.common.pages import add_strings, render
-from libs.common.params import is_clean, post_form
-from libs.common.revocation import mark_revoked_safely, revoke_families
-from libs.common.sessions import CSRF_FIELD, check_csrf, csrf_token
-from libs.common.validation import has_control_chars
-from libs.common.web import PG, REDIS, SETTINGS, envelope
+from libs.oauth.clients import get_client
+from libs.oauth.events import outbox
+from libs.oauth.pages import add_strings, render
+from libs.oauth.revocation import mark_revoked_safely, revoke_families
+from libs.oauth.sessions import CSRF_FIELD, check_csrf, csrf_token
+from libs.platform.config import Settings
+from libs.platform.errors import ApiError, PageError
+from libs.platform.params import is_clean, post_form
+from libs.platform.validation import has_control_chars
+from libs.platform.web import PG, REDIS, SETTINGS, envelope
 
 from .identity import signed_in
 from .responses import NO_STORE, found

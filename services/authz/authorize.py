@@ -26,8 +26,8 @@ from urllib.parse import urlencode
 import asyncpg
 from aiohttp import web
 
-from libs.common.config import Settings
-from libs.common.web import PG, REDIS, SETTINGS
+from libs.platform.config import Settings
+from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import consent, grants, loginrequest
 from .authrequest import AuthorizeError, AuthRequest, parse

@@ -22,8 +22,8 @@ from typing import Any
 import asyncpg
 from multidict import MultiMapping
 
-from libs.common.clients import get_client
-from libs.common.validation import has_control_chars
+from libs.oauth.clients import get_client
+from libs.platform.validation import has_control_chars
 
 SCOPES = ("profile", "balance", "openid", "email")
 DEFAULT_SCOPES = ("profile",)

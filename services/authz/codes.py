@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from libs.common.config import Settings
-from libs.common.security import token_hash
+from libs.platform.config import Settings
+from libs.platform.security import token_hash
 
 from . import grants
 from .authrequest import AuthRequest

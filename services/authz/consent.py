@@ -17,13 +17,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
 
-from libs.common.clients import get_client
-from libs.common.config import Settings
-from libs.common.pages import render
-from libs.common.params import post_form
-from libs.common.redis import key
-from libs.common.sessions import CSRF_FIELD, check_csrf
-from libs.common.web import PG, REDIS, SETTINGS
+from libs.oauth.clients import get_client
+from libs.oauth.pages import render
+from libs.oauth.sessions import CSRF_FIELD, check_csrf
+from libs.platform.config import Settings
+from libs.platform.params import post_form
+from libs.platform.redis import key
+from libs.platform.web import PG, REDIS, SETTINGS
 
 from .authrequest import AuthRequest
 from .codes import issue_code

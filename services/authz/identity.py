@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from libs.common.sessions import Session, current_session, end_session
-from libs.common.validation import has_control_chars
-from libs.common.web import PG
+from libs.oauth.sessions import Session, current_session, end_session
+from libs.platform.validation import has_control_chars
+from libs.platform.web import PG
 
 STATUS_ACTIVE = 1  # services/account/users.py: 1 active, 2 disabled
 MAX_IDENTIFIER = 254

@@ -19,13 +19,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
 
-from libs.common.clientip import client_ip
-from libs.common.config import Settings
-from libs.common.pages import render, safe_next
-from libs.common.params import post_form
-from libs.common.security import verify_password
-from libs.common.sessions import CSRF_FIELD, check_csrf, current_session, end_session, start_session
-from libs.common.web import PG, REDIS, SETTINGS
+from libs.oauth.pages import render, safe_next
+from libs.oauth.sessions import CSRF_FIELD, check_csrf, current_session, end_session, start_session
+from libs.platform.clientip import client_ip
+from libs.platform.config import Settings
+from libs.platform.params import post_form
+from libs.platform.security import verify_password
+from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import loginrequest, ratelimit
 from .identity import MAX_IDENTIFIER, find_login_user, signed_in

@@ -26,9 +26,9 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 import redis.asyncio as aioredis
 
-from libs.common.config import Settings
-from libs.common.redis import key
-from libs.common.sessions import Session
+from libs.oauth.sessions import Session
+from libs.platform.config import Settings
+from libs.platform.redis import key
 
 PARAM = "login_request"
 AUTHORIZE_PATH = "/api/oauth2/authorize"

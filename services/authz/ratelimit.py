@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from libs.common.config import Settings
-from libs.common.redis import key
+from libs.platform.config import Settings
+from libs.platform.redis import key
 
 
 @dataclass(frozen=True)

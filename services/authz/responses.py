@@ -7,7 +7,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from libs.common.pages import pick_lang, render
+from libs.oauth.pages import render
+from libs.platform.lang import pick_lang
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from libs.common.pages import add_strings
+from libs.oauth.pages import add_strings
 
 STRINGS = {
     "zh": {

@@ -12,8 +12,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from libs.common.config import Settings
-from libs.common.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app, render_http_exception
+from libs.platform.config import Settings
+from libs.platform.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app, render_http_exception
 
 from . import cors, limits, openapi
 from .routes import route_for

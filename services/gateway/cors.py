@@ -7,7 +7,7 @@ reads first (discovery documents and JWKS). Nothing else ever gets CORS headers;
 pages, the developer API or introspection (server to server).
 
 Which origins: exactly the origins of the apps' registered redirect URIs, read from the Redis set
-the account service maintains (libs/common/cors.py), with a short in-process cache per origin
+the account service maintains (libs/oauth/cors.py), with a short in-process cache per origin
 (CACHE_SECONDS), so a new app works within seconds and a deleted one stops as fast.
 
 - Preflight (``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``) is answered here,
@@ -32,9 +32,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from libs.common.config import Settings
-from libs.common.cors import origins_key, request_origin
-from libs.common.web import REDIS, SETTINGS, render_http_exception
+from libs.oauth.cors import origins_key, request_origin
+from libs.platform.config import Settings
+from libs.platform.web import REDIS, SETTINGS, render_http_exception
 
 log = logging.getLogger("oauth.gateway.cors")
 

@@ -40,8 +40,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import Counter
 
-from libs.common.config import Settings
-from libs.common.web import REDIS, SETTINGS, error_style
+from libs.platform.config import Settings
+from libs.platform.web import REDIS, SETTINGS, error_style
 
 log = logging.getLogger("oauth.gateway.limits")
 

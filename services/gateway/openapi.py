@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from libs.common.web import json_response
+from libs.platform.web import json_response
 
 PATH = "/api/openapi.json"
 JSON = "application/json"
@@ -32,7 +32,7 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-# Text without control characters (C0, DEL, C1), as libs/common/params.py checks it; a description
+# Text without control characters (C0, DEL, C1), as libs/platform/params.py checks it; a description
 # may also hold tab, CR and LF.
 PRINTABLE = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
 MULTILINE = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from libs.common.access_tokens import setup_tokens
-from libs.common.config import Settings
-from libs.common.events import setup_events
-from libs.common.revocation import setup_revocation
-from libs.common.web import create_app
+from libs.oauth.access_tokens import setup_tokens
+from libs.oauth.events.bus import setup_events
+from libs.oauth.revocation import setup_revocation
+from libs.platform.config import Settings
+from libs.platform.web import create_app
 
 from . import discovery, introspect, jwks, revocation_endpoint, token_endpoint
 from .id_tokens import setup_id_tokens

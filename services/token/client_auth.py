@@ -20,8 +20,8 @@ from urllib.parse import unquote_plus
 
 import asyncpg
 
-from libs.common.clients import Client, get_client
-from libs.common.errors import OAuthError
+from libs.oauth.clients import Client, get_client
+from libs.oauth.errors import OAuthError
 
 from .form import invalid_request
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from libs.common.config import Settings
-from libs.common.web import SETTINGS, json_response
+from libs.platform.config import Settings
+from libs.platform.web import SETTINGS, json_response
 
 from . import token_endpoint
 from .id_tokens import id_token_algorithm

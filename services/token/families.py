@@ -4,7 +4,7 @@ A family is the unit of revocation: revoking it kills its refresh tokens (in Pos
 access tokens (``revoked:fam:<id>`` in Redis, checked by every ``AccessTokenVerifier``; access
 tokens carry the family in ``fam``), and tells every instance with a ``token.revoked`` event written
 through the outbox in the same transaction. The revocation functions live in
-``libs/common/revocation.py`` (authz and account revoke families too); ``revoke_family`` is
+``libs/oauth/revocation.py`` (authz and account revoke families too); ``revoke_family`` is
 re-exported here for the grants.
 """
 
@@ -15,7 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
-from libs.common.revocation import revoke_family
+from libs.oauth.revocation import revoke_family
 
 __all__ = ["create_family", "revoke_family"]
 

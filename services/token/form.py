@@ -17,8 +17,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from libs.common.errors import OAuthError
-from libs.common.params import is_clean
+from libs.oauth.errors import OAuthError
+from libs.platform.params import is_clean
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_BODY_BYTES = 16 * 1024
@@ -64,7 +64,7 @@ def parse_form(raw: bytes, known: Collection[str]) -> dict[str, str]:
         seen.add(name)
         if len(value) > MAX_VALUE_CHARS:
             raise invalid_request(f"The parameter {name} is too long")
-        if not is_clean(value, MAX_VALUE_CHARS):  # the shared rule (libs/common/params.py)
+        if not is_clean(value, MAX_VALUE_CHARS):  # the shared rule (libs/platform/params.py)
             raise invalid_request(f"The parameter {name} contains control characters")
         if value:  # RFC 6749 3.1: a parameter without a value is treated as omitted
             form[name] = value

@@ -29,10 +29,10 @@ from typing import Any
 
 from aiohttp import web
 
-from libs.common.access_tokens import KEYS
-from libs.common.config import Settings
-from libs.common.keys import KeyStore, ensure_signing_key, sign_jwt
-from libs.common.web import PG, SETTINGS
+from libs.oauth.access_tokens import KEYS
+from libs.oauth.keys import KeyStore, ensure_signing_key, sign_jwt
+from libs.platform.config import Settings
+from libs.platform.web import PG, SETTINGS
 
 from .key_admin import ID_TOKEN_ALGORITHMS, verify_window
 

@@ -9,11 +9,11 @@
   PostgreSQL too: the token family not revoked, the user still there and active (a disabled user's
   tokens are refused by userinfo, so they are not "active" here either).
 - That PostgreSQL answer is kept per token (``jti``) in an event-invalidated cache
-  (``app[INTROSPECTED]``, libs/common/caches.LiveCache): trusted only while this instance's event
+  (``app[INTROSPECTED]``, libs/oauth/caches.LiveCache): trusted only while this instance's event
   consumer is live, for ``CACHE_TTL_SECONDS`` at most, dropped when the consumer reconnects. A
   revoked jti drops its entry; a revoked family (``token.revoked``, ``authorization.revoked``,
   ``user.disabled``, ``client.deleted``) is rejected from then on by the verifier's revocation check,
-  which learns it from the same event (libs/common/revocation.py, step 1); any ``user.*`` event
+  which learns it from the same event (libs/oauth/revocation.py, step 1); any ``user.*`` event
   drops the whole cache. Each of these events also fences loads in flight, so an answer read
   before the event is never cached after it. While the consumer is down every call reads
   PostgreSQL, as before.
@@ -39,15 +39,16 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from libs.common.access_tokens import REVOCATIONS, VERIFIER, AccessTokenVerifier
-from libs.common.caches import LiveCache
-from libs.common.clients import Client
-from libs.common.config import Settings
-from libs.common.errors import OAuthError
-from libs.common.events import EVENTS, Event
-from libs.common.revocation import REVOKING_EVENTS, RevocationCache, revoked_by
-from libs.common.security import token_hash
-from libs.common.web import PG, SETTINGS, json_response
+from libs.oauth.access_tokens import REVOCATIONS, VERIFIER, AccessTokenVerifier
+from libs.oauth.caches import LiveCache
+from libs.oauth.clients import Client
+from libs.oauth.errors import OAuthError
+from libs.oauth.events.bus import EVENTS
+from libs.oauth.events.types import Event
+from libs.oauth.revocation import REVOKING_EVENTS, RevocationCache, revoked_by
+from libs.platform.config import Settings
+from libs.platform.security import token_hash
+from libs.platform.web import PG, SETTINGS, json_response
 
 from .client_auth import authenticate_client, client_credentials, invalid_client
 from .form import read_form, required

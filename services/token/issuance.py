@@ -10,10 +10,10 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from libs.common.access_tokens import mint
-from libs.common.config import Settings
-from libs.common.keys import KeyStore
-from libs.common.security import new_token, token_hash
+from libs.oauth.access_tokens import mint
+from libs.oauth.keys import KeyStore
+from libs.platform.config import Settings
+from libs.platform.security import new_token, token_hash
 
 from .id_tokens import Authentication, mint_id_token
 

@@ -1,12 +1,12 @@
 """``GET /api/oauth2/jwks``: the public signing keys (RFC 7517), published before they sign and
-kept while tokens they signed can still be valid (libs/common/keys.py)."""
+kept while tokens they signed can still be valid (libs/oauth/keys.py)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from libs.common.access_tokens import KEYS
-from libs.common.web import json_response
+from libs.oauth.access_tokens import KEYS
+from libs.platform.web import json_response
 
 CACHE = {"Cache-Control": "public, max-age=300"}
 

@@ -1,4 +1,4 @@
-"""Signing-key rotation for operators (``oauthctl keys ...``); the keys themselves: libs/common/keys.py.
+"""Signing-key rotation for operators (``oauthctl keys ...``); the keys themselves: libs/oauth/keys.py.
 
 A key's life, all driven by two timestamps of its ``signing_keys`` row:
 
@@ -26,10 +26,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from libs.common.config import Settings
-from libs.common.keys import ALGORITHMS, KEYGEN_LOCK, add_key
+from libs.oauth.keys import ALGORITHMS, KEYGEN_LOCK, add_key
+from libs.platform.config import Settings
 
-RELOAD_MARGIN_SECONDS = 300  # as libs/common/access_tokens.setup_tokens: instances reload every 30 s
+RELOAD_MARGIN_SECONDS = 300  # as libs/oauth/access_tokens.setup_tokens: instances reload every 30 s
 ID_TOKEN_ALGORITHMS = ("RS256", "ES256")  # id_tokens must be verifiable by clients (services/token/id_tokens.py)
 
 

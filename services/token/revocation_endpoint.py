@@ -25,13 +25,13 @@ from datetime import UTC, datetime
 import jwt
 from aiohttp import web
 
-from libs.common.access_tokens import KEYS, unverified_header
-from libs.common.clients import Client
-from libs.common.errors import OAuthError
-from libs.common.params import is_kid
-from libs.common.revocation import mark_revoked_safely, revoke_access_token, revoke_family
-from libs.common.security import token_hash
-from libs.common.web import PG, REDIS, SETTINGS
+from libs.oauth.access_tokens import KEYS, unverified_header
+from libs.oauth.clients import Client
+from libs.oauth.errors import OAuthError
+from libs.oauth.revocation import mark_revoked_safely, revoke_access_token, revoke_family
+from libs.platform.params import is_kid
+from libs.platform.security import token_hash
+from libs.platform.web import PG, REDIS, SETTINGS
 
 from .client_auth import authenticate_client, client_credentials
 from .form import read_form, required
@@ -68,8 +68,8 @@ async def _revoke_refresh(request: web.Request, client: Client, token: str) -> b
 
 def _our_kid(token: str) -> str | None:
     """The ``kid`` of an access-token JWT (None if ``token`` does not look like one of ours): read
-    the way every verifier reads it (libs/common/access_tokens.unverified_header), and checked
-    before any lookup (libs/common/params.is_kid)."""
+    the way every verifier reads it (libs/oauth/access_tokens.unverified_header), and checked
+    before any lookup (libs/platform/params.is_kid)."""
     if token.count(".") != 2:
         return None
     try:

@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from libs.common.access_tokens import KEYS
-from libs.common.clients import Client
-from libs.common.errors import OAuthError
-from libs.common.metrics import TOKENS_ISSUED
-from libs.common.web import PG, REDIS, SETTINGS, json_response
+from libs.oauth.access_tokens import KEYS
+from libs.oauth.clients import Client
+from libs.oauth.errors import OAuthError
+from libs.oauth.metrics import TOKENS_ISSUED
+from libs.platform.web import PG, REDIS, SETTINGS, json_response
 
 from .client_auth import authenticate_client, client_credentials
 from .form import read_form, required

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from oauthctl.deps import chromium_path
 from services.account.topup import create_codes
 from tests.support.e2e import developer_token_over_http, example_app

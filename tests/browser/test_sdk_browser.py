@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from examples.third_party_app.app import Config, build_app
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from oauthctl.deps import chromium_path
 from services.account.apps import set_verified
 from tests.support.factories import make_developer, make_user

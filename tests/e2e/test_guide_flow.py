@@ -21,8 +21,8 @@ import pytest
 import redis.asyncio as aioredis
 from yarl import URL
 
-from libs.common.config import Settings
-from libs.common.security import token_hash
+from libs.platform.config import Settings
+from libs.platform.security import token_hash
 from services.account.topup import create_codes
 from services.account.users import User
 from tests.support.codes import post_token

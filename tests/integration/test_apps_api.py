@@ -9,7 +9,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from tests.support.factories import make_developer
 from tests.support.stack import Stack
 
@@ -309,7 +309,7 @@ async def test_app_limit_per_developer(stack: Stack, http, db, settings) -> None
     new = apps.NewApp("n", "", ["https://a.example/cb"], "client_secret_post")
     for _ in range(3):
         await apps.create_app(db, settings.pepper_bytes, user.id, new, max_apps=3)
-    from libs.common.errors import ApiError
+    from libs.platform.errors import ApiError
 
     with pytest.raises(ApiError) as exc:
         await apps.create_app(db, settings.pepper_bytes, user.id, new, max_apps=3)

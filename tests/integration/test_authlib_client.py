@@ -22,7 +22,7 @@ from authlib.jose.errors import JoseError
 from authlib.oidc.core import CodeIDToken
 from joserfc.errors import JoseError as JoserfcError  # Authlib's OIDC claim checks raise these now
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import login, make_app
 from tests.support.stack import Stack

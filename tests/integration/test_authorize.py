@@ -18,9 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 from yarl import URL
 
-from libs.common.config import Settings
-from libs.common.redis import key
-from libs.common.security import token_hash
+from libs.platform.config import Settings
+from libs.platform.redis import key
+from libs.platform.security import token_hash
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import REQUEST_RE, authorize, csrf_from, form_value, login, make_app, pkce_pair, query_of
 from tests.support.stack import Stack, free_port

@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from libs.common.config import Settings
-from libs.common.events import EVENTS
+from libs.oauth.events.bus import EVENTS
+from libs.platform.config import Settings
 from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_form
 from tests.support.events import TcpProxy
 from tests.support.factories import make_developer

@@ -11,9 +11,9 @@ from urllib.parse import quote_plus
 import asyncpg
 import pytest
 
-from libs.common.access_tokens import AccessTokenVerifier
-from libs.common.config import Settings
-from libs.common.errors import OAuthError
+from libs.oauth.access_tokens import AccessTokenVerifier
+from libs.oauth.errors import OAuthError
+from libs.platform.config import Settings
 from oauthctl.__main__ import main as oauthctl_main
 from tests.support.codes import ClientApp, make_client, make_verifier, post_token
 from tests.support.stack import Stack
@@ -104,7 +104,7 @@ async def test_unknown_client_is_invalid_client(stack: Stack, http) -> None:
 
 
 async def test_a_revoked_machine_token_is_rejected(stack: Stack, http, settings, internal_app, verifier) -> None:
-    from libs.common.access_tokens import mark_revoked
+    from libs.oauth.access_tokens import mark_revoked
 
     _, _, body = await post_token(http, stack.base, cc_form(internal_app))
     token = await verifier.verify(body["access_token"])

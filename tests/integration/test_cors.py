@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from libs.common.config import Settings
-from libs.common.cors import origins_key
+from libs.oauth.cors import origins_key
+from libs.platform.config import Settings
 from services.account import cors_origins
 from services.gateway import cors
 from services.gateway.app import build as build_gateway

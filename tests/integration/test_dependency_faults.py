@@ -16,7 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_form
 from tests.support.events import TcpProxy, Watcher, scratch_database
 from tests.support.factories import make_developer, make_user

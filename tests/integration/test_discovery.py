@@ -9,7 +9,7 @@ import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oidc.discovery import OpenIDProviderMetadata
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from services.authz.authrequest import PROMPTS
 from services.authz.authrequest import SCOPES as AUTHORIZE_SCOPES
 from services.token import discovery, token_endpoint

@@ -17,10 +17,13 @@ import orjson
 import pytest
 
 from examples.event_consumer import consume
-from libs.common import outbox
-from libs.common.amqp import AmqpLink
-from libs.common.config import Settings
-from libs.common.events import EVENTS, Event, EventConsumer, OutboxRelay, process_once, topic_matches
+from libs.oauth.events import outbox
+from libs.oauth.events.bus import EVENTS
+from libs.oauth.events.consumer import EventConsumer, process_once
+from libs.oauth.events.relay import OutboxRelay
+from libs.oauth.events.types import Event, topic_matches
+from libs.platform.amqp import AmqpLink
+from libs.platform.config import Settings
 from tests.support.events import TcpProxy, Watcher, scratch_database
 from tests.support.stack import Stack, until
 

@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from libs.common.config import Settings
-from libs.common.server import start_service
+from libs.platform.config import Settings
+from libs.platform.server import start_service
 from services.gateway.app import build
 from services.gateway.routes import ROUTES, route_for
 from tests.support.stack import free_port

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from tests.support.stack import Stack, extra_instance, free_port
 
 

@@ -16,7 +16,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from services.account import apps
 from tests.support.codes import ClientApp, make_client
 from tests.support.factories import make_developer, make_user

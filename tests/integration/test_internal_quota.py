@@ -14,10 +14,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from libs.common.access_tokens import mint
-from libs.common.config import Settings
-from libs.common.events import EVENTS
-from libs.common.keys import KeyStore, ensure_signing_key
+from libs.oauth.access_tokens import mint
+from libs.oauth.events.bus import EVENTS
+from libs.oauth.keys import KeyStore, ensure_signing_key
+from libs.platform.config import Settings
 from tests.support.factories import make_user
 from tests.support.stack import Stack, free_port
 

@@ -16,9 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from libs.common.access_tokens import mark_revoked, mint
-from libs.common.config import Settings
-from libs.common.keys import KeyStore
+from libs.oauth.access_tokens import mark_revoked, mint
+from libs.oauth.keys import KeyStore
+from libs.platform.config import Settings
 from services.token.families import revoke_family
 from services.token.token_endpoint import GRANTS
 from tests.support.codes import ClientApp, make_client, obtain_tokens, post_token, refresh_form
@@ -158,7 +158,7 @@ async def test_expired_access_token(stack, http, db, settings, app) -> None:
 
 async def test_expired_refresh_token(stack, http, db, settings, app) -> None:
     fresh = await obtain_tokens(http, stack.base, db, settings, app)
-    from libs.common.security import token_hash
+    from libs.platform.security import token_hash
 
     await db.execute(
         "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",

@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from libs.common.config import Settings
-from libs.common.events import EVENTS
+from libs.oauth.events.bus import EVENTS
+from libs.platform.config import Settings
 from services.account.user_status import disable_user_everywhere
 from services.token.introspect import INTROSPECTED
 from tests.support.codes import ClientApp, make_client, obtain_tokens, post_token, refresh_form
@@ -88,8 +88,8 @@ async def test_disabled_user_is_inactive_at_once_on_every_instance(stack, http, 
 
 async def test_a_user_event_drops_the_cache(stack, http, db, settings, app) -> None:
     """A user.* event (here user.updated, after a status change) is enough on its own."""
-    from libs.common import outbox
-    from libs.common.events import EventWaiter
+    from libs.oauth.events import outbox
+    from libs.oauth.events.bus import EventWaiter
 
     tokens = await obtain_tokens(http, stack.base, db, settings, app)
     async with token_instance(stack, settings) as (base, instance):

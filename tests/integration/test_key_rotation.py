@@ -16,8 +16,8 @@ import asyncpg
 import jwt
 import pytest
 
-from libs.common.access_tokens import KEYS
-from libs.common.config import Settings
+from libs.oauth.access_tokens import KEYS
+from libs.platform.config import Settings
 from oauthctl.__main__ import build_parser
 from services.token.key_admin import verify_window
 from tests.support.codes import ClientApp, issue_code, make_client, post_token

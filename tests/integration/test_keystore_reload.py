@@ -12,8 +12,8 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from libs.common.config import Settings
-from libs.common.keys import KeyStore, add_key, ensure_signing_key
+from libs.oauth.keys import KeyStore, add_key, ensure_signing_key
+from libs.platform.config import Settings
 
 
 @pytest.fixture

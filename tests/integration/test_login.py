@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from libs.common.config import Settings
-from libs.common.redis import key
+from libs.platform.config import Settings
+from libs.platform.redis import key
 from services.authz import ratelimit
 from tests.support.factories import make_user
 from tests.support.oauth import csrf_from, login, login_response

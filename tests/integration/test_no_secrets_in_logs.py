@@ -12,7 +12,7 @@ import logging
 
 import aiohttp
 
-from libs.common.logs import JsonFormatter
+from libs.platform.logs import JsonFormatter
 from services.account.topup import create_codes
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import REQUEST_RE, csrf_from, form_value, login, query_of

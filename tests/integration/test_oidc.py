@@ -16,8 +16,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from libs.common.config import Settings
-from libs.common.redis import key
+from libs.platform.config import Settings
+from libs.platform.redis import key
 from tests.support.codes import post_token
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import authorize, login, make_app, query_of

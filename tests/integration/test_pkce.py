@@ -12,8 +12,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from libs.common.config import Settings
-from libs.common.security import token_hash
+from libs.platform.config import Settings
+from libs.platform.security import token_hash
 from tests.support.codes import post_token
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import authorize, login, make_app, pkce_pair

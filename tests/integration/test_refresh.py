@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from libs.common.access_tokens import AccessTokenVerifier
-from libs.common.config import Settings
-from libs.common.errors import OAuthError
+from libs.oauth.access_tokens import AccessTokenVerifier
+from libs.oauth.errors import OAuthError
+from libs.platform.config import Settings
 from services.token.families import revoke_family
 from services.token.grants.refresh_token import narrowed_scope, open_response, seal_response
 from tests.support.codes import ClientApp, make_client, make_verifier, obtain_tokens, post_token, refresh_form

@@ -10,9 +10,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from libs.common.access_tokens import REVOCATIONS, VERIFIER
-from libs.common.config import Settings
-from libs.common.events import EVENTS
+from libs.oauth.access_tokens import REVOCATIONS, VERIFIER
+from libs.oauth.events.bus import EVENTS
+from libs.platform.config import Settings
 from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_form
 from tests.support.events import TcpProxy
 from tests.support.stack import Stack, extra_instance, free_port, until
@@ -119,7 +119,7 @@ async def test_unknown_tokens_are_200(stack: Stack, http, app, token) -> None:
 
 
 async def test_expired_access_token_is_200(stack: Stack, http, db, settings, app) -> None:
-    from libs.common.access_tokens import KEYS, mint
+    from libs.oauth.access_tokens import KEYS, mint
 
     keys = stack.runners["token"].app[KEYS]
     token, _ = await mint(

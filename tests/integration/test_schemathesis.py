@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from tests.support.fuzz import credentials, run_schemathesis
 from tests.support.stack import Stack
 

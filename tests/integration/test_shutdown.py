@@ -17,7 +17,7 @@ import time
 import aiohttp
 import pytest
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from tests.support.factories import make_developer
 from tests.support.stack import free_port
 

@@ -17,9 +17,9 @@ import jwt
 import orjson
 import pytest
 
-from libs.common.access_tokens import AccessTokenVerifier
-from libs.common.config import Settings
-from libs.common.errors import OAuthError
+from libs.oauth.access_tokens import AccessTokenVerifier
+from libs.oauth.errors import OAuthError
+from libs.platform.config import Settings
 from tests.support.codes import (
     ClientApp,
     issue_code,

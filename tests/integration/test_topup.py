@@ -13,10 +13,10 @@ import asyncpg
 import orjson
 import pytest
 
-from libs.common.access_tokens import KEYS, mint
-from libs.common.config import Settings
-from libs.common.keys import KeyStore, ensure_signing_key
-from libs.common.security import token_hash
+from libs.oauth.access_tokens import KEYS, mint
+from libs.oauth.keys import KeyStore, ensure_signing_key
+from libs.platform.config import Settings
+from libs.platform.security import token_hash
 from services.account.topup import create_codes
 from tests.integration.test_account_pages import EN, new_browser, page_csrf, register_browser
 from tests.support.factories import make_user

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from libs.common.config import Settings
-from libs.common.events import EVENTS
+from libs.oauth.events.bus import EVENTS
+from libs.platform.config import Settings
 from services.account.user_status import disable_user_everywhere
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import authorize, csrf_from, login, make_app

@@ -17,11 +17,11 @@ import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from libs.common.access_tokens import KEYS, mark_revoked, mint
-from libs.common.config import Settings
-from libs.common.events import EventWaiter
-from libs.common.keys import KeyStore, ensure_signing_key
-from libs.common.revocation import revoke_access_token
+from libs.oauth.access_tokens import KEYS, mark_revoked, mint
+from libs.oauth.events.bus import EventWaiter
+from libs.oauth.keys import KeyStore, ensure_signing_key
+from libs.oauth.revocation import revoke_access_token
+from libs.platform.config import Settings
 from services.account.user_status import disable_user_everywhere
 from services.account.users import User
 from tests.support.events import changed

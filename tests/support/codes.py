@@ -13,10 +13,10 @@ import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
-from libs.common.access_tokens import AccessTokenVerifier
-from libs.common.config import Settings
-from libs.common.keys import KeyStore
-from libs.common.security import token_hash
+from libs.oauth.access_tokens import AccessTokenVerifier
+from libs.oauth.keys import KeyStore
+from libs.platform.config import Settings
+from libs.platform.security import token_hash
 from services.account import apps
 from tests.support.factories import make_user
 

@@ -14,10 +14,11 @@ import aio_pika
 import asyncpg
 import orjson
 
-from libs.common import outbox
-from libs.common.config import Settings
-from libs.common.events import EventWaiter
-from libs.common.migrate import apply_all
+from libs.oauth.events import outbox
+from libs.oauth.events.bus import EventWaiter
+from libs.platform.config import Settings
+from libs.platform.migrate import apply_all
+from oauthctl.components import MIGRATIONS
 
 
 async def changed(
@@ -161,7 +162,7 @@ async def scratch_database(settings: Settings) -> AsyncIterator[str]:
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = urlunsplit(parts._replace(path=f"/{name}"))
     try:
-        await apply_all(url, log=lambda m: None)
+        await apply_all(url, MIGRATIONS, log=lambda m: None)
         yield url
     finally:
         await admin.execute(

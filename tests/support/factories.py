@@ -6,7 +6,7 @@ import secrets
 
 import asyncpg
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from services.account.developer_tokens import create_developer_token
 from services.account.users import User, create_user
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from tests.support.codes import make_client, obtain_tokens
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import login

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 import asyncpg
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from services.account.apps import NewApp, create_app, set_verified
 from tests.support.codes import pkce_pair  # noqa: F401 - re-exported for tests that import it from here
 

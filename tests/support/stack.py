@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 
 
 def free_port() -> int:
@@ -34,11 +34,11 @@ class Stack:
     async def start(self, service: str, port: int | None = None, settings: Settings | None = None) -> web.AppRunner:
         from importlib import import_module
 
-        from libs.common.server import start_service
+        from libs.platform.server import start_service
 
         settings = settings or self.settings
         app = import_module(f"services.{service}.app").build(settings)
-        # The production server wiring (libs/common/server.py), admin port included; another
+        # The production server wiring (libs/platform/server.py), admin port included; another
         # instance on its own port gets its own admin port too.
         admin_port = None if port is None or settings.admin_port_of(service) is None else free_port()
         return await start_service(service, app, settings, host="127.0.0.1", port=port, admin_port=admin_port)

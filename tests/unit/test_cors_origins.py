@@ -1,10 +1,10 @@
-"""libs/common/cors.py: origins of redirect URIs and of Origin headers (RFC 6454 serialization)."""
+"""libs/oauth/cors.py: origins of redirect URIs and of Origin headers (RFC 6454 serialization)."""
 
 from __future__ import annotations
 
 import pytest
 
-from libs.common.cors import origin_of, request_origin
+from libs.oauth.cors import origin_of, request_origin
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from libs.common.config import Settings
-from libs.common.errors import DependencyUnavailable
-from libs.common.web import READY_CHECKS, create_app
+from libs.platform.config import Settings
+from libs.platform.errors import DependencyUnavailable
+from libs.platform.web import READY_CHECKS, create_app
 
 FAILURES: dict[str, BaseException] = {
     "reset": ConnectionResetError(104, "Connection reset by peer"),

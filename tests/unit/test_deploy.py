@@ -1,7 +1,7 @@
 """The deployment files in deploy/ checked against the code, statically (no Docker, no cluster).
 
 Expectations are derived from the code, not written down twice: the service list
-(``libs.common.config.SERVICES``), the ports, setting names, secret and loopback-default fields
+(``libs.platform.config.SERVICES``), the ports, setting names, secret and loopback-default fields
 (``Settings``), the probe paths (the routes of each built app), the gateway's upstreams
 (``Settings.upstream_url``) and public paths (``services.gateway.routes.ROUTES``), the packaging
 (pyproject.toml) and the runnable commands (importable ``__main__`` modules, oauthctl's parser).
@@ -34,9 +34,9 @@ import pytest
 import yaml
 from aiohttp import web
 
-from libs.common import migrate
-from libs.common.config import SERVICES, Settings
-from libs.common.web import create_admin_app
+from libs.platform.config import SERVICES, Settings
+from libs.platform.web import create_admin_app
+from oauthctl import components
 from services.gateway.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def probe_port(settings: Settings, service: str) -> int:
 
 
 def probe_routes(service: str, settings: Settings, app: web.Application) -> set[str]:
-    """GET routes on the probe port: the admin app's (libs/common/web.py), or the app's own."""
+    """GET routes on the probe port: the admin app's (libs/platform/web.py), or the app's own."""
     return get_routes(create_admin_app(app) if settings.admin_port_of(service) else app)
 
 
@@ -307,11 +307,11 @@ def check_dockerfile(
 def check_packaging(pyproject: dict[str, Any]) -> Problems:
     """The image installs the project non-editable, so every data file the code reads from next to
     itself (migrations, templates, static files) must be package data, and the migration folders
-    must sit in packaged trees (migrate.ROOT is site-packages there)."""
+    must sit in packaged trees (components.ROOT is site-packages there)."""
     p: Problems = []
     patterns = [pat for pats in pyproject["tool"]["setuptools"]["package-data"].values() for pat in pats]
-    for component, folder in migrate.COMPONENTS.items():
-        rel = folder.relative_to(migrate.ROOT)
+    for component, folder in components.MIGRATIONS:
+        rel = folder.relative_to(components.ROOT)
         if not module_is_packaged(rel.parts[0], pyproject):
             p.append(f"pyproject: migrations of {component} ({rel}) are outside the packaged trees")
     for top in packaged_top_levels(pyproject):
@@ -404,7 +404,7 @@ def check_compose(doc: dict[str, Any]) -> Problems:
         where = f"compose service {name!r}"
         service = apps.get(name)
         if service is None:
-            p.append(f"{where}: missing (every service in libs.common.config.SERVICES runs in compose)")
+            p.append(f"{where}: missing (every service in libs.platform.config.SERVICES runs in compose)")
             continue
         if compose_command(service) != [f"services.{name}"]:
             p.append(f"{where}: command must be ['services.{name}'], found {compose_command(service)}")
@@ -438,7 +438,7 @@ def check_compose(doc: dict[str, Any]) -> Problems:
             p.append(f"{where}: publishes {service['ports']}, but only {', '.join(PUBLIC)} may be reachable")
         for key, raw in env.items():
             if name in apps and not env_name_ok(key):
-                p.append(f"{where}: {key} is not a Settings field (no {key.lower()!r} in libs/common/config.py)")
+                p.append(f"{where}: {key} is not a Settings field (no {key.lower()!r} in libs/platform/config.py)")
             if name not in apps and not key.startswith(INFRA_ENV_PREFIXES):
                 p.append(f"{where}: {key} is not a documented variable of its image ({INFRA_ENV_PREFIXES})")
             secret_like = key.lower() in SECRET_FIELDS if name in apps else re.search(r"PASS|SECRET", key)
@@ -584,7 +584,7 @@ def check_k8s(k8s: K8s, image_uid: int | None, routes_table: dict[str, str] = RO
         for key, value in (cm.get("data") or {}).items():
             where = f"k8s ConfigMap {cm['metadata']['name']}"
             if not env_name_ok(key):
-                p.append(f"{where}: {key} is not a Settings field (no {key.lower()!r} in libs/common/config.py)")
+                p.append(f"{where}: {key} is not a Settings field (no {key.lower()!r} in libs/platform/config.py)")
             if key.lower() in SECRET_FIELDS:
                 p.append(f"{where}: {key} is a secret; it belongs in the Secret")
             if url_password_problem(str(value)):
@@ -610,7 +610,7 @@ def check_k8s(k8s: K8s, image_uid: int | None, routes_table: dict[str, str] = RO
     for name in SERVICES:
         dep = k8s.one("Deployment", name)
         if dep is None:
-            p.append(f"k8s: no Deployment {name!r} (every service in libs.common.config.SERVICES needs one)")
+            p.append(f"k8s: no Deployment {name!r} (every service in libs.platform.config.SERVICES needs one)")
             continue
         where = f"k8s Deployment {name}"
         pod = dep["spec"]["template"]["spec"]

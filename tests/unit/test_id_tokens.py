@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from services.authz.authrequest import PROMPTS, SCOPES
 from services.token import discovery
 from services.token.id_tokens import Authentication, id_token_algorithm, id_token_claims, token_hash_claim

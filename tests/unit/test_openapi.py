@@ -10,7 +10,7 @@ from importlib import import_module
 import pytest
 from aiohttp import web
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from services.gateway import openapi
 from services.gateway.routes import route_for
 

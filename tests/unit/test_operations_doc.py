@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 ROW = re.compile(r"^\| `([A-Z0-9_]+)` \|", re.MULTILINE)

@@ -1,4 +1,4 @@
-"""The shared input parsers (libs/common/params.py): table-driven, no I/O."""
+"""The shared input parsers (libs/platform/params.py): table-driven, no I/O."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from libs.common.params import InvalidInput, is_clean, is_kid, object_id, text
+from libs.platform.params import InvalidInput, is_clean, is_kid, object_id, text
 
 BAD_TEXT = [
     ("a\x00b", "control"),

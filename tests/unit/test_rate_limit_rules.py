@@ -8,7 +8,7 @@ import base64
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from libs.common.config import Settings
+from libs.platform.config import Settings
 from services.gateway.limits import Bucket, LocalGcra, client_id_of, client_ip, rule_for
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import jwt
 import pytest
 
-from libs.common.keys import ALGORITHMS, SigningKey, _as_dict, generate, sign_jwt
+from libs.oauth.keys import ALGORITHMS, SigningKey, _as_dict, generate, sign_jwt
 
 
 def _key(alg: str) -> SigningKey:
@@ -20,7 +20,7 @@ def _key(alg: str) -> SigningKey:
         "activates_at": datetime.now(UTC),
         "retired_at": None,
     }
-    from libs.common.keys import _load
+    from libs.oauth.keys import _load
 
     return _load(row)  # type: ignore[arg-type]
 

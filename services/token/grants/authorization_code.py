@@ -26,9 +26,9 @@ import uuid
 
 import asyncpg
 
-from libs.common.clients import Client
-from libs.common.errors import OAuthError
-from libs.common.security import same, token_hash
+from libs.oauth.clients import Client
+from libs.oauth.errors import OAuthError
+from libs.platform.security import same, token_hash
 
 from ..families import create_family, revoke_family
 from ..form import required

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from libs.common.access_tokens import mint
-from libs.common.clients import Client
-from libs.common.errors import OAuthError
+from libs.oauth.access_tokens import mint
+from libs.oauth.clients import Client
+from libs.oauth.errors import OAuthError
 
 from ..issuance import Deps
 

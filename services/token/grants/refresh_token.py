@@ -33,9 +33,9 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from libs.common.clients import Client
-from libs.common.errors import OAuthError
-from libs.common.security import token_hash
+from libs.oauth.clients import Client
+from libs.oauth.errors import OAuthError
+from libs.platform.security import token_hash
 
 from ..families import revoke_family
 from ..form import required

@@ -1,40 +1,23 @@
-"""The two error types: one per protocol. Handlers raise them; ``web.error_middleware`` renders them."""
+"""Errors that render themselves: ``web.error_middleware`` answers any ``ErrorResponse`` with its
+own ``response()``, so upper layers (libs/oauth's ``OAuthError``) add error forms without the
+platform knowing them. ``ApiError`` (the developer-API envelope) and ``PageError`` (a page for a
+browser) are the platform's own; ``DependencyUnavailable`` is a 503 in the path's style."""
 
 from __future__ import annotations
 
+from aiohttp import web
 
-class OAuthError(Exception):
-    """An RFC 6749 error: ``{"error", "error_description"}`` (section 5.2 and 4.1.2.1).
-
-    ``redirectable`` tells the authorize endpoint whether the error may go back to the client's
-    redirect_uri (only once client and redirect_uri are known to be valid, RFC 6749 4.1.2.1).
-    ``www_authenticate`` is the value of an RFC 6750 / RFC 6749 ``WWW-Authenticate`` header, if any.
-    """
-
-    def __init__(
-        self,
-        error: str,
-        description: str = "",
-        *,
-        status: int = 400,
-        redirectable: bool = True,
-        www_authenticate: str | None = None,
-    ) -> None:
-        super().__init__(f"{error}: {description}")
-        self.error = error
-        self.description = description
-        self.status = status
-        self.redirectable = redirectable
-        self.www_authenticate = www_authenticate
-
-    def body(self) -> dict[str, str]:
-        out = {"error": self.error}
-        if self.description:
-            out["error_description"] = self.description
-        return out
+from .responses import error_page, json_response
 
 
-class ApiError(Exception):
+class ErrorResponse(Exception):
+    """An error raised by a handler that knows the HTTP response it is answered with."""
+
+    def response(self) -> web.Response:
+        raise NotImplementedError
+
+
+class ApiError(ErrorResponse):
     """A developer-API error, rendered as the guide's envelope ``{"success": false, "message", "data"}``."""
 
     def __init__(self, status: int, message: str, *, www_authenticate: str | None = None) -> None:
@@ -46,8 +29,12 @@ class ApiError(Exception):
     def body(self) -> dict[str, object]:
         return {"success": False, "message": self.message, "data": None}
 
+    def response(self) -> web.Response:
+        headers = {"WWW-Authenticate": self.www_authenticate} if self.www_authenticate else None
+        return json_response(self.body(), self.status, headers)
 
-class PageError(Exception):
+
+class PageError(ErrorResponse):
     """An error for a browser: rendered as a readable HTML page."""
 
     def __init__(self, status: int, title: str, detail: str = "") -> None:
@@ -55,6 +42,9 @@ class PageError(Exception):
         self.status = status
         self.title = title
         self.detail = detail
+
+    def response(self) -> web.Response:
+        return error_page(self.status, self.title, self.detail)
 
 
 class DependencyUnavailable(Exception):

@@ -4,7 +4,6 @@ security headers, health and readiness, resource lifetimes (Postgres, Redis, Rab
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import re
 import time
@@ -15,7 +14,6 @@ from typing import Any
 import aio_pika
 import aiormq
 import asyncpg
-import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 from aiohttp import web
@@ -24,10 +22,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from .amqp import AmqpLink
 from .config import Settings
 from .db import create_pool
-from .errors import ApiError, DependencyUnavailable, OAuthError, PageError
+from .errors import ApiError, DependencyUnavailable, ErrorResponse
+from .lang import pick_lang
 from .logs import request_id_var, setup_logging
 from .params import InvalidInput
 from .redis import create_redis
+from .responses import envelope as envelope
+from .responses import error_page, json_response
 
 log = logging.getLogger("oauth.web")
 access_log = logging.getLogger("oauth.access")
@@ -53,14 +54,6 @@ HTTP_LATENCY = Histogram(
 
 
 # --- responses -----------------------------------------------------------------------------------
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
-
-
-def envelope(data: Any, message: str = "ok", status: int = 200) -> web.Response:
-    return json_response({"success": True, "message": message, "data": data}, status=status)
-
-
 def error_style(path: str) -> str:
     """How errors on ``path`` are rendered: RFC 6749 body, developer-API envelope, or an HTML page."""
     if path.startswith(("/api/oauth2/", "/.well-known/")):
@@ -68,18 +61,6 @@ def error_style(path: str) -> str:
     if path.startswith(("/api/", "/internal/")):
         return "envelope"
     return "page"
-
-
-def error_page(status: int, title: str, detail: str = "") -> web.Response:
-    body = (
-        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
-        f'<title>{html.escape(title)}</title><meta name="viewport" content="width=device-width">'
-        "<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}"
-        "h1{font-size:1.4rem}p{color:#555}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(detail)}</p>"
-        f"<p><small>request id: {html.escape(request_id_var.get())}</small></p></body></html>"
-    )
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
 _STATUS_ERRORS = {
@@ -113,7 +94,7 @@ def render_invalid_input(path: str, exc: InvalidInput) -> web.Response:
     ``invalid_request`` (5.2), the developer-API envelope, or a readable page."""
     style = error_style(path)
     if style == "oauth":
-        body = OAuthError("invalid_request", exc.message).body()
+        body = {"error": "invalid_request", "error_description": exc.message}
         return json_response(body, 400, {"Cache-Control": "no-store"})
     if style == "envelope":
         return json_response(ApiError(400, exc.message).body(), 400)
@@ -146,12 +127,6 @@ UNAVAILABLE_DETAIL = {
 }
 
 
-def _page_lang(request: web.Request) -> str:
-    from .pages import pick_lang  # pages imports this module
-
-    return pick_lang(request)
-
-
 def render_unavailable(request: web.Request) -> web.Response:
     """503 in the request's protocol style (RFC 6749 5.2 / 4.1.2.1 ``temporarily_unavailable``)."""
     headers = {"Retry-After": RETRY_AFTER_SECONDS, "Cache-Control": "no-store"}
@@ -161,7 +136,7 @@ def render_unavailable(request: web.Request) -> web.Response:
         return json_response(body, 503, headers)
     if style == "envelope":
         return json_response({"success": False, "message": "服务暂时不可用，请稍后重试", "data": None}, 503, headers)
-    lang = _page_lang(request)
+    lang = pick_lang(request)
     resp = error_page(503, UNAVAILABLE_TITLE[lang], UNAVAILABLE_DETAIL[lang])
     resp.headers.update(headers)
     return resp
@@ -219,16 +194,8 @@ async def error_middleware(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except OAuthError as exc:
-        headers = {"Cache-Control": "no-store"}
-        if exc.www_authenticate:
-            headers["WWW-Authenticate"] = exc.www_authenticate
-        return json_response(exc.body(), exc.status, headers)
-    except ApiError as exc:
-        api_headers = {"WWW-Authenticate": exc.www_authenticate} if exc.www_authenticate else None
-        return json_response(exc.body(), exc.status, api_headers)
-    except PageError as exc:
-        return error_page(exc.status, exc.title, exc.detail)
+    except ErrorResponse as exc:  # ApiError, PageError, and libs/oauth's OAuthError: each renders itself
+        return exc.response()
     except InvalidInput as exc:
         return render_invalid_input(request.path, exc)
     except web.HTTPException as exc:
@@ -318,7 +285,7 @@ async def metrics(request: web.Request) -> web.Response:
     return resp
 
 
-# --- RabbitMQ link: libs/common/amqp.py (AmqpLink, imported above) ------------------------------
+# --- RabbitMQ link: libs/platform/amqp.py (AmqpLink, imported above) ------------------------------
 
 
 # --- app factory ---------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from libs.platform.security import same, token_hash
+
 from .caches import CLIENTS
-from .security import same, token_hash
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,10 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Histogram
 
-from .config import Settings
-from .redis import key
+from libs.platform.config import Settings
+from libs.platform.redis import key
+
+from .events.types import topic_matches
 
 log = logging.getLogger("oauth.lease")
 
@@ -115,8 +117,6 @@ async def _pending(
     redis: aioredis.Redis, settings: Settings, events: Sequence[tuple[str, str]], exclude: str
 ) -> list[str]:
     """Instances that may trust their caches and have not acked every event they bind."""
-    from .events import topic_matches
-
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(leases_key(settings))
         for event_id, _ in events:

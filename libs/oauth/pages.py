@@ -1,6 +1,6 @@
 """Server-rendered pages: Jinja2 (autoescaped), a shared layout, Chinese and English.
 
-Each service has ``templates/`` beside its modules; ``libs/common/templates`` holds the layout.
+Each service has ``templates/`` beside its modules; ``libs/oauth/templates`` holds the layout.
 Strings live in per-service dictionaries registered with ``add_strings``; templates call
 ``t("key")``. The language is ``?lang=``, then the ``lang`` cookie, then Accept-Language; default zh.
 """
@@ -13,10 +13,11 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from .sessions import CSRF_FIELD, csrf_token, current_session
-from .web import SETTINGS
+from libs.platform.lang import LANGS, pick_lang
+from libs.platform.web import SETTINGS
 
-LANGS = ("zh", "en")
+from .sessions import CSRF_FIELD, csrf_token, current_session
+
 ENV = web.AppKey("jinja_env", jinja2.Environment)
 STRINGS: dict[str, dict[str, str]] = {"zh": {}, "en": {}}
 
@@ -83,16 +84,6 @@ def safe_next(value: object, default: str = "/user") -> str:
     if any(ord(c) < 32 or ord(c) == 127 or c.isspace() for c in value):
         return default
     return value
-
-
-def pick_lang(request: web.Request) -> str:
-    for candidate in (request.query.get("lang"), request.cookies.get("lang")):
-        if candidate in LANGS:
-            return candidate
-    accept = request.headers.get("Accept-Language", "").lower()
-    if accept.startswith("en"):
-        return "en"
-    return "zh"
 
 
 def translator(lang: str):  # type: ignore[no-untyped-def]

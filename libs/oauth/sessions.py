@@ -20,10 +20,10 @@ from http.cookies import SimpleCookie
 import orjson
 from aiohttp import hdrs, web
 
-from .errors import PageError
-from .params import is_clean
-from .redis import key
-from .web import REDIS, SETTINGS
+from libs.platform.errors import PageError
+from libs.platform.params import is_clean
+from libs.platform.redis import key
+from libs.platform.web import REDIS, SETTINGS
 
 SESSION_COOKIE = "sid"
 CSRF_COOKIE = "csrf"

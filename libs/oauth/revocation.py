@@ -39,13 +39,15 @@ import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import outbox
+from libs.oauth.events import outbox
+from libs.oauth.events.bus import EVENTS
+from libs.oauth.events.types import Event, event_ids
+from libs.oauth.metrics import ACCESS_TOKENS_REVOKED, TOKEN_FAMILIES_REVOKED
+from libs.platform.config import Settings
+from libs.platform.web import PG, REDIS, SETTINGS
+
 from .access_tokens import REVOCATIONS, mark_revoked, revoked_family_key, revoked_jti_key
 from .caches import LiveCache
-from .config import Settings
-from .events import EVENTS, Event, event_ids
-from .metrics import ACCESS_TOKENS_REVOKED, TOKEN_FAMILIES_REVOKED
-from .web import PG, REDIS, SETTINGS
 
 log = logging.getLogger("oauth.revocation")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .config import Settings
-from .redis import key
+from libs.platform.config import Settings
+from libs.platform.redis import key
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_ORIGIN_CHARS = 300

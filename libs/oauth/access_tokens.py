@@ -23,18 +23,19 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from .config import Settings
-from .errors import OAuthError
+from libs.oauth.errors import OAuthError
+from libs.platform.config import Settings
+from libs.platform.params import is_kid
+from libs.platform.redis import key
+from libs.platform.web import PG, REDIS, SETTINGS
+
 from .keys import KeyStore, ensure_signing_key, sign_jwt
-from .params import is_kid
-from .redis import key
-from .web import PG, REDIS, SETTINGS
 
 REALM = 'Bearer realm="oauth"'
 
 
 class RevocationCheck(Protocol):
-    """How a verifier asks whether a token was revoked (libs/common/revocation.RevocationCache:
+    """How a verifier asks whether a token was revoked (libs/oauth/revocation.RevocationCache:
     in-process memory invalidated by events, Redis, PostgreSQL when Redis is down)."""
 
     async def is_revoked(self, jti: str, family: str | None) -> bool: ...
@@ -155,7 +156,7 @@ class AccessTokenVerifier:
     async def verify(self, token: str) -> AccessToken:
         header = unverified_header(token)
         kid = header.get("kid")
-        # The kid is checked before it is looked up (libs/common/params.py): a NUL or other
+        # The kid is checked before it is looked up (libs/platform/params.py): a NUL or other
         # control character in it would otherwise reach PostgreSQL as an invalid string.
         if not is_kid(kid) or header.get("typ") not in ("at+jwt", "application/at+jwt"):
             raise invalid_token("The access token is malformed")

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     redis_prefix: str = "oauth:"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     events_exchange: str = "oauth.events"
-    # --- events (libs/common/events.py): the outbox relay, consumers, event-invalidated caches ------
+    # --- events (libs/oauth/events/): the outbox relay, consumers, event-invalidated caches ------
     events_relay_poll_seconds: float = Field(1.0, gt=0, le=60)  # fallback when no NOTIFY wakes the relay
     events_relay_batch_size: int = Field(100, ge=1, le=10000)
     events_publish_timeout_seconds: float = Field(1.0, gt=0)  # wait for a publisher confirm
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     # their own ports, which are internal already.
     gateway_admin_port: int = Field(9080, ge=1, le=65535)
     admin_bind_host: str = ""
-    # --- connection limits (libs/common/server.py; bodies: services/gateway/app.py) -------------
+    # --- connection limits (libs/platform/server.py; bodies: services/gateway/app.py) -------------
     header_timeout_seconds: float = Field(5.0, gt=0)  # request line + headers must arrive within this
     gateway_body_timeout_seconds: float = Field(5.0, gt=0)  # a request body must arrive within this
     gateway_keepalive_timeout_seconds: float = Field(75.0, gt=0)  # idle keep-alive connections closed after

@@ -1,10 +1,11 @@
-"""SQL migrations, owned per service, applied in order with a migrations table.
+"""SQL migrations, owned per component, applied in order with a migrations table.
 
-Each component keeps plain SQL files named ``NNNN_what.sql`` in its own ``migrations/`` folder
-(``libs/common/migrations`` for shared tables such as the event outbox, then ``services/<name>/
-migrations``). ``apply_all`` takes a Postgres advisory lock (so parallel starts of several
-instances migrate once), applies every file not yet recorded in ``schema_migrations``, each in its
-own transaction together with its record, and refuses to run if an applied file was edited since.
+Each component keeps plain SQL files named ``NNNN_what.sql`` in its own folder; the caller passes
+the ordered ``(component name, folder)`` list (``oauthctl/components.py`` holds the platform's), so
+this module knows no service's path. ``apply_all`` takes a Postgres advisory lock (so parallel
+starts of several instances migrate once), applies every file not yet recorded in
+``schema_migrations``, each in its own transaction together with its record, and refuses to run if
+an applied file was edited since.
 """
 
 from __future__ import annotations
@@ -13,20 +14,15 @@ import argparse
 import asyncio
 import hashlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
-ROOT = Path(__file__).resolve().parents[2]
-# Order matters: later components may reference earlier components' tables.
-COMPONENTS: dict[str, Path] = {
-    "common": ROOT / "libs" / "common" / "migrations",
-    "account": ROOT / "services" / "account" / "migrations",
-    "authz": ROOT / "services" / "authz" / "migrations",
-    "token": ROOT / "services" / "token" / "migrations",
-}
+# (component name, folder of NNNN_*.sql files), in order: later components may reference earlier
+# components' tables. The name is the key of schema_migrations rows, so it must never change.
+Components = Sequence[tuple[str, Path]]
 LOCK_ID = 0x0A07_4D16  # pg_advisory_lock key for migrations
 
 
@@ -46,9 +42,9 @@ class MigrationError(RuntimeError):
     pass
 
 
-def discover() -> list[Migration]:
+def discover(components: Components) -> list[Migration]:
     found: list[Migration] = []
-    for component, folder in COMPONENTS.items():
+    for component, folder in components:
         if not folder.is_dir():
             continue
         for path in sorted(folder.glob("*.sql")):
@@ -59,8 +55,8 @@ def discover() -> list[Migration]:
     return found
 
 
-async def apply_all(dsn: str, log: Callable[[str], None] = print) -> int:
-    """Apply pending migrations; return how many ran."""
+async def apply_all(dsn: str, components: Components, log: Callable[[str], None] = print) -> int:
+    """Apply the pending migrations of ``components`` (in order); return how many ran."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", LOCK_ID)
@@ -77,7 +73,7 @@ async def apply_all(dsn: str, log: Callable[[str], None] = print) -> int:
             rows = await conn.fetch("SELECT component, version, checksum FROM schema_migrations")
             applied = {(r["component"], r["version"]): r["checksum"] for r in rows}
             count = 0
-            for m in discover():
+            for m in discover(components):
                 done = applied.get((m.component, m.version))
                 if done is not None:
                     if done != m.checksum:
@@ -129,15 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     from .config import load_settings
 
     parser = argparse.ArgumentParser(
-        prog="python -m libs.common.migrate",
-        description="Apply pending SQL migrations of every service to DATABASE_URL (creating the database if needed).",
+        prog="python -m libs.platform.migrate",
+        description="Apply pending SQL migrations of the given components to DATABASE_URL (creating the database "
+        "if needed). The platform's own list is applied by `oauthctl migrate`.",
     )
-    parser.parse_args(argv)
+    parser.add_argument(
+        "component", nargs="+", metavar="NAME=FOLDER", help="a component and its migrations folder, in order"
+    )
+    args = parser.parse_args(argv)
+    components = [(name, Path(folder)) for name, _, folder in (c.partition("=") for c in args.component)]
     settings = load_settings()
 
     async def run() -> None:
         await ensure_database(settings.database_url)
-        await apply_all(settings.database_url)
+        await apply_all(settings.database_url, components)
 
     try:
         asyncio.run(run())

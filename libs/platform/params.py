@@ -12,7 +12,7 @@ lone surrogate) or Redis as an invalid string.
   included more than once"): the token service's forms (services/token/form.py) and the authorize
   request (services/authz/authrequest.py) refuse repeats.
 
-The parsers raise ``InvalidInput``; ``libs/common/web.error_middleware`` renders it in the
+The parsers raise ``InvalidInput``; ``libs/platform/web.error_middleware`` renders it in the
 endpoint's own error form (RFC 6749 ``invalid_request``, the developer-API envelope, or an HTML
 page). Code that must answer differently (RFC 7662 "inactive", RFC 6750 ``invalid_token``) uses
 the boolean checks (``is_clean``, ``is_kid``) or catches ``InvalidInput`` and raises its own error.
@@ -30,7 +30,7 @@ from multidict import MultiDictProxy
 # C0 controls, DEL, C1 controls, and surrogates (never valid alone in a str that came from UTF-8).
 _BAD = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _BAD_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-# A JWS ``kid`` as this platform mints it (base64url, libs/common/keys.generate), with room for
+# A JWS ``kid`` as this platform mints it (base64url, libs/oauth/keys.generate), with room for
 # operator-chosen ids: RFC 7515 4.1.4 leaves it a case-sensitive string; we accept a safe subset.
 KID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 MAX_ID_DIGITS = 18  # fits a PostgreSQL bigint

@@ -26,7 +26,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .params import is_kid
+from libs.platform.params import is_kid
 
 ALGORITHMS = ("RS256", "ES256", "HS256")
 log = logging.getLogger("oauth.keys")

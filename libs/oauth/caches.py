@@ -1,7 +1,7 @@
 """In-process caches that events invalidate (SPEC.md "Events": "every cache, on every instance").
 
 A ``LiveCache`` answers only while its instance's event consumer is *live* (its exclusive queue is
-consumed and the bus lease is fresh, libs/common/lease.py): then every change that matters reaches
+consumed and the bus lease is fresh, libs/oauth/lease.py): then every change that matters reaches
 it as an event, and ``invalidate`` runs. While
 the consumer is down, ``get`` misses and callers read the shared state (Postgres, Redis) on every
 request; when it comes back, everything cached before is dropped, since events may have been
@@ -13,7 +13,7 @@ Loading races are closed with a ticket: ``ticket()`` before reading the shared s
 stores only if no invalidation and no liveness change happened since, so an answer read before
 an event is never cached after it.
 
-``CLIENTS`` is the process-wide cache behind ``libs.common.clients.get_client``; every event bus
+``CLIENTS`` is the process-wide cache behind ``libs.oauth.clients.get_client``; every event bus
 of the process attaches to it (``attach_client_cache``) and it answers only while all of them are
 live.
 """
@@ -39,7 +39,7 @@ class Liveness(Protocol):
 class LiveCache(Generic[K, V]):
     def __init__(self, liveness: Liveness, ttl: float, max_entries: int = 10_000, name: str = "") -> None:
         if name:
-            from .metrics import register_cache
+            from libs.platform.metrics import register_cache
 
             register_cache(name, self)
         self.name = name or "unnamed"

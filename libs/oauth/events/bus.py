@@ -1,0 +1,270 @@
+"""One service instance's event bus, and the CLI's waiter (docs/events.md).
+
+``EventBus`` (``app[EVENTS]``, from ``setup_events``): the outbox relay (relay.py) and the consumer
+(consumer.py) of one service instance, plus a middleware that, when a request wrote events, has
+them published and acked by every instance that trusts its caches before the response goes out
+(at most ``bus_lease_seconds`` after the commit). So when a revoke or a quota change returns, no
+instance answers from a cache it makes wrong (docs/events.md "Liveness and delivery").
+``EventWaiter`` does the same for processes without a bus (``oauthctl``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import aio_pika
+from aiohttp import web
+
+from libs.platform.config import Settings
+from libs.platform.redis import create_redis
+from libs.platform.web import AMQP, PG, READY_CHECKS, REDIS, SERVICE, SETTINGS
+
+from ..caches import CLIENTS, attach_client_cache, detach_client_cache
+from ..lease import await_delivery, unregister
+from . import outbox
+from .consumer import BUS_LEASE_AGE, EventConsumer
+from .relay import OutboxRelay
+from .types import Event, Handler
+
+log = logging.getLogger("oauth.events")
+
+
+class EventBus:
+    """The relay (optional), the consumer and the request middleware of one service instance."""
+
+    def __init__(self, app: web.Application, *, relay: bool) -> None:
+        self.app = app
+        self.with_relay = relay
+        self.relay: OutboxRelay | None = None
+        self.consumer: EventConsumer | None = None
+        self._pending_handlers: list[tuple[str, Handler]] = []
+        self._pending_resets: list[Callable[[], None]] = []
+        self._after_commit: list[Handler] = []
+
+    # --- registration (at build time) -------------------------------------------------------------
+    def subscribe(self, pattern: str, handler: Handler) -> None:
+        self._pending_handlers.append((pattern, handler))
+
+    def on_reset(self, hook: Callable[[], None]) -> None:
+        self._pending_resets.append(hook)
+
+    def after_commit(self, handler: Handler) -> None:
+        """``handler(event)`` for each event a request of this instance committed, before it answers
+        (e.g. write revocations to Redis at once; consumers repeat it, idempotently)."""
+        self._after_commit.append(handler)
+
+    # --- liveness, for caches ---------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        return self.consumer is not None and self.consumer.live
+
+    @property
+    def generation(self) -> int:
+        return self.consumer.generation if self.consumer is not None else -1
+
+    # --- lifetime ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = self.app
+        link = app[AMQP]
+        settings = app[SETTINGS]
+        name = f"{app[SERVICE]}-{uuid.uuid4().hex[:6]}"
+        self.consumer = EventConsumer(link, settings, name=name, redis=app.get(REDIS))
+        for pattern, handler in self._pending_handlers:
+            self.consumer.subscribe(pattern, handler)
+        for hook in self._pending_resets:
+            self.consumer.on_reset(hook)
+        if self.with_relay:
+            self.relay = OutboxRelay(app[PG], link, settings, name=name)
+            await self.relay.start()
+        if link.is_up:  # connected before our hooks were registered: set them up on a fresh connection
+            link.drop()
+
+    async def stop(self) -> None:
+        if self.relay is not None:
+            await self.relay.stop()
+        consumer = self.consumer
+        if consumer is not None:
+            with contextlib.suppress(KeyError):
+                BUS_LEASE_AGE.remove(consumer.name)
+            if consumer.redis is not None:
+                await unregister(consumer.redis, consumer.settings, consumer.name)
+
+    # --- a request's events -----------------------------------------------------------------------
+    async def settle(self, ids: Sequence[uuid.UUID]) -> None:
+        """Make the committed events among ``ids`` visible before the request answers: after-commit
+        handlers, this instance's own handlers at once, publication (at most
+        ``events_settle_timeout_seconds``), then every other trusting instance's ack, or the lease
+        run out (lease.py: afterwards no instance trusts a cache these events invalidate)."""
+        if not ids:
+            return
+        committed_at = time.time()  # the request's transactions committed before this
+        pool = self.app[PG]
+        rows = await pool.fetch(
+            "SELECT id, type, data::text AS data, occurred_at FROM event_outbox WHERE id = ANY($1::uuid[])",
+            [str(i) for i in ids],
+        )
+        if not rows:
+            return  # rolled back: nothing happened, nothing to tell
+        events = [Event.from_row(r) for r in rows]
+        for event in events:
+            for handler in self._after_commit:
+                try:
+                    await handler(event)
+                except Exception:
+                    log.exception("after-commit handler failed", extra={"type": event.type})
+        consumer = self.consumer
+        if consumer is not None:
+            for event in events:
+                await consumer.dispatch(event)  # this instance is up to date at once
+        if self.relay is not None:
+            await self.relay.flush([e.id for e in events], self.app[SETTINGS].events_settle_timeout_seconds)
+        await await_delivery(
+            self.app.get(REDIS),
+            self.app[SETTINGS],
+            [(e.id, e.type) for e in events],
+            committed_at,
+            exclude=consumer.name if consumer is not None else "",
+        )
+
+
+EVENTS = web.AppKey("events", EventBus)
+
+
+@web.middleware
+async def settle_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Collect the events a request enqueues; make them visible before the response leaves."""
+    ids: list[uuid.UUID] = []
+    token = outbox.collect(ids)
+    try:
+        return await handler(request)
+    finally:
+        outbox.stop_collecting(token)
+        if ids:
+            try:
+                await request.app[EVENTS].settle(ids)
+            except Exception as exc:  # the change is committed: its answer must not turn into an error
+                log.warning("could not settle the request's events", extra={"error": type(exc).__name__})
+
+
+def setup_events(app: web.Application, *, relay: bool = True, client_cache: bool = True) -> EventBus:
+    """Give a service instance its event bus (``app[EVENTS]``): the outbox relay (when the service
+    writes events), the cache-invalidation consumer, the settle middleware, and (``client_cache``)
+    the client cache of ``clients.get_client`` kept by client.* events. Call after ``create_app``;
+    subscribe handlers with ``app[EVENTS].subscribe`` before the app starts."""
+    bus = EventBus(app, relay=relay)
+    app[EVENTS] = bus
+    app.middlewares.append(settle_middleware)
+    if client_cache:
+
+        async def drop_client(event: Event) -> None:
+            CLIENTS.invalidate(str(event.data.get("client_id", "")))
+
+        bus.subscribe("client.*", drop_client)
+        bus.on_reset(CLIENTS.clear)
+
+    async def bus_ready() -> str | None:
+        return None if bus.live else "degraded"  # the caches are bypassed, not wrong
+
+    app[READY_CHECKS]["bus"] = bus_ready
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if client_cache:
+            attach_client_cache(bus, app[SETTINGS].cache_ttl_seconds)
+        await bus.start()
+        yield
+        await bus.stop()
+        if client_cache:
+            detach_client_cache(bus)
+
+    app.cleanup_ctx.append(ctx)
+    return bus
+
+
+# --- for processes without a bus (the CLI) ------------------------------------------------------
+class EventWaiter:
+    """Make a change from outside the services (``oauthctl``) visible everywhere before returning:
+
+        async with EventWaiter(settings, ["user.disabled"]), conn.transaction():
+            ...  # outbox.enqueue(conn, "user.disabled", ...)
+
+    On entry it binds a temporary exclusive queue to ``routing_keys`` and collects the ids that
+    ``outbox.enqueue`` writes; on a clean exit it waits (at most ``wait_seconds``) until those
+    events came round through the broker, i.e. the services' relays published them and every
+    bound queue, the instances' included, has them, and then (like ``EventBus.settle``) until
+    every instance that trusts its caches acked them, at most ``bus_lease_seconds``."""
+
+    def __init__(self, settings: Settings, routing_keys: Sequence[str], *, wait_seconds: float = 3.0) -> None:
+        self.settings = settings
+        self.routing_keys = list(routing_keys)
+        self.wait_seconds = wait_seconds
+        self.ids: list[uuid.UUID] = []
+        self._seen: set[str] = set()
+        self._types: dict[str, str] = {}
+        self._arrived = asyncio.Event()
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._token: Any = None
+
+    async def __aenter__(self) -> EventWaiter:
+        try:
+            self._connection = await aio_pika.connect(self.settings.amqp_url, timeout=2)
+            channel = await self._connection.channel()
+            exchange = await channel.declare_exchange(
+                self.settings.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+            for key in self.routing_keys:
+                await queue.bind(exchange, routing_key=key)
+            await queue.consume(self._on_message, no_ack=True)
+        except Exception as exc:
+            log.warning("no broker to wait for events on", extra={"error": type(exc).__name__})
+            await self._close()
+        self._token = outbox.collect(self.ids)
+        return self
+
+    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        if message.message_id:
+            self._seen.add(message.message_id)
+            self._types[message.message_id] = message.routing_key or ""
+            self._arrived.set()
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        outbox.stop_collecting(self._token)
+        committed_at = time.time()
+        try:
+            if exc_type is None and self._connection is not None and self.ids:
+                wanted = {str(i) for i in self.ids}
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self.wait_seconds
+                while not wanted <= self._seen and loop.time() < deadline:
+                    self._arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._arrived.wait(), timeout=max(deadline - loop.time(), 0.001))
+            if exc_type is None and self.ids:
+                await self._confirm_delivery(committed_at)
+        finally:
+            await self._close()
+
+    async def _confirm_delivery(self, committed_at: float) -> None:
+        """As ``EventBus.settle``: every instance that trusts its caches acked, or the lease ran out."""
+        default_type = self.routing_keys[0] if self.routing_keys else ""
+        events = [(str(i), self._types.get(str(i), default_type)) for i in self.ids]
+        redis = create_redis(self.settings)
+        try:
+            await await_delivery(redis, self.settings, events, committed_at)
+        finally:
+            with contextlib.suppress(Exception):
+                await redis.aclose()
+
+    async def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), timeout=2)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from libs.oauth.events import outbox
+from libs.oauth.vocabulary import CLIENT_SECRET_PREFIX
 from libs.platform.config import Settings
 from libs.platform.security import hash_password, new_token, token_hash
 from services.account.apps import new_client_id
@@ -67,7 +68,7 @@ async def ensure_demo(settings: Settings) -> DemoInfo:
                 DEMO_TOKEN_LABEL,
             )
             dev_token, _ = await create_developer_token(conn, settings.pepper_bytes, user.id, DEMO_TOKEN_LABEL)
-            secret = new_token("secret")
+            secret = new_token(CLIENT_SECRET_PREFIX)
             uris = example_redirect_uris(settings)
             row = await conn.fetchrow(
                 "SELECT id, client_id FROM oauth_apps WHERE owner_id = $1 AND name = $2", user.id, DEMO_APP

@@ -1,4 +1,4 @@
-"""In-process caches that events invalidate (SPEC.md "Events": "every cache, on every instance").
+"""In-process caches that events invalidate (docs/events.md "The services' own caches": every cache, on every instance).
 
 A ``LiveCache`` answers only while its instance's event consumer is *live* (its exclusive queue is
 consumed and the bus lease is fresh, libs/oauth/lease.py): then every change that matters reaches

@@ -1,4 +1,4 @@
-"""CORS origins (SPEC.md "Browsers"): the browser origins allowed to call the platform's browser-facing
+"""CORS origins (docs/architecture.md "Browsers and CORS"): the browser origins allowed to call the platform's browser-facing
 endpoints are exactly the origins of the apps' registered redirect URIs.
 
 The account service owns the apps, so it computes the set and keeps it in Redis

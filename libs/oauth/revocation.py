@@ -1,5 +1,5 @@
 """Revocation of tokens, shared by the services, and the revocation check of every access-token
-verifier (SPEC.md "Events": a revoked token is rejected by every instance within 100 ms, and still
+verifier (docs/events.md "Liveness and delivery": a revoked token is rejected by every instance within 100 ms, and still
 if RabbitMQ is down).
 
 What is revoked, and where it is written:

@@ -90,8 +90,8 @@ class Settings(BaseSettings):
     gateway_rate_limit_redis_timeout_seconds: float = Field(0.5, gt=0)  # then the local fallback decides
 
     # --- secrets ----------------------------------------------------------------------------------
-    # HMAC key for storing client secrets, developer tokens, refresh tokens and codes (SPEC.md
-    # "Operations"). Required; `make run` generates one into .env for local use.
+    # HMAC key for storing client secrets, developer tokens, refresh tokens and codes (docs/operations.md
+    # "Settings"). Required; `make run` generates one into .env for local use.
     token_pepper: str = Field("", repr=False)
     internal_service_token: str = Field("", repr=False)
 

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from libs.oauth.events import outbox
 from libs.oauth.revocation import revoke_client
+from libs.oauth.vocabulary import CLIENT_SECRET_PREFIX
 from libs.platform.errors import ApiError
 from libs.platform.params import object_id
 from libs.platform.security import new_token, token_hash
@@ -149,7 +150,7 @@ def _client_event(row: asyncpg.Record) -> dict[str, Any]:
 
 async def create_app(pool: asyncpg.Pool, pepper: bytes, owner_id: int, new: NewApp, max_apps: int) -> dict[str, Any]:
     client_id = new_client_id()
-    secret = new_token("secret") if new.token_endpoint_auth_method != "none" else None
+    secret = new_token(CLIENT_SECRET_PREFIX) if new.token_endpoint_auth_method != "none" else None
     async with pool.acquire() as conn, conn.transaction():
         # Lock the owner so concurrent creates cannot pass the per-developer limit together.
         await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", owner_id)
@@ -224,7 +225,7 @@ async def delete_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> None:
 
 
 async def rotate_secret(pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id: int) -> dict[str, Any]:
-    secret = new_token("secret")
+    secret = new_token(CLIENT_SECRET_PREFIX)
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             f"""UPDATE oauth_apps SET client_secret_hash = $3, secret_rotated_at = now(), updated_at = now()

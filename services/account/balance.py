@@ -1,4 +1,4 @@
-"""Money formatting: integers only, never floats (SPEC.md "GET /api/oauth2/userinfo")."""
+"""Money formatting: integers only, never floats (docs/api.md; the guide's "3. 用户信息端点")."""
 
 from __future__ import annotations
 

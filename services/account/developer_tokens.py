@@ -8,12 +8,11 @@ from datetime import datetime
 import asyncpg
 from aiohttp import web
 
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.errors import ApiError
 from libs.platform.security import new_token, token_hash
 from libs.platform.validation import has_control_chars
 from libs.platform.web import PG, SETTINGS
-
-from .users import STATUS_ACTIVE
 
 PREFIX = "devtoken"
 WWW_AUTH = 'Bearer realm="developer-api"'
@@ -116,7 +115,7 @@ async def authenticate_developer(pool: asyncpg.Pool, pepper: bytes, authorizatio
            FROM developer_tokens t JOIN users u ON u.id = t.user_id
            WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.status = $2""",
         token_hash(pepper, token),
-        STATUS_ACTIVE,
+        UserStatus.ACTIVE,
     )
     if row is None:
         raise ApiError(

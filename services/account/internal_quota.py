@@ -1,4 +1,4 @@
-"""The internal quota API (SPEC.md "Quota for internal services"; never routed by the gateway).
+"""The internal quota API (docs/architecture.md "Services"; never routed by the gateway).
 
 ``POST /internal/quota/consume`` and ``POST /internal/quota/credit`` with
 ``{"user_id": int, "amount": int, "idempotency_key": str}`` (optional ``"reason"``, a short label
@@ -28,12 +28,12 @@ import orjson
 from aiohttp import web
 
 from libs.oauth.events import outbox
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.errors import ApiError
 from libs.platform.validation import has_control_chars, json_object
 from libs.platform.web import PG, SETTINGS, envelope
 
 from .balance import format_balance
-from .users import STATUS_ACTIVE
 
 MAX_AMOUNT = 10**15
 MAX_KEY_CHARS = 200
@@ -112,7 +112,7 @@ async def apply(
                    RETURNING quota, used_quota""",
                 user_id,
                 amount,
-                STATUS_ACTIVE,
+                UserStatus.ACTIVE,
             )
             if row is None:
                 await _refusal(conn, user_id, amount, quota_per_unit)
@@ -178,7 +178,7 @@ async def _refusal(conn: asyncpg.Connection, user_id: int, amount: int, quota_pe
     user = await conn.fetchrow("SELECT status, quota, used_quota FROM users WHERE id = $1", user_id)
     if user is None:
         raise ApiError(404, "user not found")
-    if user["status"] != STATUS_ACTIVE:
+    if user["status"] != UserStatus.ACTIVE:
         raise ApiError(403, "the user's account is disabled")
     balance = int(user["quota"]) - int(user["used_quota"])
     raise ApiError(

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from libs.oauth.events import outbox
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.security import new_token, token_hash
-
-from .users import STATUS_ACTIVE
 
 PREFIX = "topup"
 MAX_CODE_LEN = 200
@@ -86,7 +85,7 @@ async def redeem(pool: asyncpg.Pool, pepper: bytes, user_id: int, raw_code: str 
                        WHERE id = $1 AND status = $3 RETURNING quota, used_quota""",
                     user_id,
                     amount,
-                    STATUS_ACTIVE,
+                    UserStatus.ACTIVE,
                 )
                 if row is None:  # gone or disabled meanwhile: roll the code back too
                     raise TopupError("account")

@@ -1,5 +1,5 @@
 """Disabling a user (``oauthctl user disable``): the account is closed to logins and every token
-and grant the user has is revoked, with one ``user.disabled`` event (SPEC.md "Events": userinfo
+and grant the user has is revoked, with one ``user.disabled`` event (docs/events.md "Types": userinfo
 caches drop the user, verifiers reject the families listed in ``family_ids``)."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import redis.asyncio as aioredis
 from libs.oauth.events import outbox
 from libs.oauth.events.bus import EventWaiter
 from libs.oauth.revocation import mark_revoked_safely, revoke_families
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
-
-from .users import STATUS_ACTIVE, STATUS_DISABLED
 
 
 async def disable_user(conn: asyncpg.Connection, user_id: int) -> list[str] | None:
@@ -23,13 +22,15 @@ async def disable_user(conn: asyncpg.Connection, user_id: int) -> list[str] | No
         previous = await conn.fetchval("SELECT status FROM users WHERE id = $1 FOR UPDATE", user_id)
         if previous is None:
             return None
-        await conn.execute("UPDATE users SET status = $2, updated_at = now() WHERE id = $1", user_id, STATUS_DISABLED)
+        await conn.execute(
+            "UPDATE users SET status = $2, updated_at = now() WHERE id = $1", user_id, UserStatus.DISABLED
+        )
         families = await revoke_families(conn, user_id=user_id, reason="user_disabled")
         await conn.execute("DELETE FROM grants WHERE user_id = $1", user_id)
         await outbox.enqueue(
             conn,
             "user.disabled",
-            {"user_id": user_id, "family_ids": families, "was_active": previous == STATUS_ACTIVE},
+            {"user_id": user_id, "family_ids": families, "was_active": previous == UserStatus.ACTIVE},
         )
     return families
 

@@ -16,14 +16,12 @@ from aiohttp import web
 
 from libs.oauth.access_tokens import AccessToken, authenticate, invalid_token
 from libs.oauth.caches import LiveCache
+from libs.oauth.vocabulary import NO_STORE, SCOPES, UserStatus
 from libs.platform.web import PG, SETTINGS, json_response
 
 from .balance import format_balance
 from .user_cache import USER_CACHE, cached_user
-from .users import STATUS_ACTIVE, User
-
-USERINFO_SCOPES = ("profile", "balance", "openid", "email")
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+from .users import User
 
 
 def userinfo_claims(user: User, scopes: frozenset[str], quota_per_unit: int) -> dict[str, Any]:
@@ -50,7 +48,7 @@ async def active_user_of(pool: asyncpg.Pool, token: AccessToken, cache: LiveCach
     """The token's user, who must exist and be active; otherwise the token is no longer valid.
     With ``cache`` (user_cache.py), read through this instance's event-invalidated cache."""
     user = await cached_user(pool, token.user_id, cache) if token.user_id is not None else None
-    if user is None or user.status != STATUS_ACTIVE:
+    if user is None or user.status != UserStatus.ACTIVE:
         raise invalid_token("The access token does not belong to an active user")
     return user
 
@@ -62,7 +60,7 @@ def topup_url(public_base_url: str, client_id: str) -> str:
 
 # --- handlers ------------------------------------------------------------------------------------
 async def handle_userinfo(request: web.Request) -> web.Response:
-    token = await authenticate(request, *USERINFO_SCOPES)
+    token = await authenticate(request, *SCOPES)
     user = await active_user_of(request.app[PG], token, request.app.get(USER_CACHE))
     return json_response(userinfo_claims(user, token.scopes, request.app[SETTINGS].quota_per_unit), headers=NO_STORE)
 

@@ -17,8 +17,6 @@ from .passwords import MESSAGES, password_problem
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-STATUS_ACTIVE = 1
-STATUS_DISABLED = 2
 
 
 class UserError(ValueError):

@@ -32,6 +32,7 @@ from libs.oauth.events import outbox
 from libs.oauth.pages import add_strings, render
 from libs.oauth.revocation import mark_revoked_safely, revoke_families
 from libs.oauth.sessions import CSRF_FIELD, check_csrf, csrf_token
+from libs.oauth.vocabulary import NO_STORE
 from libs.platform.config import Settings
 from libs.platform.errors import ApiError, PageError
 from libs.platform.params import is_clean, post_form
@@ -39,7 +40,7 @@ from libs.platform.validation import has_control_chars
 from libs.platform.web import PG, REDIS, SETTINGS, envelope
 
 from .identity import signed_in
-from .responses import NO_STORE, found
+from .responses import found
 
 CSRF_HEADER = "X-CSRF-Token"
 PAGE = "/user/authorizations"

@@ -23,11 +23,10 @@ import asyncpg
 from multidict import MultiMapping
 
 from libs.oauth.clients import get_client
+from libs.oauth.vocabulary import PROMPTS, SCOPES
 from libs.platform.validation import has_control_chars
 
-SCOPES = ("profile", "balance", "openid", "email")
 DEFAULT_SCOPES = ("profile",)
-PROMPTS = ("none", "login", "consent")
 PKCE_CHALLENGE_RE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 MAX_STATE = 2048
 MAX_NONCE = 255

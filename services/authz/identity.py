@@ -9,10 +9,10 @@ import asyncpg
 from aiohttp import web
 
 from libs.oauth.sessions import Session, current_session, end_session
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.validation import has_control_chars
 from libs.platform.web import PG
 
-STATUS_ACTIVE = 1  # services/account/users.py: 1 active, 2 disabled
 MAX_IDENTIFIER = 254
 
 
@@ -25,7 +25,7 @@ class LoginUser:
 
     @property
     def active(self) -> bool:
-        return self.status == STATUS_ACTIVE
+        return self.status == UserStatus.ACTIVE
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ async def signed_in(request: web.Request) -> SignedIn | None:
     if session is None:
         return None
     row = await request.app[PG].fetchrow("SELECT username, status FROM users WHERE id = $1", session.user_id)
-    if row is None or row["status"] != STATUS_ACTIVE:
+    if row is None or row["status"] != UserStatus.ACTIVE:
         return None
     return SignedIn(session, session.user_id, row["username"])
 

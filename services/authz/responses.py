@@ -8,9 +8,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from libs.oauth.pages import render
+from libs.oauth.vocabulary import NO_STORE
 from libs.platform.lang import pick_lang
-
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def with_query(uri: str, params: dict[str, str | None]) -> str:

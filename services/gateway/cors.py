@@ -1,4 +1,4 @@
-"""CORS for the browser-facing OAuth endpoints (SPEC.md "Browsers"; Fetch standard, "CORS protocol").
+"""CORS for the browser-facing OAuth endpoints (docs/architecture.md "Browsers and CORS"; Fetch standard, "CORS protocol").
 
 Which paths: the token, userinfo, top-up and revocation endpoints, which the guide's browser SDK
 (and public clients with PKCE) call from the page, plus the public metadata a browser OIDC library

@@ -1,4 +1,4 @@
-"""Which service owns which public path (SPEC.md "Architecture"). The longest matching prefix wins;
+"""Which service owns which public path (docs/architecture.md "Services"). The longest matching prefix wins;
 a prefix matches itself and anything below it (``/user`` matches ``/user/topup``, not ``/users``).
 ``/internal/*`` is never routed."""
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from libs.oauth.vocabulary import PROMPTS, SCOPES
 from libs.platform.config import Settings
 from libs.platform.web import SETTINGS, json_response
 
@@ -37,8 +38,8 @@ JWKS_PATH = "/api/oauth2/jwks"
 REVOKE_PATH = "/api/oauth2/revoke"
 INTROSPECT_PATH = "/api/oauth2/introspect"
 
-SCOPES = ("openid", "profile", "email", "balance")
-PROMPTS = ("none", "login", "consent")
+# discovery lists openid first (OIDC Discovery 3); the same set as the authorize endpoint's
+SCOPES_SUPPORTED = ("openid", *(s for s in SCOPES if s != "openid"))
 CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 CONFIDENTIAL_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 # Claims that can appear in an id_token or the userinfo response (services/account/userinfo.py).
@@ -84,7 +85,7 @@ def server_metadata(
         "token_endpoint": base + TOKEN_PATH,
         "userinfo_endpoint": base + USERINFO_PATH,
         "jwks_uri": base + JWKS_PATH,
-        "scopes_supported": list(SCOPES),
+        "scopes_supported": list(SCOPES_SUPPORTED),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": grant_types,

@@ -1,4 +1,4 @@
-"""Token families: everything issued from one authorization code (SPEC.md, RFC 9700 4.14.2).
+"""Token families: everything issued from one authorization code (RFC 9700 4.14.2; docs/architecture.md).
 
 A family is the unit of revocation: revoking it kills its refresh tokens (in Postgres) and its
 access tokens (``revoked:fam:<id>`` in Redis, checked by every ``AccessTokenVerifier``; access

@@ -46,16 +46,15 @@ from libs.oauth.errors import OAuthError
 from libs.oauth.events.bus import EVENTS
 from libs.oauth.events.types import Event
 from libs.oauth.revocation import REVOKING_EVENTS, RevocationCache, revoked_by
+from libs.oauth.vocabulary import NO_STORE, REFRESH_PREFIX
 from libs.platform.config import Settings
 from libs.platform.security import token_hash
 from libs.platform.web import PG, SETTINGS, json_response
 
 from .client_auth import authenticate_client, client_credentials, invalid_client
 from .form import read_form, required
-from .issuance import REFRESH_PREFIX
 
 PARAMETERS = frozenset({"token", "token_type_hint", "client_id", "client_secret"})
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 INACTIVE: dict[str, Any] = {"active": False}
 ACTIVE_USER = 1  # users.status
 MAX_TOKEN_CHARS = 4096

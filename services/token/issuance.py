@@ -12,12 +12,11 @@ import redis.asyncio as aioredis
 
 from libs.oauth.access_tokens import mint
 from libs.oauth.keys import KeyStore
+from libs.oauth.vocabulary import REFRESH_PREFIX
 from libs.platform.config import Settings
 from libs.platform.security import new_token, token_hash
 
 from .id_tokens import Authentication, mint_id_token
-
-REFRESH_PREFIX = "refresh"
 
 
 @dataclass(frozen=True)

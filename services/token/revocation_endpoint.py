@@ -29,18 +29,17 @@ from libs.oauth.access_tokens import KEYS, unverified_header
 from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
 from libs.oauth.revocation import mark_revoked_safely, revoke_access_token, revoke_family
+from libs.oauth.vocabulary import NO_STORE, REFRESH_PREFIX
 from libs.platform.params import is_kid
 from libs.platform.security import token_hash
 from libs.platform.web import PG, REDIS, SETTINGS
 
 from .client_auth import authenticate_client, client_credentials
 from .form import read_form, required
-from .issuance import REFRESH_PREFIX
 
 log = logging.getLogger("oauth.token")
 
 PARAMETERS = frozenset({"token", "token_type_hint", "client_id", "client_secret"})
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_TOKEN_CHARS = 8192
 HINTS = ("access_token", "refresh_token")
 

@@ -17,6 +17,7 @@ from libs.oauth.access_tokens import KEYS
 from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
 from libs.oauth.metrics import TOKENS_ISSUED
+from libs.oauth.vocabulary import NO_STORE
 from libs.platform.web import PG, REDIS, SETTINGS, json_response
 
 from .client_auth import authenticate_client, client_credentials
@@ -36,7 +37,6 @@ GRANTS: dict[str, Grant] = {
 PARAMETERS = frozenset(
     {"grant_type", "client_id", "client_secret", "code", "redirect_uri", "code_verifier", "refresh_token", "scope"}
 )
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 5.1
 
 
 def deps_of(app: web.Application) -> Deps:

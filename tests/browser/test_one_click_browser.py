@@ -184,7 +184,7 @@ async def test_the_guides_browser_sdk_page_as_written(
 ) -> None:
     """The guide's JavaScript SDK page (/sdk/, verbatim but for OAUTH_CONFIG) and callback.html:
     一键登录 in a popup, the code exchanged from the page (CORS on the token endpoint), userinfo and
-    goToTopup from the page (CORS with a Bearer header), 刷新余额 (SPEC.md "Browsers")."""
+    goToTopup from the page (CORS with a Bearer header), 刷新余额 (docs/architecture.md "Browsers and CORS")."""
     browser = chromium.get()
     from playwright.async_api import expect
 

@@ -242,8 +242,8 @@ async def test_one_click_login_profile_userinfo_and_topup(
 async def test_logout_revokes_the_refresh_token_at_the_platform(
     stack: Stack, example: ExampleApp, user: User, browser: aiohttp.ClientSession, backend
 ) -> None:
-    """The example app's logout revokes its refresh token with RFC 7009 (SPEC.md "Standards beyond
-    the guide"); afterwards the platform must refuse that refresh token."""
+    """The example app's logout revokes its refresh token with RFC 7009 (a standard beyond
+    the guide); afterwards the platform must refuse that refresh token."""
     page = await one_click_login(browser, stack, example, user)
     refresh_token = example.session_of(browser).refresh_token
     assert refresh_token

@@ -1,4 +1,4 @@
-"""CORS at the gateway (SPEC.md "Browsers"): the token, userinfo, top-up and revocation endpoints
+"""CORS at the gateway (docs/architecture.md "Browsers and CORS"): the token, userinfo, top-up and revocation endpoints
 (and the public metadata) answer the origins of the apps' registered redirect URIs and no others;
 authorize, pages, the developer API and introspection never answer CORS. The origin set is kept in
 Redis by the account service (rebuilt on every app change through the developer API)."""

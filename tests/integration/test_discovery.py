@@ -9,9 +9,9 @@ import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oidc.discovery import OpenIDProviderMetadata
 
+from libs.oauth.vocabulary import PROMPTS
+from libs.oauth.vocabulary import SCOPES as AUTHORIZE_SCOPES
 from libs.platform.config import Settings
-from services.authz.authrequest import PROMPTS
-from services.authz.authrequest import SCOPES as AUTHORIZE_SCOPES
 from services.token import discovery, token_endpoint
 from services.token.client_auth import client_credentials
 from tests.support.stack import Stack

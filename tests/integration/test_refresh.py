@@ -1,6 +1,5 @@
 """POST /api/oauth2/token with grant_type=refresh_token: rotation, reuse detection, the grace window
-for concurrent refreshes, scope narrowing, family revocation (RFC 6749 6, RFC 9700 4.14.2, SPEC.md
-"POST /api/oauth2/token"; guide FAQ Q2). Through the gateway, against real Postgres and Redis."""
+for concurrent refreshes, scope narrowing, family revocation (RFC 6749 6, RFC 9700 4.14.2, docs/api.md; guide FAQ Q2). Through the gateway, against real Postgres and Redis."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ from tests.support.stack import free_port
 GUIDE_APP_NAME = "我的第三方应用"
 GUIDE_APP_DESCRIPTION = "应用描述信息"
 GUIDE_APP_FIELDS = {"id", "name", "client_id", "client_secret", "redirect_uri", "created_time"}
-# The guide's "3. 用户信息端点" response fields (SPEC.md adds ``sub``).
+# The guide's "3. 用户信息端点" response fields (we add ``sub``, OIDC Core 5.3.2).
 GUIDE_USERINFO_FIELDS = {
     "id",
     "username",
@@ -245,7 +245,7 @@ async def create_oauth_app(
 
 
 async def set_redirect_uris(base: str, developer_token: str, app_id: int, redirect_uris: list[str]) -> None:
-    """``PUT /api/oauth_apps/{id}`` with ``redirect_uris`` (SPEC.md: the developer API's list form)."""
+    """``PUT /api/oauth_apps/{id}`` with ``redirect_uris`` (docs/api.md: the developer API's list form)."""
     headers = {"Authorization": f"Bearer {developer_token}"}
     async with (
         aiohttp.ClientSession() as http,

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from libs.oauth.vocabulary import SCOPES
 from libs.platform.config import Settings
-from services.authz.authrequest import PROMPTS, SCOPES
 from services.token import discovery
 from services.token.id_tokens import Authentication, id_token_algorithm, id_token_claims, token_hash_claim
 from services.token.key_admin import _state, signing_algorithms
@@ -58,8 +58,7 @@ def test_id_tokens_are_never_hs256(alg: str, expected: str) -> None:
 
 
 def test_discovery_lists_what_the_authorize_endpoint_accepts() -> None:
-    assert set(discovery.SCOPES) == set(SCOPES)
-    assert set(discovery.PROMPTS) == set(PROMPTS)
+    assert set(discovery.SCOPES_SUPPORTED) == set(SCOPES)
 
 
 def test_key_states() -> None:

@@ -35,12 +35,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
+from libs.oauth.vocabulary import REFRESH_PREFIX
 from libs.platform.security import token_hash
 
 from ..families import revoke_family
 from ..form import required
 from ..id_tokens import Authentication
-from ..issuance import REFRESH_PREFIX, Deps, issue_pair
+from ..issuance import Deps, issue_pair
 
 log = logging.getLogger("oauth.token")
 

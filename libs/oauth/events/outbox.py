@@ -1,6 +1,6 @@
-"""Writing events into the transactional outbox (the relay that publishes them is in events.py).
+"""Writing events into the transactional outbox (relay.py publishes them).
 
-Inside a request of a service with ``events.setup_events``, the ids enqueued are also collected
+Inside a request of a service with ``bus.setup_events``, the ids enqueued are also collected
 (a context variable), so the request can have them published before it answers.
 """
 

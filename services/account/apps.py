@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +24,7 @@ from libs.platform.security import new_token, token_hash
 from libs.platform.validation import has_control_chars, json_object, text_field
 from libs.platform.web import PG, SETTINGS, envelope
 
-from . import cors_origins
+from . import cors_origins, store
 from .developer_tokens import current_developer
 
 AUTH_METHODS = ("client_secret_post", "client_secret_basic", "none")
@@ -33,8 +33,6 @@ MAX_URI_LEN = 2000
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 CREATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", "token_endpoint_auth_method"}
 UPDATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris"}
-APP_COLUMNS = """id, name, description, client_id, redirect_uris, token_endpoint_auth_method,
-                 created_at, updated_at"""
 
 
 def new_client_id() -> str:
@@ -153,34 +151,24 @@ async def create_app(pool: asyncpg.Pool, pepper: bytes, owner_id: int, new: NewA
     secret = new_token(CLIENT_SECRET_PREFIX) if new.token_endpoint_auth_method != "none" else None
     async with pool.acquire() as conn, conn.transaction():
         # Lock the owner so concurrent creates cannot pass the per-developer limit together.
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", owner_id)
-        count = await conn.fetchval("SELECT count(*) FROM oauth_apps WHERE owner_id = $1", owner_id)
-        if count >= max_apps:
+        await store.lock_user(conn, owner_id)
+        if await store.count_apps(conn, owner_id) >= max_apps:
             raise ApiError(400, f"you already have {max_apps} apps, the limit; delete one you no longer use")
-        row = await conn.fetchrow(
-            f"""INSERT INTO oauth_apps (owner_id, name, description, client_id, client_secret_hash,
-                                        redirect_uris, token_endpoint_auth_method)
-                VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {APP_COLUMNS}""",
-            owner_id,
-            new.name,
-            new.description,
-            client_id,
-            token_hash(pepper, secret) if secret else None,
-            new.redirect_uris,
-            new.token_endpoint_auth_method,
-        )
-        assert row is not None
+        values = asdict(new) | {
+            "client_id": client_id,
+            "client_secret_hash": token_hash(pepper, secret) if secret else None,
+        }
+        row = await store.insert_app(conn, owner_id, values)
         await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": "created"})
     return app_view(row, client_secret=secret)
 
 
 async def list_apps(pool: asyncpg.Pool, owner_id: int) -> list[dict[str, Any]]:
-    rows = await pool.fetch(f"SELECT {APP_COLUMNS} FROM oauth_apps WHERE owner_id = $1 ORDER BY id", owner_id)
-    return [app_view(r) for r in rows]
+    return [app_view(r) for r in await store.apps_of(pool, owner_id)]
 
 
 async def get_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> dict[str, Any]:
-    row = await pool.fetchrow(f"SELECT {APP_COLUMNS} FROM oauth_apps WHERE id = $1 AND owner_id = $2", app_id, owner_id)
+    row = await store.app_of(pool, owner_id, app_id)
     if row is None:
         raise ApiError(404, "app not found")
     return app_view(row)
@@ -196,16 +184,7 @@ async def update_app(pool: asyncpg.Pool, owner_id: int, app_id: int, body: dict[
     )
     uris = redirect_uris_from(body, required=False)
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"""UPDATE oauth_apps SET name = coalesce($3, name), description = coalesce($4, description),
-                       redirect_uris = coalesce($5, redirect_uris), updated_at = now()
-                WHERE id = $1 AND owner_id = $2 RETURNING {APP_COLUMNS}""",
-            app_id,
-            owner_id,
-            name,
-            description,
-            uris,
-        )
+        row = await store.update_app(conn, owner_id, app_id, name, description, uris)
         if row is None:
             raise ApiError(404, "app not found")
         await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": "updated"})
@@ -214,9 +193,7 @@ async def update_app(pool: asyncpg.Pool, owner_id: int, app_id: int, body: dict[
 
 async def delete_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> None:
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "DELETE FROM oauth_apps WHERE id = $1 AND owner_id = $2 RETURNING id, client_id", app_id, owner_id
-        )
+        row = await store.delete_app(conn, owner_id, app_id)
         if row is None:
             raise ApiError(404, "app not found")
         # Its users' grants and tokens go with it (authorization.revoked; libs/oauth/revocation.py).
@@ -227,17 +204,9 @@ async def delete_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> None:
 async def rotate_secret(pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id: int) -> dict[str, Any]:
     secret = new_token(CLIENT_SECRET_PREFIX)
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            f"""UPDATE oauth_apps SET client_secret_hash = $3, secret_rotated_at = now(), updated_at = now()
-                WHERE id = $1 AND owner_id = $2 AND token_endpoint_auth_method <> 'none'
-                RETURNING {APP_COLUMNS}""",
-            app_id,
-            owner_id,
-            token_hash(pepper, secret),
-        )
+        row = await store.set_app_secret(conn, owner_id, app_id, token_hash(pepper, secret))
         if row is None:
-            exists = await conn.fetchval("SELECT 1 FROM oauth_apps WHERE id = $1 AND owner_id = $2", app_id, owner_id)
-            if exists:
+            if await store.app_exists(conn, owner_id, app_id):
                 raise ApiError(400, "this app is a public client (token_endpoint_auth_method none) and has no secret")
             raise ApiError(404, "app not found")
         await outbox.enqueue(conn, "client.secret_rotated", _client_event(row))
@@ -246,8 +215,7 @@ async def rotate_secret(pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id
 
 async def verified_app_ids(pool: asyncpg.Pool, owner_id: int) -> set[int]:
     """The owner's apps an operator has verified (shown as a badge in the developer console)."""
-    rows = await pool.fetch("SELECT id FROM oauth_apps WHERE owner_id = $1 AND verified", owner_id)
-    return {r["id"] for r in rows}
+    return await store.verified_app_ids(pool, owner_id)
 
 
 async def set_verified(conn: asyncpg.Connection, client_id: str, verified: bool) -> asyncpg.Record | None:
@@ -255,11 +223,7 @@ async def set_verified(conn: asyncpg.Connection, client_id: str, verified: bool)
     apps may skip the consent page with auto_authorize=true. The client.updated event makes every
     instance drop its cached copy of the app. None when there is no such app."""
     async with conn.transaction():
-        row = await conn.fetchrow(
-            "UPDATE oauth_apps SET verified = $2, updated_at = now() WHERE client_id = $1 RETURNING id, client_id, name",
-            client_id,
-            verified,
-        )
+        row = await store.set_app_verified(conn, client_id, verified)
         if row is not None:
             change = "verified" if verified else "unverified"
             await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": change})

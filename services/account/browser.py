@@ -11,7 +11,6 @@ from multidict import MultiDictProxy
 
 from libs.oauth.pages import safe_next
 from libs.oauth.sessions import CSRF_FIELD, check_csrf, current_session, drop_user_sessions_key
-from libs.oauth.vocabulary import UserStatus
 from libs.platform.params import post_form
 from libs.platform.web import PG, SETTINGS
 
@@ -29,7 +28,7 @@ async def session_user(request: web.Request) -> User | None:
     if session is None:
         return None
     user = await get_user(request.app[PG], session.user_id)
-    if user is None or user.status != UserStatus.ACTIVE:
+    if user is None or not user.active:
         # End the session of a disabled or deleted account, so the login page does not treat the
         # browser as logged in and send it straight back here.
         await drop_user_sessions_key(request, session)

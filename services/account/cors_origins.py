@@ -26,6 +26,8 @@ from libs.oauth.cors import origin_of, origins_key
 from libs.platform.config import Settings
 from libs.platform.web import PG, REDIS, SETTINGS
 
+from . import store
+
 log = logging.getLogger("oauth.account.cors")
 
 REBUILD_LOCK = 0x0C0B_5001
@@ -38,9 +40,8 @@ TASK = web.AppKey("cors_origins_task", asyncio.Task)
 async def rebuild(pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings) -> set[str]:
     """Recompute the set from ``oauth_apps`` and replace it in Redis; returns the origins."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", REBUILD_LOCK)
-        rows = await conn.fetch("SELECT DISTINCT unnest(redirect_uris) AS uri FROM oauth_apps")
-        origins = {o for r in rows if (o := origin_of(r["uri"])) is not None}
+        await store.advisory_xact_lock(conn, REBUILD_LOCK)
+        origins = {o for uri in await store.all_redirect_uris(conn) if (o := origin_of(uri)) is not None}
         name = origins_key(settings)
         async with redis.pipeline(transaction=True) as pipe:
             pipe.delete(name)

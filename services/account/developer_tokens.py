@@ -14,6 +14,8 @@ from libs.platform.security import new_token, token_hash
 from libs.platform.validation import has_control_chars
 from libs.platform.web import PG, SETTINGS
 
+from . import store
+
 PREFIX = "devtoken"
 WWW_AUTH = 'Bearer realm="developer-api"'
 MAX_ACTIVE_TOKENS = 20  # per user: enough for every machine a developer runs, bounded against abuse
@@ -33,14 +35,7 @@ async def create_developer_token(
 ) -> tuple[str, DeveloperToken]:
     """Return the token (to show once) and its record; only its hash is stored."""
     token = new_token(PREFIX)
-    row = await conn.fetchrow(
-        """INSERT INTO developer_tokens (user_id, token_hash, name) VALUES ($1, $2, $3)
-           RETURNING id, user_id, name, created_at""",
-        user_id,
-        token_hash(pepper, token),
-        name,
-    )
-    assert row is not None
+    row = await store.insert_developer_token(conn, user_id, token_hash(pepper, token), name)
     return token, DeveloperToken(**dict(row))
 
 
@@ -64,34 +59,21 @@ async def issue_developer_token(
     label = validate_token_name(name)
     async with pool.acquire() as conn, conn.transaction():
         # Lock the user so concurrent requests cannot pass the limit together.
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
-        active = await conn.fetchval(
-            "SELECT count(*) FROM developer_tokens WHERE user_id = $1 AND revoked_at IS NULL", user_id
-        )
-        if active >= MAX_ACTIVE_TOKENS:
+        await store.lock_user(conn, user_id)
+        if await store.count_active_developer_tokens(conn, user_id) >= MAX_ACTIVE_TOKENS:
             raise ApiError(400, f"you already have {MAX_ACTIVE_TOKENS} active developer tokens; revoke one first")
         return await create_developer_token(conn, pepper, user_id, label)
 
 
 async def list_developer_tokens(pool: asyncpg.Pool, user_id: int) -> list[asyncpg.Record]:
     """The user's active tokens (never the tokens themselves: only their hashes are stored)."""
-    return await pool.fetch(
-        """SELECT id, name, created_at, last_used_at FROM developer_tokens
-           WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id""",
-        user_id,
-    )
+    return await store.active_developer_tokens(pool, user_id)
 
 
 async def revoke_developer_token(
     conn: asyncpg.Connection | asyncpg.Pool, token_id: int, user_id: int | None = None
 ) -> bool:
-    status = await conn.execute(
-        """UPDATE developer_tokens SET revoked_at = now()
-           WHERE id = $1 AND revoked_at IS NULL AND ($2::bigint IS NULL OR user_id = $2)""",
-        token_id,
-        user_id,
-    )
-    return status.endswith(" 1")
+    return await store.revoke_developer_token(conn, token_id, user_id)
 
 
 async def authenticate_developer(pool: asyncpg.Pool, pepper: bytes, authorization: str | None) -> int:
@@ -110,13 +92,7 @@ async def authenticate_developer(pool: asyncpg.Pool, pepper: bytes, authorizatio
         )
     # A lookup by keyed hash: the hash cannot be computed without the pepper, so the index lookup
     # leaks nothing an attacker can use (no plain-text comparison of the secret happens here).
-    row = await pool.fetchrow(
-        """SELECT t.id, t.user_id, t.last_used_at < now() - interval '1 minute' OR t.last_used_at IS NULL AS stale
-           FROM developer_tokens t JOIN users u ON u.id = t.user_id
-           WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.status = $2""",
-        token_hash(pepper, token),
-        UserStatus.ACTIVE,
-    )
+    row = await store.developer_token_owner(pool, token_hash(pepper, token), UserStatus.ACTIVE)
     if row is None:
         raise ApiError(
             401,
@@ -124,7 +100,7 @@ async def authenticate_developer(pool: asyncpg.Pool, pepper: bytes, authorizatio
             www_authenticate=WWW_AUTH + ', error="invalid_token"',
         )
     if row["stale"]:
-        await pool.execute("UPDATE developer_tokens SET last_used_at = now() WHERE id = $1", row["id"])
+        await store.touch_developer_token(pool, row["id"])
     return int(row["user_id"])
 
 

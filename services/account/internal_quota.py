@@ -33,7 +33,8 @@ from libs.platform.errors import ApiError
 from libs.platform.validation import has_control_chars, json_object
 from libs.platform.web import PG, SETTINGS, envelope
 
-from .balance import format_balance
+from . import store
+from .quota import Account, QuotaRequest, apply_quota
 
 MAX_AMOUNT = 10**15
 MAX_KEY_CHARS = 200
@@ -80,6 +81,44 @@ def _reason(body: dict[str, Any], default: str) -> str:
     return reason
 
 
+class PgQuotaStore:
+    """``quota.QuotaStore`` on one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def claim(self, req: QuotaRequest) -> bool:
+        try:
+            return await store.claim_quota_key(self.conn, req.key, req.operation, req.user_id, req.amount)
+        except asyncpg.ForeignKeyViolationError:
+            raise ApiError(404, "user not found") from None
+
+    async def previous(self, key: str) -> tuple[tuple[str, int, int], dict[str, Any]] | None:
+        row = await store.quota_operation(self.conn, key)
+        if row is None:
+            return None
+        return (row["operation"], row["user_id"], row["amount"]), orjson.loads(row["result"])
+
+    async def consume(self, user_id: int, amount: int) -> tuple[int, int] | None:
+        row = await store.consume_quota_if_covered(self.conn, user_id, amount, UserStatus.ACTIVE)
+        return None if row is None else (int(row["quota"]), int(row["used_quota"]))
+
+    async def credit(self, user_id: int, amount: int) -> tuple[int, int] | None:
+        try:
+            row = await store.add_quota_if_status(self.conn, user_id, amount, None)
+        except asyncpg.NumericValueOutOfRangeError:
+            raise ApiError(400, "amount is too large for this account") from None
+        return None if row is None else (int(row["quota"]), int(row["used_quota"]))
+
+    async def account(self, user_id: int) -> Account | None:
+        row = await store.user_balance_row(self.conn, user_id)
+        return None if row is None else Account(int(row["status"]), int(row["quota"]), int(row["used_quota"]))
+
+    async def record(self, key: str, result: dict[str, Any], event: dict[str, Any]) -> None:
+        await store.save_quota_result(self.conn, key, orjson.dumps(result).decode())
+        await outbox.enqueue(self.conn, "quota.changed", event)
+
+
 async def apply(
     pool: asyncpg.Pool,
     operation: str,
@@ -90,103 +129,10 @@ async def apply(
     reason: str,
     quota_per_unit: int,
 ) -> tuple[dict[str, Any], bool]:
-    """Apply ``operation`` once per ``key``; (result, replayed)."""
+    """Apply ``operation`` once per ``key`` in one transaction; (result, replayed)."""
+    req = QuotaRequest(operation, user_id, amount, key, reason)
     async with pool.acquire() as conn, conn.transaction():
-        try:
-            fresh = await conn.fetchval(
-                """INSERT INTO quota_operations (idempotency_key, operation, user_id, amount, result)
-                   VALUES ($1, $2, $3, $4, '{}'::jsonb) ON CONFLICT (idempotency_key) DO NOTHING RETURNING true""",
-                key,
-                operation,
-                user_id,
-                amount,
-            )
-        except asyncpg.ForeignKeyViolationError:
-            raise ApiError(404, "user not found") from None
-        if not fresh:
-            return await _replay(conn, operation, user_id, amount, key), True
-        if operation == "consume":
-            row = await conn.fetchrow(
-                """UPDATE users SET used_quota = used_quota + $2, updated_at = now()
-                   WHERE id = $1 AND status = $3 AND quota - used_quota >= $2
-                   RETURNING quota, used_quota""",
-                user_id,
-                amount,
-                UserStatus.ACTIVE,
-            )
-            if row is None:
-                await _refusal(conn, user_id, amount, quota_per_unit)
-        else:
-            try:
-                row = await conn.fetchrow(
-                    "UPDATE users SET quota = quota + $2, updated_at = now() WHERE id = $1 RETURNING quota, used_quota",
-                    user_id,
-                    amount,
-                )
-            except asyncpg.NumericValueOutOfRangeError:
-                raise ApiError(400, "amount is too large for this account") from None
-            if row is None:
-                raise ApiError(404, "user not found")
-        assert row is not None
-        quota, used = int(row["quota"]), int(row["used_quota"])
-        result = {
-            "user_id": user_id,
-            "operation": operation,
-            "amount": amount,
-            "idempotency_key": key,
-            "quota": quota,
-            "used_quota": used,
-            "balance": quota - used,
-            "balance_formatted": format_balance(quota, used, quota_per_unit),
-        }
-        await conn.execute(
-            "UPDATE quota_operations SET result = $2::text::jsonb WHERE idempotency_key = $1",
-            key,
-            orjson.dumps(result).decode(),
-        )
-        await outbox.enqueue(
-            conn,
-            "quota.changed",
-            {
-                "user_id": user_id,
-                "delta": -amount if operation == "consume" else amount,
-                "quota": quota,
-                "used_quota": used,
-                "reason": reason,
-                "idempotency_key": key,
-            },
-        )
-    return result, False
-
-
-async def _replay(conn: asyncpg.Connection, operation: str, user_id: int, amount: int, key: str) -> dict[str, Any]:
-    row = await conn.fetchrow(
-        "SELECT operation, user_id, amount, result::text AS result FROM quota_operations WHERE idempotency_key = $1",
-        key,
-    )
-    if row is None or (row["operation"], row["user_id"], row["amount"]) != (operation, user_id, amount):
-        raise ApiError(
-            409,
-            "idempotency_key was already used for a different request "
-            "(another operation, user_id or amount); use a new key for a new operation",
-        )
-    result: dict[str, Any] = orjson.loads(row["result"])
-    return result
-
-
-async def _refusal(conn: asyncpg.Connection, user_id: int, amount: int, quota_per_unit: int) -> None:
-    user = await conn.fetchrow("SELECT status, quota, used_quota FROM users WHERE id = $1", user_id)
-    if user is None:
-        raise ApiError(404, "user not found")
-    if user["status"] != UserStatus.ACTIVE:
-        raise ApiError(403, "the user's account is disabled")
-    balance = int(user["quota"]) - int(user["used_quota"])
-    raise ApiError(
-        402,
-        f"insufficient quota: the balance is {balance} "
-        f"({format_balance(user['quota'], user['used_quota'], quota_per_unit)}), {amount} was requested; "
-        "nothing was consumed",
-    )
+        return await apply_quota(PgQuotaStore(conn), req, quota_per_unit)
 
 
 async def _handle(request: web.Request, operation: str) -> web.Response:

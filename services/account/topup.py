@@ -15,6 +15,8 @@ from libs.oauth.events import outbox
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.security import new_token, token_hash
 
+from . import store
+
 PREFIX = "topup"
 MAX_CODE_LEN = 200
 MAX_AMOUNT = 10**15  # far below bigint, so quota + amount cannot overflow in practice
@@ -50,19 +52,20 @@ async def create_codes(
     conn: asyncpg.Connection | asyncpg.Pool, pepper: bytes, amount: int, count: int = 1, expires_days: int | None = None
 ) -> list[str]:
     """Create ``count`` codes worth ``amount`` quota units each; return them (to show once)."""
+    check_code_batch(amount, count, expires_days)
+    codes = [new_token(PREFIX) for _ in range(count)]
+    await store.insert_topup_codes(conn, [(token_hash(pepper, c), amount, expires_days) for c in codes])
+    return codes
+
+
+def check_code_batch(amount: int, count: int, expires_days: int | None) -> None:
+    """The operator's limits for new codes (ValueError: oauthctl prints the message)."""
     if not 0 < amount <= MAX_AMOUNT:
         raise ValueError(f"amount must be an integer between 1 and {MAX_AMOUNT}")
     if not 0 < count <= MAX_COUNT:
         raise ValueError(f"count must be between 1 and {MAX_COUNT}")
     if expires_days is not None and not 0 < expires_days <= 3650:
         raise ValueError("expires-days must be between 1 and 3650")
-    codes = [new_token(PREFIX) for _ in range(count)]
-    await conn.executemany(
-        """INSERT INTO topup_codes (code_hash, amount, expires_at)
-           VALUES ($1, $2, CASE WHEN $3::int IS NULL THEN NULL ELSE now() + make_interval(days => $3::int) END)""",
-        [(token_hash(pepper, c), amount, expires_days) for c in codes],
-    )
-    return codes
 
 
 async def redeem(pool: asyncpg.Pool, pepper: bytes, user_id: int, raw_code: str | None) -> Redeemed:
@@ -71,45 +74,31 @@ async def redeem(pool: asyncpg.Pool, pepper: bytes, user_id: int, raw_code: str 
     async with pool.acquire() as conn:
         try:
             async with conn.transaction():
-                amount = await conn.fetchval(
-                    """UPDATE topup_codes SET redeemed_by = $2, redeemed_at = now()
-                       WHERE code_hash = $1 AND redeemed_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-                       RETURNING amount""",
-                    code_hash,
-                    user_id,
-                )
-                if amount is None:
-                    raise TopupError(await _why_not(conn, code_hash))
-                row = await conn.fetchrow(
-                    """UPDATE users SET quota = quota + $2, updated_at = now()
-                       WHERE id = $1 AND status = $3 RETURNING quota, used_quota""",
-                    user_id,
-                    amount,
-                    UserStatus.ACTIVE,
-                )
-                if row is None:  # gone or disabled meanwhile: roll the code back too
-                    raise TopupError("account")
-                await outbox.enqueue(
-                    conn,
-                    "quota.changed",
-                    {
-                        "user_id": user_id,
-                        "delta": amount,
-                        "quota": row["quota"],
-                        "used_quota": row["used_quota"],
-                        "reason": "topup",
-                    },
-                )
+                return await _redeem_in(conn, code_hash, user_id)
         except asyncpg.NumericValueOutOfRangeError:
             raise TopupError("too_large") from None
-    return Redeemed(int(amount), int(row["quota"]), int(row["used_quota"]))
 
 
-async def _why_not(conn: asyncpg.Connection, code_hash: bytes) -> str:
-    row = await conn.fetchrow(
-        "SELECT redeemed_at IS NOT NULL AS used, expires_at <= now() AS expired FROM topup_codes WHERE code_hash = $1",
-        code_hash,
+async def _redeem_in(conn: asyncpg.Connection, code_hash: bytes, user_id: int) -> Redeemed:
+    """The steps of one redemption, inside the caller's transaction (a TopupError rolls back all)."""
+    amount = await store.take_topup_code(conn, code_hash, user_id)
+    if amount is None:
+        state = await store.topup_code_state(conn, code_hash)
+        raise TopupError(why_not(None if state is None else (bool(state["used"]), bool(state["expired"]))))
+    row = await store.add_quota_if_status(conn, user_id, amount, UserStatus.ACTIVE)
+    if row is None:  # gone or disabled meanwhile: roll the code back too
+        raise TopupError("account")
+    quota, used = int(row["quota"]), int(row["used_quota"])
+    await outbox.enqueue(
+        conn,
+        "quota.changed",
+        {"user_id": user_id, "delta": amount, "quota": quota, "used_quota": used, "reason": "topup"},
     )
-    if row is None:
+    return Redeemed(int(amount), quota, used)
+
+
+def why_not(state: tuple[bool, bool] | None) -> str:
+    """Why a code was not taken, from its (used, expired) state (None: there is no such code)."""
+    if state is None:
         return "invalid"
-    return "used" if row["used"] else "expired"
+    return "used" if state[0] else "expired"

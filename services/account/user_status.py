@@ -13,24 +13,23 @@ from libs.oauth.revocation import mark_revoked_safely, revoke_families
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
 
+from . import store
+from .users import is_active
+
 
 async def disable_user(conn: asyncpg.Connection, user_id: int) -> list[str] | None:
     """In one transaction: status disabled, grants deleted, token families revoked, event written.
     Returns the revoked family ids, or None if there is no such user. Disabling a disabled user
     again revokes whatever may have been issued since and writes the event again."""
     async with conn.transaction():
-        previous = await conn.fetchval("SELECT status FROM users WHERE id = $1 FOR UPDATE", user_id)
+        previous = await store.lock_user_status(conn, user_id)
         if previous is None:
             return None
-        await conn.execute(
-            "UPDATE users SET status = $2, updated_at = now() WHERE id = $1", user_id, UserStatus.DISABLED
-        )
+        await store.set_user_status(conn, user_id, UserStatus.DISABLED)
         families = await revoke_families(conn, user_id=user_id, reason="user_disabled")
-        await conn.execute("DELETE FROM grants WHERE user_id = $1", user_id)
+        await store.delete_user_grants(conn, user_id)
         await outbox.enqueue(
-            conn,
-            "user.disabled",
-            {"user_id": user_id, "family_ids": families, "was_active": previous == UserStatus.ACTIVE},
+            conn, "user.disabled", {"user_id": user_id, "family_ids": families, "was_active": is_active(previous)}
         )
     return families
 

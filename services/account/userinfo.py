@@ -16,7 +16,7 @@ from aiohttp import web
 
 from libs.oauth.access_tokens import AccessToken, authenticate, invalid_token
 from libs.oauth.caches import LiveCache
-from libs.oauth.vocabulary import NO_STORE, SCOPES, UserStatus
+from libs.oauth.vocabulary import NO_STORE, SCOPES
 from libs.platform.web import PG, SETTINGS, json_response
 
 from .balance import format_balance
@@ -48,7 +48,7 @@ async def active_user_of(pool: asyncpg.Pool, token: AccessToken, cache: LiveCach
     """The token's user, who must exist and be active; otherwise the token is no longer valid.
     With ``cache`` (user_cache.py), read through this instance's event-invalidated cache."""
     user = await cached_user(pool, token.user_id, cache) if token.user_id is not None else None
-    if user is None or user.status != UserStatus.ACTIVE:
+    if user is None or not user.active:
         raise invalid_token("The access token does not belong to an active user")
     return user
 

@@ -10,8 +10,10 @@ from datetime import datetime
 
 import asyncpg
 
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.security import hash_password
 
+from . import store
 from .emails import normalize_email, skeleton
 from .passwords import MESSAGES, password_problem
 
@@ -56,6 +58,16 @@ class User:
     def created_time(self) -> int:
         return int(self.created_at.timestamp())
 
+    @property
+    def active(self) -> bool:
+        return is_active(self.status)
+
+
+def is_active(status: int | None) -> bool:
+    """The one place that says whether an account may log in, use tokens and spend quota
+    (``oauthctl user disable`` sets another status; the SQL filters use the same value)."""
+    return status == UserStatus.ACTIVE
+
 
 def _invisible(text: str) -> bool:
     """Control, format (zero-width, bidi) or separator characters: never part of a real address."""
@@ -83,32 +95,26 @@ async def create_user(
     validate_new_user(username, email, password, check_password=check_password)
     password_hash = await hash_password(password)
     try:
-        row = await conn.fetchrow(
-            """INSERT INTO users (username, email, email_skeleton, password_hash) VALUES ($1, $2, $3, $4)
-               RETURNING id, username, email, status, quota, used_quota, created_at""",
-            username,
-            email,
-            skeleton(email),
-            password_hash,
-        )
+        row = await store.insert_user(conn, username, email, skeleton(email), password_hash)
     except asyncpg.UniqueViolationError as exc:
-        field, code, message = UNIQUE_VIOLATIONS.get(exc.constraint_name or "", UNIQUE_VIOLATIONS["users_email_key"])
-        raise UserError(field, message, code) from None
-    assert row is not None
+        raise unique_violation_error(exc.constraint_name) from None
     return User(**dict(row))
+
+
+def unique_violation_error(constraint: str | None) -> UserError:
+    """The user-facing error for a lost race on one of the unique indexes."""
+    field, code, message = UNIQUE_VIOLATIONS.get(constraint or "", UNIQUE_VIOLATIONS["users_email_key"])
+    return UserError(field, message, code)
 
 
 async def backfill_email_skeletons(conn: asyncpg.Connection) -> tuple[int, list[str]]:
     """Give users created before migration 0005 their skeleton (idempotent). Returns (how many were
     set, the addresses left without one because they look like an earlier user's)."""
-    rows = await conn.fetch("SELECT id, email FROM users WHERE email_skeleton IS NULL ORDER BY id")
     done, clashes = 0, []
-    for row in rows:
+    for row in await store.users_without_skeleton(conn):
         try:
             async with conn.transaction():
-                await conn.execute(
-                    "UPDATE users SET email_skeleton = $2 WHERE id = $1", row["id"], skeleton(row["email"])
-                )
+                await store.set_email_skeleton(conn, row["id"], skeleton(row["email"]))
             done += 1
         except asyncpg.UniqueViolationError:
             clashes.append(row["email"])
@@ -116,16 +122,10 @@ async def backfill_email_skeletons(conn: asyncpg.Connection) -> tuple[int, list[
 
 
 async def get_user(conn: asyncpg.Connection | asyncpg.Pool, user_id: int) -> User | None:
-    row = await conn.fetchrow(
-        "SELECT id, username, email, status, quota, used_quota, created_at FROM users WHERE id = $1", user_id
-    )
+    row = await store.user_by_id(conn, user_id)
     return User(**dict(row)) if row else None
 
 
 async def find_user(conn: asyncpg.Connection | asyncpg.Pool, username_or_email: str) -> User | None:
-    row = await conn.fetchrow(
-        """SELECT id, username, email, status, quota, used_quota, created_at FROM users
-           WHERE lower(username) = lower($1) OR lower(email) = lower($1) LIMIT 1""",
-        username_or_email,
-    )
+    row = await store.user_by_name_or_email(conn, username_or_email)
     return User(**dict(row)) if row else None

@@ -6,11 +6,9 @@ so app ids of others cannot be probed. The client secret is shown once and store
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 from aiohttp import web
@@ -21,106 +19,19 @@ from libs.oauth.vocabulary import CLIENT_SECRET_PREFIX
 from libs.platform.errors import ApiError
 from libs.platform.params import object_id
 from libs.platform.security import new_token, token_hash
-from libs.platform.validation import has_control_chars, json_object, text_field
+from libs.platform.validation import json_object, text_field
 from libs.platform.web import PG, SETTINGS, envelope
 
 from . import cors_origins, store
+from .app_rules import NewApp, parse_new_app, redirect_uris_from
 from .developer_tokens import current_developer
 
-AUTH_METHODS = ("client_secret_post", "client_secret_basic", "none")
-MAX_REDIRECT_URIS = 10
-MAX_URI_LEN = 2000
-LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 CREATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", "token_endpoint_auth_method"}
 UPDATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris"}
 
 
 def new_client_id() -> str:
     return "client_" + secrets.token_hex(16)  # 128 bits from the CSPRNG: public, but unguessable
-
-
-# --- rules ---------------------------------------------------------------------------------------
-def validate_redirect_uri(uri: Any) -> str:
-    """An absolute https URI without fragment; http only for loopback (RFC 8252 7.3, RFC 9700 2.1)."""
-    if not isinstance(uri, str):
-        raise ApiError(400, "redirect_uri must be a string")
-    if not uri or len(uri) > MAX_URI_LEN:
-        raise ApiError(400, f"redirect_uri must be 1-{MAX_URI_LEN} characters")
-    if has_control_chars(uri) or any(c.isspace() for c in uri):
-        raise ApiError(400, "redirect_uri must not contain spaces or control characters")
-    if "#" in uri:
-        raise ApiError(400, "redirect_uri must not contain a fragment (#...)")
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ApiError(400, "redirect_uri is not a valid URI") from None
-    if not parts.scheme or not parts.netloc:
-        raise ApiError(400, "redirect_uri must be an absolute URI such as https://yourapp.com/oauth/callback")
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise ApiError(400, "redirect_uri must name a host")
-    if "@" in parts.netloc:
-        raise ApiError(400, "redirect_uri must not contain user information (user@host)")
-    if "*" in host:
-        raise ApiError(400, "redirect_uri must not contain wildcards; register each URI exactly")
-    if scheme == "https":
-        return uri
-    if scheme == "http":
-        if host in LOOPBACK_HOSTS or _is_loopback_ip(host):
-            return uri
-        raise ApiError(400, "redirect_uri must use https; http is allowed only for localhost and 127.0.0.1")
-    raise ApiError(400, "redirect_uri must use https (or http for localhost/127.0.0.1)")
-
-
-def _is_loopback_ip(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def redirect_uris_from(body: dict[str, Any], *, required: bool) -> list[str] | None:
-    uris: list[str] = []
-    if "redirect_uri" in body and body["redirect_uri"] is not None:
-        uris.append(validate_redirect_uri(body["redirect_uri"]))
-    if "redirect_uris" in body and body["redirect_uris"] is not None:
-        listed = body["redirect_uris"]
-        if not isinstance(listed, list):
-            raise ApiError(400, "redirect_uris must be a list of strings")
-        if len(listed) > MAX_REDIRECT_URIS:  # checked before any item is: bounded work
-            raise ApiError(400, f"at most {MAX_REDIRECT_URIS} redirect URIs per app")
-        uris.extend(validate_redirect_uri(u) for u in listed)
-    if not uris:
-        if required:
-            raise ApiError(400, "redirect_uri is required, e.g. https://yourapp.com/oauth/callback")
-        return None
-    unique = list(dict.fromkeys(uris))
-    if len(unique) > MAX_REDIRECT_URIS:
-        raise ApiError(400, f"at most {MAX_REDIRECT_URIS} redirect URIs per app")
-    return unique
-
-
-@dataclass(frozen=True)
-class NewApp:
-    name: str
-    description: str
-    redirect_uris: list[str]
-    token_endpoint_auth_method: str
-
-
-def parse_new_app(body: dict[str, Any]) -> NewApp:
-    name = text_field(body, "name", required=True, min_len=1, max_len=100)
-    description = text_field(body, "description", required=False, min_len=0, max_len=1000)
-    uris = redirect_uris_from(body, required=True)
-    assert uris is not None
-    method = body.get("token_endpoint_auth_method")
-    if method is None:
-        method = "client_secret_post"
-    if not isinstance(method, str) or method not in AUTH_METHODS:
-        raise ApiError(400, f"token_endpoint_auth_method must be one of: {', '.join(AUTH_METHODS)}")
-    return NewApp(name, description, uris, method)
 
 
 def app_view(row: asyncpg.Record, client_secret: str | None = None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from libs.platform.errors import ApiError
-from services.account.apps import (
+from services.account.app_rules import (
     MAX_REDIRECT_URIS,
     MAX_URI_LEN,
     parse_new_app,

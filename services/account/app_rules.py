@@ -1,0 +1,112 @@
+"""The rules of an OAuth app registration (the developer API and console; guide section
+"2. 创建 OAuth 应用"): redirect URIs (RFC 8252 7.3, RFC 9700 2.1), names, the client
+authentication method. Plain functions over the request body; ApiError (400) for a broken rule."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from libs.platform.errors import ApiError
+from libs.platform.validation import has_control_chars, text_field
+
+AUTH_METHODS = ("client_secret_post", "client_secret_basic", "none")
+MAX_REDIRECT_URIS = 10
+MAX_URI_LEN = 2000
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def validate_redirect_uri(uri: Any) -> str:
+    """An absolute https URI without fragment; http only for loopback (RFC 8252 7.3, RFC 9700 2.1)."""
+    _check_text(uri)
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ApiError(400, "redirect_uri is not a valid URI") from None
+    host = _check_host(parts)
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        return uri
+    if scheme == "http":
+        if host in LOOPBACK_HOSTS or _is_loopback_ip(host):
+            return uri
+        raise ApiError(400, "redirect_uri must use https; http is allowed only for localhost and 127.0.0.1")
+    raise ApiError(400, "redirect_uri must use https (or http for localhost/127.0.0.1)")
+
+
+def _check_text(uri: Any) -> None:
+    """The character-level rules, before parsing: a bounded string, no spaces, no fragment."""
+    if not isinstance(uri, str):
+        raise ApiError(400, "redirect_uri must be a string")
+    if not uri or len(uri) > MAX_URI_LEN:
+        raise ApiError(400, f"redirect_uri must be 1-{MAX_URI_LEN} characters")
+    if has_control_chars(uri) or any(c.isspace() for c in uri):
+        raise ApiError(400, "redirect_uri must not contain spaces or control characters")
+    if "#" in uri:
+        raise ApiError(400, "redirect_uri must not contain a fragment (#...)")
+
+
+def _check_host(parts: SplitResult) -> str:
+    """Absolute, with an exact host: no userinfo, no wildcards (RFC 9700 2.1). The lower-cased host."""
+    if not parts.scheme or not parts.netloc:
+        raise ApiError(400, "redirect_uri must be an absolute URI such as https://yourapp.com/oauth/callback")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise ApiError(400, "redirect_uri must name a host")
+    if "@" in parts.netloc:
+        raise ApiError(400, "redirect_uri must not contain user information (user@host)")
+    if "*" in host:
+        raise ApiError(400, "redirect_uri must not contain wildcards; register each URI exactly")
+    return host
+
+
+def _is_loopback_ip(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def redirect_uris_from(body: dict[str, Any], *, required: bool) -> list[str] | None:
+    uris: list[str] = []
+    if "redirect_uri" in body and body["redirect_uri"] is not None:
+        uris.append(validate_redirect_uri(body["redirect_uri"]))
+    if "redirect_uris" in body and body["redirect_uris"] is not None:
+        listed = body["redirect_uris"]
+        if not isinstance(listed, list):
+            raise ApiError(400, "redirect_uris must be a list of strings")
+        if len(listed) > MAX_REDIRECT_URIS:  # checked before any item is: bounded work
+            raise ApiError(400, f"at most {MAX_REDIRECT_URIS} redirect URIs per app")
+        uris.extend(validate_redirect_uri(u) for u in listed)
+    if not uris:
+        if required:
+            raise ApiError(400, "redirect_uri is required, e.g. https://yourapp.com/oauth/callback")
+        return None
+    unique = list(dict.fromkeys(uris))
+    if len(unique) > MAX_REDIRECT_URIS:
+        raise ApiError(400, f"at most {MAX_REDIRECT_URIS} redirect URIs per app")
+    return unique
+
+
+@dataclass(frozen=True)
+class NewApp:
+    name: str
+    description: str
+    redirect_uris: list[str]
+    token_endpoint_auth_method: str
+
+
+def parse_new_app(body: dict[str, Any]) -> NewApp:
+    name = text_field(body, "name", required=True, min_len=1, max_len=100)
+    description = text_field(body, "description", required=False, min_len=0, max_len=1000)
+    uris = redirect_uris_from(body, required=True)
+    assert uris is not None
+    method = body.get("token_endpoint_auth_method")
+    if method is None:
+        method = "client_secret_post"
+    if not isinstance(method, str) or method not in AUTH_METHODS:
+        raise ApiError(400, f"token_endpoint_auth_method must be one of: {', '.join(AUTH_METHODS)}")
+    return NewApp(name, description, uris, method)

@@ -1,7 +1,8 @@
 """All SQL of the token service (docs/architecture.md "token inside"): small named functions taking
 a connection or pool, plain parameterised asyncpg queries. Handlers and rules hold no SQL.
 
-Tables owned here: token_families, refresh_tokens (and signing_keys, still in key_admin.py).
+Tables owned here: token_families, refresh_tokens, signing_keys (inserting a key and the
+signing-key reads of the running services are in libs/oauth/keys.py, which this step leaves alone).
 The section "cross-owner" reads or writes another service's tables; each becomes a contract in
 libs/contracts/<owner>.py in the next step.
 """
@@ -9,7 +10,7 @@ libs/contracts/<owner>.py in the next step.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeAlias
 
 import asyncpg
@@ -69,6 +70,66 @@ async def find_refresh_owner(db: DB, refresh_hash: bytes) -> asyncpg.Record | No
 async def family_is_live(db: DB, family_id: uuid.UUID) -> bool:
     """False if the family is revoked or gone (with its user)."""
     return bool(await db.fetchval("SELECT revoked_at IS NULL AS live FROM token_families WHERE id = $1", family_id))
+
+
+# --- signing_keys (owned by token; key_admin.py, behind ``oauthctl keys``) ----------------------
+async def lock_keygen(conn: asyncpg.Connection, lock_id: int) -> None:
+    """Serialise key changes with ensure_signing_key (transaction-scoped advisory lock)."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_id)
+
+
+async def all_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT kid, alg, created_at, activates_at, retired_at, now() AS now FROM signing_keys ORDER BY activates_at"
+    )
+
+
+async def key_activation(conn: asyncpg.Connection, kid: str) -> datetime:
+    activates_at: datetime = await conn.fetchval("SELECT activates_at FROM signing_keys WHERE kid = $1", kid)
+    return activates_at
+
+
+async def retire_signing_keys_at(conn: asyncpg.Connection, alg: str, except_kid: str, at: datetime) -> list[str]:
+    """Retire at ``at`` the keys of ``alg`` (other than ``except_kid``) that would still sign then."""
+    rows = await conn.fetch(
+        """UPDATE signing_keys SET retired_at = $3
+           WHERE alg = $1 AND kid <> $2 AND activates_at <= $3 AND (retired_at IS NULL OR retired_at > $3)
+           RETURNING kid""",
+        alg,
+        except_kid,
+        at,
+    )
+    return [r["kid"] for r in rows]
+
+
+async def lock_key(conn: asyncpg.Connection, kid: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT alg, retired_at, retired_at <= now() AS done, activates_at <= now() AS signs
+           FROM signing_keys WHERE kid = $1 FOR UPDATE""",
+        kid,
+    )
+
+
+async def other_signing_keys(conn: asyncpg.Connection, alg: str, kid: str) -> int:
+    count: int = await conn.fetchval(
+        """SELECT count(*) FROM signing_keys
+           WHERE alg = $1 AND kid <> $2 AND activates_at <= now() AND (retired_at IS NULL OR retired_at > now())""",
+        alg,
+        kid,
+    )
+    return count
+
+
+async def retire_key_now(conn: asyncpg.Connection, kid: str) -> datetime:
+    retired_at: datetime = await conn.fetchval(
+        "UPDATE signing_keys SET retired_at = now() WHERE kid = $1 RETURNING retired_at", kid
+    )
+    return retired_at
+
+
+async def delete_keys_retired_before(conn: asyncpg.Connection, window: timedelta) -> list[str]:
+    rows = await conn.fetch("DELETE FROM signing_keys WHERE retired_at <= now() - $1::interval RETURNING kid", window)
+    return [r["kid"] for r in rows]
 
 
 # --- cross-owner (to become libs/contracts/<owner>.py) -------------------------------------------

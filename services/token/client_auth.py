@@ -1,4 +1,9 @@
-"""Client authentication at the token endpoint (RFC 6749 2.3.1, 3.2.1, 5.2).
+"""Client authentication: ONE step shared by the token, revocation (RFC 7009 2.1) and
+introspection (RFC 7662 2.1) endpoints (RFC 6749 2.3.1, 3.2.1, 5.2).
+
+The step is ``authenticate(request, form, public_allowed=...)``: read what the request presents
+(``presented_credentials``, pure), look the client up, and decide (``check_client``, pure, over a
+``ClientLookup``-found client). Introspection passes ``public_allowed=False``.
 
 - ``client_secret_post``: ``client_id`` and ``client_secret`` in the form body (the guide's way).
 - ``client_secret_basic``: ``Authorization: Basic base64(urlencode(id) ":" urlencode(secret))``.
@@ -15,13 +20,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-import asyncpg
+from aiohttp import web
 
 from libs.oauth.clients import Client, get_client
 from libs.oauth.errors import OAuthError
+from libs.platform.web import PG, SETTINGS
 
 from .form import invalid_request
 
@@ -62,7 +69,11 @@ def _basic(header: str) -> tuple[str, str]:
     return client_id, secret
 
 
-def client_credentials(authorization: str | None, form: dict[str, str]) -> ClientCredentials:
+# How the one step finds a client by id (get_client in production, a dict in domain tests).
+ClientLookup = Callable[[str], Awaitable[Client | None]]
+
+
+def presented_credentials(authorization: str | None, form: dict[str, str]) -> ClientCredentials:
     """Which client claims to be calling, and with what secret (no checks against the store yet)."""
     body_id, body_secret = form.get("client_id"), form.get("client_secret")
     if not authorization:
@@ -77,20 +88,42 @@ def client_credentials(authorization: str | None, form: dict[str, str]) -> Clien
     return ClientCredentials(basic_id, basic_secret or None, via_basic=True)
 
 
-async def authenticate_client(db: asyncpg.Pool | asyncpg.Connection, pepper: bytes, creds: ClientCredentials) -> Client:
-    if not creds.client_id:
-        raise invalid_client(
-            "Client authentication is missing: send client_id and client_secret", via_basic=creds.via_basic
-        )
-    client = await get_client(db, creds.client_id)
+def check_client(client: Client | None, creds: ClientCredentials, pepper: bytes, *, public_allowed: bool) -> Client:
+    """The decision: ``client`` (looked up by ``creds.client_id``) may call, or ``invalid_client``."""
     if client is None:
         raise invalid_client("Unknown client", via_basic=creds.via_basic)
     if client.is_public:
         if creds.secret is not None:
             raise invalid_client("This is a public client: it has no client_secret", via_basic=creds.via_basic)
+        if not public_allowed:
+            raise invalid_client(
+                "Introspection needs client authentication; public clients cannot use it", via_basic=creds.via_basic
+            )
         return client
     if creds.secret is None:
         raise invalid_client("client_secret is missing", via_basic=creds.via_basic)
     if not client.verify_secret(pepper, creds.secret):
         raise invalid_client("Client authentication failed", via_basic=creds.via_basic)
     return client
+
+
+async def authenticate_client(
+    lookup: ClientLookup, pepper: bytes, creds: ClientCredentials, *, public_allowed: bool = True
+) -> Client:
+    if not creds.client_id:
+        raise invalid_client(
+            "Client authentication is missing: send client_id and client_secret", via_basic=creds.via_basic
+        )
+    client = await lookup(creds.client_id)
+    return check_client(client, creds, pepper, public_allowed=public_allowed)
+
+
+async def authenticate(request: web.Request, form: dict[str, str], *, public_allowed: bool = True) -> Client:
+    """The shared step of /token, /revoke and /introspect: who is calling (or ``invalid_client``)."""
+    creds = presented_credentials(request.headers.get("Authorization"), form)
+    pool = request.app[PG]
+
+    async def lookup(client_id: str) -> Client | None:
+        return await get_client(pool, client_id)
+
+    return await authenticate_client(lookup, request.app[SETTINGS].pepper_bytes, creds, public_allowed=public_allowed)

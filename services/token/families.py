@@ -10,31 +10,10 @@ re-exported here for the grants.
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-
-import asyncpg
-
 from libs.oauth.revocation import revoke_family
+
+from .store import insert_family as create_family
 
 __all__ = ["create_family", "revoke_family"]
 
 
-async def create_family(
-    conn: asyncpg.Connection,
-    family_id: uuid.UUID,
-    *,
-    client_id: str,
-    user_id: int | None,
-    scope: str,
-    auth_time: datetime | None,
-) -> None:
-    await conn.execute(
-        """INSERT INTO token_families (id, client_id, user_id, scope, auth_time)
-           VALUES ($1, $2, $3, $4, $5)""",
-        family_id,
-        client_id,
-        user_id,
-        scope,
-        auth_time,
-    )

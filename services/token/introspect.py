@@ -51,7 +51,8 @@ from libs.platform.config import Settings
 from libs.platform.security import token_hash
 from libs.platform.web import PG, SETTINGS, json_response
 
-from .client_auth import authenticate_client, client_credentials, invalid_client
+from . import store
+from .client_auth import authenticate
 from .form import read_form, required
 
 PARAMETERS = frozenset({"token", "token_type_hint", "client_id", "client_secret"})
@@ -60,17 +61,6 @@ ACTIVE_USER = 1  # users.status
 MAX_TOKEN_CHARS = 4096
 # Claims of an access token that the response repeats (RFC 7662 2.2); ``fam`` stays private.
 ACCESS_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti")
-
-FAMILY_SQL = "SELECT revoked_at IS NULL AS live FROM token_families WHERE id = $1"
-USER_SQL = "SELECT username, status FROM users WHERE id = $1"
-REFRESH_SQL = """
-SELECT rt.created_at, rt.expires_at, f.client_id, f.user_id, f.scope, u.username, u.status
-FROM refresh_tokens rt
-JOIN token_families f ON f.id = rt.family_id
-JOIN users u ON u.id = f.user_id
-WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now() AND f.revoked_at IS NULL
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class Checked:
@@ -93,11 +83,11 @@ async def _check_in_postgres(db: asyncpg.Pool, family: str | None, user_id: int 
             family_id = uuid.UUID(family)
         except ValueError:
             return None
-        if not await db.fetchval(FAMILY_SQL, family_id):  # revoked, or gone with its user
+        if not await store.family_is_live(db, family_id):  # revoked, or gone with its user
             return None
     username: str | None = None
     if user_id is not None:
-        user = await db.fetchrow(USER_SQL, user_id)
+        user = await store.user_name_and_status(db, user_id)
         if user is None or user["status"] != ACTIVE_USER:
             return None
         username = user["username"]
@@ -136,7 +126,7 @@ async def introspect_access_token(
 
 
 async def introspect_refresh_token(db: asyncpg.Pool, settings: Settings, caller: Client, token: str) -> dict[str, Any]:
-    row = await db.fetchrow(REFRESH_SQL, token_hash(settings.pepper_bytes, token))
+    row = await store.live_refresh_token(db, token_hash(settings.pepper_bytes, token))
     if row is None or row["status"] != ACTIVE_USER or not may_introspect(caller, row["client_id"]):
         return INACTIVE
     return {
@@ -171,14 +161,9 @@ async def introspect(
 
 async def handle_introspect(request: web.Request) -> web.Response:
     form = await read_form(request, PARAMETERS)
-    creds = client_credentials(request.headers.get("Authorization"), form)
+    caller = await authenticate(request, form, public_allowed=False)
     settings = request.app[SETTINGS]
     db = request.app[PG]
-    caller = await authenticate_client(db, settings.pepper_bytes, creds)
-    if caller.is_public:
-        raise invalid_client(
-            "Introspection needs client authentication; public clients cannot use it", via_basic=creds.via_basic
-        )
     token = required(form, "token")
     body = await introspect(db, request.app[VERIFIER], settings, caller, token, request.app.get(INTROSPECTED))
     return json_response(body, headers=NO_STORE)

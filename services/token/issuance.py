@@ -16,6 +16,7 @@ from libs.oauth.vocabulary import REFRESH_PREFIX
 from libs.platform.config import Settings
 from libs.platform.security import new_token, token_hash
 
+from . import store
 from .id_tokens import Authentication, mint_id_token
 
 
@@ -51,14 +52,8 @@ async def issue_pair(
     with ``auth`` and ``openid`` in ``scope``, an id_token too (OIDC Core 3.1.3.3, 12.2)."""
     settings = deps.settings
     refresh = new_token(REFRESH_PREFIX)
-    refresh_id = await conn.fetchval(
-        """INSERT INTO refresh_tokens (family_id, token_hash, parent_id, expires_at)
-           VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-           RETURNING id""",
-        family_id,
-        token_hash(settings.pepper_bytes, refresh),
-        parent_id,
-        float(settings.refresh_token_ttl_seconds),
+    refresh_id = await store.insert_refresh_token(
+        conn, family_id, token_hash(settings.pepper_bytes, refresh), parent_id, float(settings.refresh_token_ttl_seconds)
     )
     access, _claims = await mint(
         deps.keys, settings, sub=str(user_id), client_id=client_id, scope=scope, family=str(family_id)
@@ -74,4 +69,4 @@ async def issue_pair(
         body["id_token"] = await mint_id_token(
             deps.id_keys, settings, sub=str(user_id), client_id=client_id, scope=scope, access_token=access, auth=auth
         )
-    return Issued(body, int(refresh_id))
+    return Issued(body, refresh_id)

@@ -29,6 +29,8 @@ import asyncpg
 from libs.oauth.keys import ALGORITHMS, KEYGEN_LOCK, add_key
 from libs.platform.config import Settings
 
+from . import store
+
 RELOAD_MARGIN_SECONDS = 300  # as libs/oauth/access_tokens.setup_tokens: instances reload every 30 s
 ID_TOKEN_ALGORITHMS = ("RS256", "ES256")  # id_tokens must be verifiable by clients (services/token/id_tokens.py)
 
@@ -79,9 +81,7 @@ def _state(row: asyncpg.Record, now: datetime, window: timedelta) -> str:
 
 
 async def list_keys(conn: asyncpg.Connection, settings: Settings) -> list[KeyInfo]:
-    rows = await conn.fetch(
-        "SELECT kid, alg, created_at, activates_at, retired_at, now() AS now FROM signing_keys ORDER BY activates_at"
-    )
+    rows = await store.all_keys(conn)
     window = verify_window(settings)
     infos: list[KeyInfo] = []
     newest_active: dict[str, str] = {}
@@ -108,61 +108,39 @@ async def add(conn: asyncpg.Connection, alg: str, activate_in: int, *, retire_ol
     if activate_in < 0:
         raise KeyAdminError("--activate-in must be 0 or more seconds")
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYGEN_LOCK)  # as ensure_signing_key
+        await store.lock_keygen(conn, KEYGEN_LOCK)  # as ensure_signing_key
         kid = await add_key(conn, alg, activate_in)
-        activates_at: datetime = await conn.fetchval("SELECT activates_at FROM signing_keys WHERE kid = $1", kid)
+        activates_at = await store.key_activation(conn, kid)
         retiring: list[str] = []
         if retire_old:
-            rows = await conn.fetch(
-                """UPDATE signing_keys SET retired_at = $3
-                   WHERE alg = $1 AND kid <> $2 AND activates_at <= $3 AND (retired_at IS NULL OR retired_at > $3)
-                   RETURNING kid""",
-                alg,
-                kid,
-                activates_at,
-            )
-            retiring = [r["kid"] for r in rows]
+            retiring = await store.retire_signing_keys_at(conn, alg, kid, activates_at)
     return Added(kid, alg, activates_at, retiring)
 
 
 async def retire(conn: asyncpg.Connection, settings: Settings, kid: str) -> datetime:
     """Stop signing with ``kid`` now; returns until when it still verifies."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYGEN_LOCK)
-        row = await conn.fetchrow(
-            """SELECT alg, retired_at, retired_at <= now() AS done, activates_at <= now() AS signs
-               FROM signing_keys WHERE kid = $1 FOR UPDATE""",
-            kid,
-        )
+        await store.lock_keygen(conn, KEYGEN_LOCK)
+        row = await store.lock_key(conn, kid)
         if row is None:
             raise KeyAdminError(f"no key with kid {kid!r}; see 'oauthctl keys list'")
         if row["done"]:
             raise KeyAdminError(f"key {kid} is already retired (since {row['retired_at']:%Y-%m-%d %H:%M:%S %Z})")
         alg = row["alg"]
         if row["signs"] and alg in signing_algorithms(settings):
-            others = await conn.fetchval(
-                """SELECT count(*) FROM signing_keys
-                   WHERE alg = $1 AND kid <> $2 AND activates_at <= now() AND (retired_at IS NULL OR retired_at > now())""",
-                alg,
-                kid,
-            )
+            others = await store.other_signing_keys(conn, alg, kid)
             if not others:
                 raise KeyAdminError(
                     f"key {kid} is the only {alg} key that can sign now; add one first "
                     f"('oauthctl keys add --alg {alg}', which also retires this one when the new key activates)"
                 )
-        retired_at: datetime = await conn.fetchval(
-            "UPDATE signing_keys SET retired_at = now() WHERE kid = $1 RETURNING retired_at", kid
-        )
+        retired_at = await store.retire_key_now(conn, kid)
     return retired_at + verify_window(settings)
 
 
 async def prune(conn: asyncpg.Connection, settings: Settings) -> list[str]:
     """Delete keys whose every token has expired (retired longer ago than the verify window)."""
-    rows = await conn.fetch(
-        "DELETE FROM signing_keys WHERE retired_at <= now() - $1::interval RETURNING kid", verify_window(settings)
-    )
-    return [r["kid"] for r in rows]
+    return await store.delete_keys_retired_before(conn, verify_window(settings))
 
 
 def fmt(ts: datetime | None) -> str:

@@ -34,7 +34,8 @@ from libs.platform.params import is_kid
 from libs.platform.security import token_hash
 from libs.platform.web import PG, REDIS, SETTINGS
 
-from .client_auth import authenticate_client, client_credentials
+from . import store
+from .client_auth import authenticate
 from .form import read_form, required
 
 log = logging.getLogger("oauth.token")
@@ -43,11 +44,6 @@ PARAMETERS = frozenset({"token", "token_type_hint", "client_id", "client_secret"
 MAX_TOKEN_CHARS = 8192
 HINTS = ("access_token", "refresh_token")
 
-FIND_REFRESH_SQL = """
-SELECT rt.family_id, f.client_id FROM refresh_tokens rt JOIN token_families f ON f.id = rt.family_id
-WHERE rt.token_hash = $1
-"""
-
 
 async def _revoke_refresh(request: web.Request, client: Client, token: str) -> bool | None:
     """True: revoked (or already), False: found but not the caller's, None: not a refresh token."""
@@ -55,7 +51,7 @@ async def _revoke_refresh(request: web.Request, client: Client, token: str) -> b
         return None
     app = request.app
     settings = app[SETTINGS]
-    row = await app[PG].fetchrow(FIND_REFRESH_SQL, token_hash(settings.pepper_bytes, token))
+    row = await store.find_refresh_owner(app[PG], token_hash(settings.pepper_bytes, token))
     if row is None:
         return None
     if row["client_id"] != client.client_id:
@@ -125,8 +121,7 @@ async def _revoke_access(request: web.Request, client: Client, token: str) -> bo
 
 async def handle_revoke(request: web.Request) -> web.Response:
     form = await read_form(request, PARAMETERS)
-    creds = client_credentials(request.headers.get("Authorization"), form)
-    client = await authenticate_client(request.app[PG], request.app[SETTINGS].pepper_bytes, creds)
+    client = await authenticate(request, form)
     token = required(form, "token")
     if len(token) <= MAX_TOKEN_CHARS:
         order = [_revoke_access, _revoke_refresh]

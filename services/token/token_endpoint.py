@@ -8,32 +8,21 @@ The handler stays thin; the rules live in ``client_auth`` and ``grants/*``. Erro
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 from aiohttp import web
 
 from libs.oauth.access_tokens import KEYS
-from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
 from libs.oauth.metrics import TOKENS_ISSUED
 from libs.oauth.vocabulary import NO_STORE
 from libs.platform.web import PG, REDIS, SETTINGS, json_response
 
-from .client_auth import authenticate_client, client_credentials
+from .client_auth import authenticate
 from .form import read_form, required
-from .grants import authorization_code, refresh_token
-from .grants import client_credentials as client_credentials_grant
+from .grants import GRANTS
 from .id_tokens import ID_KEYS
 from .issuance import Deps
 
-Grant = Callable[[Deps, Client, dict[str, str]], Awaitable[dict[str, Any]]]
-
-GRANTS: dict[str, Grant] = {
-    "authorization_code": authorization_code.grant,
-    "refresh_token": refresh_token.grant,
-    "client_credentials": client_credentials_grant.grant,
-}
+__all__ = ["GRANTS", "add_routes"]
 PARAMETERS = frozenset(
     {"grant_type", "client_id", "client_secret", "code", "redirect_uri", "code_verifier", "refresh_token", "scope"}
 )
@@ -49,10 +38,8 @@ async def handle_token(request: web.Request) -> web.Response:
     grant = GRANTS.get(grant_type)
     if grant is None:
         raise OAuthError("unsupported_grant_type", f"Supported grant types: {', '.join(GRANTS)}")
-    creds = client_credentials(request.headers.get("Authorization"), form)
-    deps = deps_of(request.app)
-    client = await authenticate_client(deps.pool, deps.settings.pepper_bytes, creds)
-    body = await grant(deps, client, form)
+    client = await authenticate(request, form)
+    body = await grant.issue(deps_of(request.app), client, grant.validate(client, form))
     TOKENS_ISSUED.labels(grant_type).inc()
     return json_response(body, headers=NO_STORE)
 

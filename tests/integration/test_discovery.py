@@ -13,7 +13,7 @@ from libs.oauth.vocabulary import PROMPTS
 from libs.oauth.vocabulary import SCOPES as AUTHORIZE_SCOPES
 from libs.platform.config import Settings
 from services.token import discovery, token_endpoint
-from services.token.client_auth import client_credentials
+from services.token.client_auth import presented_credentials
 from tests.support.stack import Stack
 
 PATHS = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
@@ -113,8 +113,8 @@ async def test_client_authentication_methods(metadata: dict) -> None:
         "client_secret_post",
     }
     # The token endpoint really reads both confidential methods.
-    assert client_credentials(None, {"client_id": "a", "client_secret": "b"}).secret == "b"
-    assert client_credentials("Basic YTpi", {}).secret == "b"
+    assert presented_credentials(None, {"client_id": "a", "client_secret": "b"}).secret == "b"
+    assert presented_credentials("Basic YTpi", {}).secret == "b"
 
 
 async def test_id_token_and_subject(metadata: dict, settings: Settings) -> None:

@@ -23,13 +23,14 @@ import hashlib
 import logging
 import re
 import uuid
-
-import asyncpg
+from dataclasses import dataclass
+from typing import Any
 
 from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
 from libs.platform.security import same, token_hash
 
+from .. import store
 from ..families import create_family, revoke_family
 from ..form import required
 from ..id_tokens import Authentication
@@ -40,19 +41,28 @@ log = logging.getLogger("oauth.token")
 ACTIVE = 1  # users.status
 VERIFIER_RE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636 4.1
 
-CONSUME_SQL = """
-UPDATE authorization_codes c SET used_at = now(), family_id = $3
-FROM users u
-WHERE c.code_hash = $1 AND c.client_id = $2 AND c.used_at IS NULL AND c.expires_at > now()
-  AND u.id = c.user_id
-RETURNING c.user_id, c.redirect_uri, c.scope, c.code_challenge, c.code_challenge_method, c.auth_time,
-          c.nonce, u.email, u.status AS user_status
-"""
 
-DIAGNOSE_SQL = """
-SELECT client_id, used_at, family_id, expires_at <= now() AS expired
-FROM authorization_codes WHERE code_hash = $1
-"""
+@dataclass(frozen=True)
+class CodeRequest:
+    """The validated form of an authorization_code request (RFC 6749 4.1.3)."""
+
+    code: str
+    redirect_uri: str
+    code_verifier: str | None
+
+
+@dataclass(frozen=True)
+class ConsumedCode:
+    """What the authorization request bound to the code, as the consuming statement returned it."""
+
+    redirect_uri: str
+    code_challenge: str | None
+    code_challenge_method: str | None
+    user_status: int
+
+    @classmethod
+    def of(cls, row: Any) -> ConsumedCode:
+        return cls(row["redirect_uri"], row["code_challenge"], row["code_challenge_method"], row["user_status"])
 
 
 def invalid_grant(description: str) -> OAuthError:
@@ -84,11 +94,13 @@ def verify_pkce(challenge: str | None, method: str | None, verifier: str | None,
         raise invalid_grant("code_verifier does not match the code_challenge")
 
 
-def check_bindings(row: asyncpg.Record, client: Client, redirect_uri: str, code_verifier: str | None) -> None:
-    if not same(redirect_uri, row["redirect_uri"]):
+def check_bindings(code: ConsumedCode, client: Client, redirect_uri: str, code_verifier: str | None) -> None:
+    """RFC 6749 4.1.3 (redirect_uri identical), RFC 7636 4.6 (PKCE), and an active user. The client
+    binding and single use are in the consuming statement (store.consume_code)."""
+    if not same(redirect_uri, code.redirect_uri):
         raise invalid_grant("redirect_uri is not identical to the one of the authorization request")
-    verify_pkce(row["code_challenge"], row["code_challenge_method"], code_verifier, public_client=client.is_public)
-    if row["user_status"] != ACTIVE:
+    verify_pkce(code.code_challenge, code.code_challenge_method, code_verifier, public_client=client.is_public)
+    if code.user_status != ACTIVE:
         raise invalid_grant("The user account is disabled")
 
 
@@ -99,9 +111,9 @@ async def exchange_code(
     family_id = uuid.uuid4()
     async with deps.pool.acquire() as conn:
         async with conn.transaction():
-            row = await conn.fetchrow(CONSUME_SQL, code_hash, client.client_id, family_id)
+            row = await store.consume_code(conn, code_hash, client.client_id, family_id)
             if row is not None:
-                check_bindings(row, client, redirect_uri, code_verifier)  # raises: rolled back, not burned
+                check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)  # raises: rolled back, not burned
                 await create_family(
                     conn,
                     family_id,
@@ -120,7 +132,7 @@ async def exchange_code(
                     auth=Authentication(auth_time=row["auth_time"], nonce=row["nonce"], email=row["email"]),
                 )
                 return issued.body
-        known = await conn.fetchrow(DIAGNOSE_SQL, code_hash)
+        known = await store.diagnose_code(conn, code_hash)
     if known is None or known["client_id"] != client.client_id:
         raise invalid_grant("The authorization code is invalid or was issued to another client")
     if known["used_at"] is not None:
@@ -133,11 +145,15 @@ async def exchange_code(
     raise invalid_grant("The authorization code is invalid")
 
 
-async def grant(deps: Deps, client: Client, form: dict[str, str]) -> dict[str, object]:
-    return await exchange_code(
-        deps,
-        client,
-        code=required(form, "code"),
-        redirect_uri=required(form, "redirect_uri"),
-        code_verifier=form.get("code_verifier"),
-    )
+class AuthorizationCodeGrant:
+    """``grant_type=authorization_code``: validate the form, then exchange the code."""
+
+    name = "authorization_code"
+
+    def validate(self, client: Client, form: dict[str, str]) -> CodeRequest:
+        return CodeRequest(required(form, "code"), required(form, "redirect_uri"), form.get("code_verifier"))
+
+    async def issue(self, deps: Deps, client: Client, request: CodeRequest) -> dict[str, Any]:
+        return await exchange_code(
+            deps, client, code=request.code, redirect_uri=request.redirect_uri, code_verifier=request.code_verifier
+        )

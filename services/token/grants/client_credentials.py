@@ -17,6 +17,7 @@ database, so issuing one costs a client lookup and a signature.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from libs.oauth.access_tokens import mint
@@ -41,21 +42,38 @@ def machine_scope(requested: str | None) -> str:
     return " ".join(s for s in MACHINE_SCOPES if s in wanted)
 
 
-async def grant(deps: Deps, client: Client, form: dict[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MachineRequest:
+    scope: str  # the granted machine scope
+
+
+def check_machine_client(client: Client) -> None:
+    """Only internal confidential apps (RFC 6749 4.4, 5.2 unauthorized_client)."""
     if client.is_public or not client.internal:
         raise OAuthError(
             "unauthorized_client",
             "This client may not use client_credentials: only internal confidential apps may "
             "(an operator enables it with 'oauthctl app set-internal')",
         )
-    scope = machine_scope(form.get("scope"))
-    settings = deps.settings
-    access, _claims = await mint(
-        deps.keys, settings, sub=client.client_id, client_id=client.client_id, scope=scope, family=None
-    )
-    return {
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": settings.access_token_ttl_seconds,
-        "scope": scope,
-    }
+
+
+class ClientCredentialsGrant:
+    """``grant_type=client_credentials``: validate the client and scope, then mint."""
+
+    name = "client_credentials"
+
+    def validate(self, client: Client, form: dict[str, str]) -> MachineRequest:
+        check_machine_client(client)
+        return MachineRequest(machine_scope(form.get("scope")))
+
+    async def issue(self, deps: Deps, client: Client, request: MachineRequest) -> dict[str, Any]:
+        settings = deps.settings
+        access, _claims = await mint(
+            deps.keys, settings, sub=client.client_id, client_id=client.client_id, scope=request.scope, family=None
+        )
+        return {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": settings.access_token_ttl_seconds,
+            "scope": request.scope,
+        }

@@ -27,7 +27,8 @@ import hmac
 import logging
 import os
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -38,6 +39,7 @@ from libs.oauth.errors import OAuthError
 from libs.oauth.vocabulary import REFRESH_PREFIX
 from libs.platform.security import token_hash
 
+from .. import store
 from ..families import revoke_family
 from ..form import required
 from ..id_tokens import Authentication
@@ -48,28 +50,41 @@ log = logging.getLogger("oauth.token")
 ACTIVE = 1  # users.status
 MAX_TOKEN_CHARS = 256
 
-CONSUME_SQL = """
-UPDATE refresh_tokens rt SET used_at = now()
-FROM token_families f JOIN users u ON u.id = f.user_id
-WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now()
-  AND f.id = rt.family_id AND f.client_id = $2 AND f.revoked_at IS NULL
-RETURNING rt.id, rt.family_id, f.user_id, f.scope, f.auth_time, u.email, u.status AS user_status
-"""
 
-STORE_GRACE_SQL = "UPDATE refresh_tokens SET grace_response = $2 WHERE id = $1"
 
-DIAGNOSE_SQL = """
-SELECT rt.id, rt.family_id, rt.used_at IS NOT NULL AS used, rt.grace_response,
-       rt.expires_at <= now() AS expired,
-       rt.used_at > now() - make_interval(secs => $2) AS in_grace,
-       EXISTS (SELECT 1 FROM refresh_tokens c
-               WHERE c.parent_id = rt.id AND c.used_at IS NULL AND c.expires_at > now()) AS child_live,
-       f.client_id, f.revoked_at IS NOT NULL AS family_revoked, u.status AS user_status
-FROM refresh_tokens rt
-JOIN token_families f ON f.id = rt.family_id
-LEFT JOIN users u ON u.id = f.user_id
-WHERE rt.token_hash = $1
-"""
+@dataclass(frozen=True)
+class RefreshRequest:
+    """The validated form of a refresh_token request (RFC 6749 6)."""
+
+    refresh_token: str
+    scope: str | None
+
+
+@dataclass(frozen=True)
+class Unconsumed:
+    """What is known about a presented refresh token that could not be consumed (store.diagnose_refresh_token)."""
+
+    client_id: str
+    family_revoked: bool
+    used: bool
+    expired: bool
+    in_grace: bool  # used within refresh_grace_seconds
+    child_live: bool  # its child is unused: it is the immediate predecessor of the live token
+    has_grace_response: bool
+    user_active: bool
+
+    @classmethod
+    def of(cls, row: Any) -> Unconsumed:
+        return cls(
+            client_id=row["client_id"],
+            family_revoked=bool(row["family_revoked"]),
+            used=bool(row["used"]),
+            expired=bool(row["expired"]),
+            in_grace=bool(row["in_grace"]),
+            child_live=bool(row["child_live"]),
+            has_grace_response=row["grace_response"] is not None,
+            user_active=row["user_status"] == ACTIVE,
+        )
 
 
 def invalid_grant(description: str) -> OAuthError:
@@ -112,14 +127,28 @@ def open_response(pepper: bytes, old_token: str, row_id: int, sealed: bytes) -> 
 
 
 # --- the grant -----------------------------------------------------------------------------------
+def decide_unconsumed(known: Unconsumed | None, client_id: str) -> Literal["grace", "reuse"]:
+    """RFC 9700 4.14.2: why a token could not be consumed. "grace": a concurrent refresh within the
+    window (answer the sealed response again); "reuse": revoke the family; else invalid_grant."""
+    if known is None or known.client_id != client_id:
+        raise invalid_grant("The refresh token is invalid or was issued to another client")
+    if known.family_revoked:
+        raise invalid_grant("The refresh token was revoked")
+    if not known.used:
+        raise invalid_grant("The refresh token expired" if known.expired else "The refresh token is invalid")
+    if known.in_grace and known.child_live and known.has_grace_response:
+        if not known.user_active:
+            raise invalid_grant("The user account is disabled")
+        return "grace"
+    return "reuse"
+
+
 async def rotate(deps: Deps, client: Client, *, refresh_token: str, scope: str | None) -> dict[str, Any]:
     settings = deps.settings
-    if not refresh_token.startswith(REFRESH_PREFIX + "_") or len(refresh_token) > MAX_TOKEN_CHARS:
-        raise invalid_grant("The refresh token is invalid")
     presented_hash = token_hash(settings.pepper_bytes, refresh_token)
     async with deps.pool.acquire() as conn:
         async with conn.transaction():
-            row = await conn.fetchrow(CONSUME_SQL, presented_hash, client.client_id)
+            row = await store.consume_refresh_token(conn, presented_hash, client.client_id)
             if row is not None:
                 # Failures below roll the consumption back: the token stays usable.
                 if row["user_status"] != ACTIVE:
@@ -137,32 +166,36 @@ async def rotate(deps: Deps, client: Client, *, refresh_token: str, scope: str |
                     auth=Authentication(auth_time=row["auth_time"], nonce=None, email=row["email"]),
                 )
                 sealed = seal_response(settings.pepper_bytes, refresh_token, row["id"], issued.body)
-                await conn.execute(STORE_GRACE_SQL, row["id"], sealed)
+                await store.store_grace_response(conn, row["id"], sealed)
                 return issued.body
-        known = await conn.fetchrow(DIAGNOSE_SQL, presented_hash, float(settings.refresh_grace_seconds))
+        known = await store.diagnose_refresh_token(conn, presented_hash, float(settings.refresh_grace_seconds))
     return await _not_consumed(deps, client, refresh_token, known)
 
 
 async def _not_consumed(deps: Deps, client: Client, refresh_token: str, known: Any) -> dict[str, Any]:
     """Why the token could not be consumed: a retry within the grace window, reuse, or just invalid."""
-    if known is None or known["client_id"] != client.client_id:
-        raise invalid_grant("The refresh token is invalid or was issued to another client")
-    if known["family_revoked"]:
-        raise invalid_grant("The refresh token was revoked")
-    if not known["used"]:
-        raise invalid_grant("The refresh token expired" if known["expired"] else "The refresh token is invalid")
-    family_id: uuid.UUID = known["family_id"]
-    if known["in_grace"] and known["child_live"] and known["grace_response"] is not None:
-        if known["user_status"] != ACTIVE:
-            raise invalid_grant("The user account is disabled")
+    family_id: uuid.UUID | None = known["family_id"] if known is not None else None
+    if decide_unconsumed(Unconsumed.of(known) if known is not None else None, client.client_id) == "grace":
         body = open_response(deps.settings.pepper_bytes, refresh_token, known["id"], bytes(known["grace_response"]))
         if body is not None:
             return body
         log.error("grace response unreadable", extra={"family_id": str(family_id)})
+    assert family_id is not None  # decide_unconsumed raised for an unknown token
     log.warning("refresh token reused", extra={"client_id": client.client_id, "family_id": str(family_id)})
     await revoke_family(deps.pool, deps.redis, deps.settings, family_id, "refresh_reuse")
     raise invalid_grant("The refresh token was already used; all tokens of this grant are revoked")
 
 
-async def grant(deps: Deps, client: Client, form: dict[str, str]) -> dict[str, Any]:
-    return await rotate(deps, client, refresh_token=required(form, "refresh_token"), scope=form.get("scope"))
+class RefreshTokenGrant:
+    """``grant_type=refresh_token``: validate the form, then rotate."""
+
+    name = "refresh_token"
+
+    def validate(self, client: Client, form: dict[str, str]) -> RefreshRequest:
+        token = required(form, "refresh_token")
+        if not token.startswith(REFRESH_PREFIX + "_") or len(token) > MAX_TOKEN_CHARS:
+            raise invalid_grant("The refresh token is invalid")
+        return RefreshRequest(token, form.get("scope"))
+
+    async def issue(self, deps: Deps, client: Client, request: RefreshRequest) -> dict[str, Any]:
+        return await rotate(deps, client, refresh_token=request.refresh_token, scope=request.scope)

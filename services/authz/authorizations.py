@@ -41,16 +41,10 @@ from libs.platform.web import PG, REDIS, SETTINGS, envelope
 
 from .identity import signed_in
 from .responses import found
+from .store import consent_records, cross_owner
 
 CSRF_HEADER = "X-CSRF-Token"
 PAGE = "/user/authorizations"
-
-LIST_SQL = """
-SELECT g.client_id, a.name, a.description, g.scopes, g.first_authorized_at, g.last_authorized_at
-FROM grants g JOIN oauth_apps a ON a.client_id = g.client_id
-WHERE g.user_id = $1
-ORDER BY g.last_authorized_at DESC, g.client_id
-"""
 
 add_strings(
     {
@@ -86,7 +80,7 @@ add_strings(
 
 # --- the model -----------------------------------------------------------------------------------
 async def list_authorizations(db: asyncpg.Pool, user_id: int) -> list[dict[str, Any]]:
-    rows = await db.fetch(LIST_SQL, user_id)
+    rows = await cross_owner.list_consents_with_apps(db, user_id)
     return [
         {
             "client_id": r["client_id"],
@@ -106,9 +100,7 @@ async def revoke_authorization(
     """Revoke ``user_id``'s authorization of ``client_id``; the revoked family ids, or None if there
     was neither a grant nor a live token to revoke."""
     async with pool.acquire() as conn, conn.transaction():
-        grant = await conn.fetchval(
-            "DELETE FROM grants WHERE user_id = $1 AND client_id = $2 RETURNING true", user_id, client_id
-        )
+        grant = await consent_records.delete(conn, user_id, client_id)
         families = await revoke_families(conn, user_id=user_id, client_id=client_id, reason="authorization_revoked")
         if not grant and not families:
             return None

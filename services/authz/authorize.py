@@ -1,6 +1,6 @@
 """``GET /api/oauth2/authorize`` (RFC 6749 4.1, RFC 7636 PKCE, RFC 9207 ``iss``, OIDC prompt/max_age).
 
-Flow: validate (authrequest.py) -> who is logged in -> decide -> act:
+Flow: validate (authrequest.CHECKS) -> who is logged in -> decide (decision.py) -> act:
 
 - not logged in: ``prompt=none`` -> ``login_required``; else the login page, then back here;
 - a fresh login is needed (``prompt=login``, or ``max_age`` exceeded): ``prompt=none`` ->
@@ -20,52 +20,19 @@ only such a mark, for this session and these parameters, satisfies ``prompt=logi
 from __future__ import annotations
 
 import time
-from typing import Literal
 from urllib.parse import urlencode
 
-import asyncpg
 from aiohttp import web
 
-from libs.platform.config import Settings
 from libs.platform.web import PG, REDIS, SETTINGS
 
-from . import consent, grants, loginrequest
-from .authrequest import AuthorizeError, AuthRequest, parse
+from . import consent, loginrequest
+from .authrequest import AuthorizePageError, AuthorizeRedirectError, AuthRequest, parse
 from .codes import issue_code
+from .decision import OneClickPolicy, Step, decide
 from .identity import SignedIn, drop_dead_session, signed_in
 from .responses import error_page, found, to_client
-
-Step = Literal["login", "login_required", "issue", "consent", "consent_required"]
-
-
-def one_click_allowed(settings: Settings, req: AuthRequest) -> bool:
-    """``auto_authorize=true`` may skip the consent page: allowed globally and for the app, and the
-    app verified by an operator, unless the operator keeps the guide's permissive behaviour."""
-    return (
-        req.auto_authorize
-        and settings.auto_authorize_enabled
-        and req.client_auto_authorize
-        and (req.client_verified or settings.auto_authorize_unverified_apps)
-    )
-
-
-async def decide(
-    db: asyncpg.Pool, settings: Settings, req: AuthRequest, who: SignedIn | None, fresh: bool, now: int
-) -> Step:
-    """``fresh``: this session's password login satisfied this very request (loginrequest.py)."""
-    silent = "none" in req.prompt
-    if who is None:
-        return "login_required" if silent else "login"
-    if not fresh:
-        too_old = req.max_age is not None and now - who.session.auth_time > req.max_age
-        if "login" in req.prompt or too_old:
-            return "login_required" if silent else "login"
-    if "consent" not in req.prompt:
-        if one_click_allowed(settings, req):
-            return "issue"
-        if await grants.covers(db, who.user_id, req.client_id, req.scopes):
-            return "issue"
-    return "consent_required" if silent else "consent"
+from .store import consent_records
 
 
 async def login_redirect_url(request: web.Request, now: int, reauth: bool) -> str:
@@ -94,26 +61,19 @@ async def handle_authorize(request: web.Request) -> web.Response:
     db = request.app[PG]
     try:
         req = await parse(db, request.rel_url.query)
-    except AuthorizeError as exc:
-        if exc.redirect_uri is None:
-            key, kw = exc.page_message
-            return await error_page(request, 400, key, **kw)
+    except AuthorizePageError as exc:
+        return await error_page(request, 400, exc.key, **exc.args_)
+    except AuthorizeRedirectError as exc:
         return to_client(
             exc.redirect_uri, settings.issuer, exc.state, error=exc.error, error_description=exc.description
         )
-
     who = await signed_in(request)
     now = int(time.time())
-    step = await decide(db, settings, req, who, await fresh_login(request, who), now)
-    if step == "issue":
-        assert who is not None
-        code = await issue_code(db, settings, req, who.user_id, who.session.auth_time)
-        return to_client(req.redirect_uri, settings.issuer, req.state, code=code)
-    if step == "consent":
-        assert who is not None
-        request_id = await consent.store(request.app[REDIS], settings, req, who.user_id)
-        switch_url = await login_redirect_url(request, now, reauth=False)
-        return await consent.render_page(request, req, who, request_id, switch_url)
+    auth = (who.user_id, who.session.auth_time) if who else None
+    policy = OneClickPolicy.from_settings(settings)
+    step = await decide(consent_records.Store(db), policy, req, auth, await fresh_login(request, who), now)
+    if who is not None and step in ("issue", "consent"):
+        return await _act_signed_in(request, req, who, step, now)
     if step == "consent_required":
         return to_client(
             req.redirect_uri,
@@ -122,12 +82,28 @@ async def handle_authorize(request: web.Request) -> web.Response:
             error="consent_required",
             error_description="the user has not authorized this app for these scopes",
         )
+    return await _to_login(request, req, who, step, now)
+
+
+async def _act_signed_in(request: web.Request, req: AuthRequest, who: SignedIn, step: Step, now: int) -> web.Response:
+    """``issue``: a code at once; ``consent``: the consent page."""
+    settings = request.app[SETTINGS]
+    if step == "issue":
+        code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time)
+        return to_client(req.redirect_uri, settings.issuer, req.state, code=code)
+    request_id = await consent.store(request.app[REDIS], settings, req, who.user_id)
+    switch_url = await login_redirect_url(request, now, reauth=False)
+    return await consent.render_page(request, req, who, request_id, switch_url)
+
+
+async def _to_login(request: web.Request, req: AuthRequest, who: SignedIn | None, step: Step, now: int) -> web.Response:
+    """``login``: the login page; ``login_required``: the error, to the client."""
     if step == "login":
         resp = found(await login_redirect_url(request, now, reauth=who is not None))
-    else:  # login_required
+    else:
         resp = to_client(
             req.redirect_uri,
-            settings.issuer,
+            request.app[SETTINGS].issuer,
             req.state,
             error="login_required",
             error_description="the user must log in" if who is None else "the user must log in again",

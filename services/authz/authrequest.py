@@ -16,13 +16,14 @@ A parameter sent with an empty value is treated as omitted (RFC 6749 3.1).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from multidict import MultiMapping
 
-from libs.oauth.clients import get_client
+from libs.oauth.clients import Client, get_client
 from libs.oauth.vocabulary import PROMPTS, SCOPES
 from libs.platform.validation import has_control_chars
 
@@ -35,25 +36,32 @@ MAX_SCOPE = 500
 
 
 class AuthorizeError(Exception):
-    """An authorization request error. ``redirect_uri`` is None while the client or its
-    redirect_uri is not yet trusted: the error is then shown as a page (``page_message`` is the
-    strings key and its arguments), never redirected."""
+    """An authorization request error (RFC 6749 4.1.2.1): either a ``AuthorizePageError`` or a
+    ``AuthorizeRedirectError``; catch this base to handle both."""
 
-    def __init__(
-        self,
-        error: str,
-        description: str,
-        *,
-        redirect_uri: str | None = None,
-        state: str | None = None,
-        page_message: tuple[str, dict[str, str]] = ("", {}),
-    ) -> None:
+    def __init__(self, error: str, description: str) -> None:
         super().__init__(f"{error}: {description}")
         self.error = error
         self.description = description
+
+
+class AuthorizePageError(AuthorizeError):
+    """The client or its redirect_uri is not trusted yet: shown to the user as a page (``key`` is
+    the strings key, ``args`` its arguments), never redirected."""
+
+    def __init__(self, key: str, **args: str) -> None:
+        super().__init__("invalid_request", key)
+        self.key = key
+        self.args_ = args
+
+
+class AuthorizeRedirectError(AuthorizeError):
+    """Sent back to the (now trusted) ``redirect_uri`` with ``state`` when it may be echoed."""
+
+    def __init__(self, error: str, description: str, *, redirect_uri: str, state: str | None) -> None:
+        super().__init__(error, description)
         self.redirect_uri = redirect_uri
         self.state = state
-        self.page_message = page_message
 
 
 @dataclass(frozen=True)
@@ -98,8 +106,10 @@ def _shown(word: str) -> str | None:
     return word if _WORD_RE.match(word) else None
 
 
-def _page(key: str, **kw: str) -> AuthorizeError:
-    return AuthorizeError("invalid_request", key, page_message=(key, kw))
+class ClientSource(Protocol):
+    """Where the checks read a client from (libs.oauth.clients.get_client in production)."""
+
+    async def __call__(self, client_id: str) -> Client | None: ...
 
 
 def _single(query: MultiMapping[str], name: str) -> tuple[str | None, bool]:
@@ -108,96 +118,195 @@ def _single(query: MultiMapping[str], name: str) -> tuple[str | None, bool]:
     return (values[0] or None) if values else None, len(values) > 1
 
 
-async def parse(db: asyncpg.Pool, query: MultiMapping[str]) -> AuthRequest:
-    # 1. client and redirect_uri: errors are pages, never redirects.
-    client_id, repeated = _single(query, "client_id")
-    if repeated:
-        raise _page("error.duplicate_param", name="client_id")
-    client = None
-    if client_id and not has_control_chars(client_id):
-        client = await get_client(db, client_id)
-    if client is None:
-        raise _page("error.unknown_client")
-    redirect_uri, repeated = _single(query, "redirect_uri")
-    if repeated:
-        raise _page("error.duplicate_param", name="redirect_uri")
-    if not redirect_uri or len(redirect_uri) > MAX_REDIRECT_URI or not client.has_redirect_uri(redirect_uri):
-        raise _page("error.bad_redirect_uri")
+@dataclass
+class Draft:
+    """An authorization request while it is being checked: the raw query, the client looked up by
+    its ``client_id``, and the fields each check fills in for the next ones."""
 
-    # 2. state, echoed in every later error.
-    state, repeated = _single(query, "state")
+    query: MultiMapping[str]
+    client: Client | None
+    redirect_uri: str = ""
+    state: str | None = None
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
+    nonce: str | None = None
+    prompt: tuple[str, ...] = ()
+    max_age: int | None = None
 
-    def fail(error: str, description: str, *, echo_state: bool = True) -> AuthorizeError:
-        return AuthorizeError(error, description, redirect_uri=redirect_uri, state=state if echo_state else None)
+    def get(self, name: str) -> str | None:
+        return _single(self.query, name)[0]
 
+    def fail(self, error: str, description: str, *, echo_state: bool = True) -> AuthorizeRedirectError:
+        state = self.state if echo_state else None
+        return AuthorizeRedirectError(error, description, redirect_uri=self.redirect_uri, state=state)
+
+
+# -- 1. client and redirect_uri: errors are pages, never redirects (RFC 6749 4.1.2.1).
+
+
+def check_client(d: Draft) -> None:
+    if _single(d.query, "client_id")[1]:
+        raise AuthorizePageError("error.duplicate_param", name="client_id")
+    if d.client is None:
+        raise AuthorizePageError("error.unknown_client")
+
+
+def check_redirect_uri(d: Draft) -> None:
+    redirect_uri, repeated = _single(d.query, "redirect_uri")
     if repeated:
-        raise fail("invalid_request", "state is repeated", echo_state=False)
+        raise AuthorizePageError("error.duplicate_param", name="redirect_uri")
+    assert d.client is not None  # check_client ran
+    if not redirect_uri or len(redirect_uri) > MAX_REDIRECT_URI or not d.client.has_redirect_uri(redirect_uri):
+        raise AuthorizePageError("error.bad_redirect_uri")
+    d.redirect_uri = redirect_uri
+
+
+# -- 2. state, echoed in every later error.
+
+
+def check_state_shape(d: Draft) -> None:
+    state, repeated = _single(d.query, "state")
+    if repeated:
+        raise d.fail("invalid_request", "state is repeated", echo_state=False)
     if state is not None and len(state) > MAX_STATE:
-        raise fail("invalid_request", f"state is longer than {MAX_STATE} characters", echo_state=False)
+        raise d.fail("invalid_request", f"state is longer than {MAX_STATE} characters", echo_state=False)
+    d.state = state
 
-    # 3. no parameter more than once.
-    for name in query:
-        if len(query.getall(name)) > 1:
-            raise fail("invalid_request", f"{_shown(name) or 'a parameter'} is repeated; send each parameter once")
 
-    # 4. the rest, in RFC order.
-    response_type, _ = _single(query, "response_type")
+# -- 3. no parameter more than once (RFC 6749 3.1).
+
+
+def check_no_repeats(d: Draft) -> None:
+    for name in d.query:
+        if len(d.query.getall(name)) > 1:
+            raise d.fail("invalid_request", f"{_shown(name) or 'a parameter'} is repeated; send each parameter once")
+
+
+# -- 4. the rest, in RFC order.
+
+
+def check_response_type(d: Draft) -> None:
+    response_type = d.get("response_type")
     if response_type is None:
-        raise fail("invalid_request", "response_type is required; use response_type=code")
+        raise d.fail("invalid_request", "response_type is required; use response_type=code")
     if response_type != "code":
-        raise fail("unsupported_response_type", "only response_type=code is supported")
-    if state is None:
-        raise fail("invalid_request", "state is required: a random value your server checks in the callback")
+        raise d.fail("unsupported_response_type", "only response_type=code is supported")
 
-    scopes = parse_scope(_single(query, "scope")[0])
+
+def check_state_present(d: Draft) -> None:
+    """The guide requires ``state`` (RFC 6749 10.12 CSRF protection)."""
+    if d.state is None:
+        raise d.fail("invalid_request", "state is required: a random value your server checks in the callback")
+
+
+def check_scope(d: Draft) -> None:
+    scopes = parse_scope(d.get("scope"))
     if isinstance(scopes, str):
-        raise fail("invalid_scope", scopes)
+        raise d.fail("invalid_scope", scopes)
+    d.scopes = scopes
 
-    challenge, _ = _single(query, "code_challenge")
-    method, _ = _single(query, "code_challenge_method")
+
+def check_pkce(d: Draft) -> None:
+    """RFC 7636 4.3: S256 only; required for public clients (RFC 9700 2.1.1)."""
+    challenge, method = d.get("code_challenge"), d.get("code_challenge_method")
+    assert d.client is not None
     if challenge is None:
         if method is not None:
-            raise fail("invalid_request", "code_challenge_method was sent without code_challenge")
-        if client.is_public:
-            raise fail("invalid_request", "this is a public client: PKCE is required (code_challenge, S256)")
-    else:
-        if method != "S256":
-            raise fail("invalid_request", "code_challenge_method must be S256 (plain is not allowed)")
-        if not PKCE_CHALLENGE_RE.match(challenge):
-            raise fail("invalid_request", "code_challenge must be 43-128 characters of A-Z a-z 0-9 - . _ ~")
+            raise d.fail("invalid_request", "code_challenge_method was sent without code_challenge")
+        if d.client.is_public:
+            raise d.fail("invalid_request", "this is a public client: PKCE is required (code_challenge, S256)")
+        return
+    if method != "S256":
+        raise d.fail("invalid_request", "code_challenge_method must be S256 (plain is not allowed)")
+    if not PKCE_CHALLENGE_RE.match(challenge):
+        raise d.fail("invalid_request", "code_challenge must be 43-128 characters of A-Z a-z 0-9 - . _ ~")
+    d.code_challenge, d.code_challenge_method = challenge, method
 
-    nonce, _ = _single(query, "nonce")
+
+def check_nonce(d: Draft) -> None:
+    nonce = d.get("nonce")
     if nonce is not None and (len(nonce) > MAX_NONCE or has_control_chars(nonce)):
-        raise fail("invalid_request", f"nonce must be at most {MAX_NONCE} printable characters")
+        raise d.fail("invalid_request", f"nonce must be at most {MAX_NONCE} printable characters")
+    d.nonce = nonce
 
-    prompt = parse_prompt(_single(query, "prompt")[0])
+
+def check_prompt(d: Draft) -> None:
+    prompt = parse_prompt(d.get("prompt"))
     if isinstance(prompt, str):
-        raise fail("invalid_request", prompt)
+        raise d.fail("invalid_request", prompt)
+    d.prompt = prompt
 
-    raw_max_age, _ = _single(query, "max_age")
-    max_age = None
-    if raw_max_age is not None:
-        if not (raw_max_age.isascii() and raw_max_age.isdigit() and len(raw_max_age) <= 10):
-            raise fail("invalid_request", "max_age must be a non-negative integer (seconds)")
-        max_age = int(raw_max_age)
 
-    auto, _ = _single(query, "auto_authorize")
+def check_max_age(d: Draft) -> None:
+    """OIDC Core 3.1.2.1: max_age in seconds."""
+    raw = d.get("max_age")
+    if raw is None:
+        return
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
+        raise d.fail("invalid_request", "max_age must be a non-negative integer (seconds)")
+    d.max_age = int(raw)
+
+
+# The order of the checks, in one place (see the module docstring).
+CHECKS: tuple[Callable[[Draft], None], ...] = (
+    check_client,
+    check_redirect_uri,
+    check_state_shape,
+    check_no_repeats,
+    check_response_type,
+    check_state_present,
+    check_scope,
+    check_pkce,
+    check_nonce,
+    check_prompt,
+    check_max_age,
+)
+
+
+async def load_client(clients: ClientSource, query: MultiMapping[str]) -> Client | None:
+    client_id = _single(query, "client_id")[0]
+    if not client_id or has_control_chars(client_id):
+        return None
+    return await clients(client_id)
+
+
+def build(d: Draft) -> AuthRequest:
+    """The validated request, once every check has passed."""
+    assert d.client is not None and d.state is not None
+    client = d.client
     return AuthRequest(
         client_id=client.client_id,
         client_name=client.name,
         client_description=client.description,
         client_auto_authorize=client.auto_authorize,
-        redirect_uri=redirect_uri,
-        scopes=scopes,
-        state=state,
-        code_challenge=challenge,
-        code_challenge_method=method if challenge else None,
-        nonce=nonce,
-        prompt=prompt,
-        max_age=max_age,
-        auto_authorize=(auto or "").lower() == "true",
+        redirect_uri=d.redirect_uri,
+        scopes=d.scopes,
+        state=d.state,
+        code_challenge=d.code_challenge,
+        code_challenge_method=d.code_challenge_method,
+        nonce=d.nonce,
+        prompt=d.prompt,
+        max_age=d.max_age,
+        auto_authorize=(d.get("auto_authorize") or "").lower() == "true",
         client_verified=client.verified,
     )
+
+
+async def validate(clients: ClientSource, query: MultiMapping[str]) -> AuthRequest:
+    """Run ``CHECKS`` in order over a draft; raise ``AuthorizePageError``/``AuthorizeRedirectError`` on the first
+    failure."""
+    draft = Draft(query, await load_client(clients, query))
+    for check in CHECKS:
+        check(draft)
+    return build(draft)
+
+
+async def parse(db: asyncpg.Pool, query: MultiMapping[str]) -> AuthRequest:
+    async def clients(client_id: str) -> Client | None:
+        return await get_client(db, client_id)
+
+    return await validate(clients, query)
 
 
 def parse_scope(raw: str | None) -> tuple[str, ...] | str:

@@ -13,28 +13,27 @@ import asyncpg
 from libs.platform.config import Settings
 from libs.platform.security import token_hash
 
-from . import grants
 from .authrequest import AuthRequest
+from .store import consent_records
+from .store.codes import CodeRow, insert_code
 
 
 async def issue_code(pool: asyncpg.Pool, settings: Settings, req: AuthRequest, user_id: int, auth_time: int) -> str:
-    """Record the grant and store a new code, in one transaction; return the code (shown once)."""
+    """Record the consent and store a new code, in one transaction; return the code (shown once)."""
     code = secrets.token_urlsafe(32)
     async with pool.acquire() as conn, conn.transaction():
-        await grants.upsert(conn, user_id, req.client_id, req.scopes)
-        await conn.execute(
-            """INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, code_challenge,
-                                                code_challenge_method, nonce, auth_time, expires_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + $10 * interval '1 second')""",
-            token_hash(settings.pepper_bytes, code),
-            req.client_id,
-            user_id,
-            req.redirect_uri,
-            req.scope,
-            req.code_challenge,
-            req.code_challenge_method,
-            req.nonce,
-            datetime.fromtimestamp(auth_time, UTC),
-            settings.auth_code_ttl_seconds,
+        await consent_records.upsert(conn, user_id, req.client_id, req.scopes)
+        row = CodeRow(
+            code_hash=token_hash(settings.pepper_bytes, code),
+            client_id=req.client_id,
+            user_id=user_id,
+            redirect_uri=req.redirect_uri,
+            scope=req.scope,
+            code_challenge=req.code_challenge,
+            code_challenge_method=req.code_challenge_method,
+            nonce=req.nonce,
+            auth_time=datetime.fromtimestamp(auth_time, UTC),
+            ttl_seconds=settings.auth_code_ttl_seconds,
         )
+        await insert_code(conn, row)
     return code

@@ -13,6 +13,8 @@ from libs.oauth.vocabulary import UserStatus
 from libs.platform.validation import has_control_chars
 from libs.platform.web import PG
 
+from .store import cross_owner
+
 MAX_IDENTIFIER = 254
 
 
@@ -39,12 +41,7 @@ async def find_login_user(db: asyncpg.Pool, identifier: str) -> LoginUser | None
     """The user whose username or email is ``identifier`` (case-insensitive), with the hash."""
     if not identifier or len(identifier) > MAX_IDENTIFIER or has_control_chars(identifier):
         return None
-    row = await db.fetchrow(
-        """SELECT id, username, status, password_hash FROM users
-           WHERE lower(username) = lower($1) OR lower(email) = lower($1)
-           ORDER BY (lower(username) = lower($1)) DESC LIMIT 1""",
-        identifier,
-    )
+    row = await cross_owner.login_user(db, identifier)
     return LoginUser(**dict(row)) if row else None
 
 
@@ -54,7 +51,7 @@ async def signed_in(request: web.Request) -> SignedIn | None:
     session = await current_session(request)
     if session is None:
         return None
-    row = await request.app[PG].fetchrow("SELECT username, status FROM users WHERE id = $1", session.user_id)
+    row = await cross_owner.user_name_status(request.app[PG], session.user_id)
     if row is None or row["status"] != UserStatus.ACTIVE:
         return None
     return SignedIn(session, session.user_id, row["username"])

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
-import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
@@ -28,7 +28,7 @@ from libs.platform.security import verify_password
 from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import loginrequest, ratelimit
-from .identity import MAX_IDENTIFIER, find_login_user, signed_in
+from .identity import MAX_IDENTIFIER, LoginUser, find_login_user, signed_in
 from .responses import found, lang_url
 
 DEFAULT_NEXT = "/user"
@@ -42,9 +42,49 @@ class LoginResult:
     retry_after: int = 0
 
 
-async def authenticate(
-    db: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, identifier: str, password: str, ip: str
-) -> LoginResult:
+class LoginUsers(Protocol):
+    """Finds the user by username or email (identity.find_login_user in production)."""
+
+    async def __call__(self, identifier: str) -> LoginUser | None: ...
+
+
+# (stored hash or None for an unknown account, password) -> match? argon2 in production, costing
+# the same for an unknown account.
+PasswordCheck = Callable[[str | None, str], Awaitable[bool]]
+
+
+class Throttle(Protocol):
+    """The login throttling of ratelimit.py (docs/operations.md "Logins")."""
+
+    async def check(self, attempt: ratelimit.Attempt) -> ratelimit.Blocked | None: ...
+    async def record_failure(self, attempt: ratelimit.Attempt) -> None: ...
+    async def record_success(self, attempt: ratelimit.Attempt) -> None: ...
+
+
+@dataclass(frozen=True)
+class RedisThrottle:
+    redis: aioredis.Redis
+    settings: Settings
+
+    async def check(self, attempt: ratelimit.Attempt) -> ratelimit.Blocked | None:
+        return await ratelimit.check(self.redis, self.settings, attempt)
+
+    async def record_failure(self, attempt: ratelimit.Attempt) -> None:
+        await ratelimit.record_failure(self.redis, self.settings, attempt)
+
+    async def record_success(self, attempt: ratelimit.Attempt) -> None:
+        await ratelimit.record_success(self.redis, attempt)
+
+
+@dataclass(frozen=True)
+class LoginDeps:
+    users: LoginUsers
+    throttle: Throttle
+    verify: PasswordCheck
+    settings: Settings
+
+
+async def authenticate(deps: LoginDeps, identifier: str, password: str, ip: str) -> LoginResult:
     """The login rule: throttling first (ratelimit.py: per account+IP backoff, per IP limit,
     per account slowdown), then the password (argon2, the same cost for unknown accounts), then
     the account status."""
@@ -52,19 +92,29 @@ async def authenticate(
     identifier = unicodedata.normalize("NFKC", identifier).strip()
     if not identifier or not password:
         return LoginResult("missing")
-    user = await find_login_user(db, identifier)
-    attempt = ratelimit.attempt_keys(settings, user.id if user else None, identifier[:MAX_IDENTIFIER], ip)
-    blocked = await ratelimit.check(redis, settings, attempt)
+    user = await deps.users(identifier)
+    attempt = ratelimit.attempt_keys(deps.settings, user.id if user else None, identifier[:MAX_IDENTIFIER], ip)
+    blocked = await deps.throttle.check(attempt)
     if blocked is not None:
         return LoginResult("blocked", retry_after=blocked.retry_after)
-    ok = await verify_password(user.password_hash if user else None, password[:MAX_PASSWORD])
+    ok = await deps.verify(user.password_hash if user else None, password[:MAX_PASSWORD])
     if not ok or user is None or len(password) > MAX_PASSWORD:
-        await ratelimit.record_failure(redis, settings, attempt)
+        await deps.throttle.record_failure(attempt)
         return LoginResult("failed")
     if not user.active:
         return LoginResult("disabled")
-    await ratelimit.record_success(redis, attempt)
+    await deps.throttle.record_success(attempt)
     return LoginResult("ok", user_id=user.id)
+
+
+def login_deps(request: web.Request) -> LoginDeps:
+    settings = request.app[SETTINGS]
+    db = request.app[PG]
+
+    async def users(identifier: str) -> LoginUser | None:
+        return await find_login_user(db, identifier)
+
+    return LoginDeps(users, RedisThrottle(request.app[REDIS], settings), verify_password, settings)
 
 
 def _field(form: MultiMapping[object], name: str) -> str:
@@ -103,14 +153,7 @@ async def post_login(request: web.Request) -> web.Response:
     next_url = safe_next(_field(form, "next"))
     identifier = _field(form, "username")
     settings = request.app[SETTINGS]
-    result = await authenticate(
-        request.app[PG],
-        request.app[REDIS],
-        settings,
-        identifier,
-        _field(form, "password"),
-        client_ip(request),
-    )
+    result = await authenticate(login_deps(request), identifier, _field(form, "password"), client_ip(request))
     shown_identifier = identifier[:MAX_IDENTIFIER]
     if result.outcome == "ok":
         assert result.user_id is not None

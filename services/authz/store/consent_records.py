@@ -1,4 +1,5 @@
-"""Grants: a user's consent to an app, with the scopes consented so far (table ``grants``)."""
+"""Consent records: a user's consent to an app, with the scopes consented so far (table ``grants``;
+not to be confused with the token service's grant types)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,21 @@ async def upsert(conn: asyncpg.Connection, user_id: int, client_id: str, scopes:
         client_id,
         list(scopes),
     )
+
+
+class Store:
+    """The ``decision.ConsentRecords`` protocol over a pool."""
+
+    def __init__(self, db: asyncpg.Pool) -> None:
+        self.db = db
+
+    async def covers(self, user_id: int, client_id: str, scopes: Sequence[str]) -> bool:
+        return await covers(self.db, user_id, client_id, scopes)
+
+
+async def delete(conn: asyncpg.Connection, user_id: int, client_id: str) -> bool:
+    """Remove the record (revoking an authorization); whether there was one."""
+    deleted = await conn.fetchval(
+        "DELETE FROM grants WHERE user_id = $1 AND client_id = $2 RETURNING true", user_id, client_id
+    )
+    return bool(deleted)

@@ -1,0 +1,42 @@
+"""Table ``authorization_codes`` (RFC 6749 4.1.2): owned by authz, consumed by the token service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class CodeRow:
+    """A new code's row: only the code's keyed hash is stored, never the code."""
+
+    code_hash: bytes
+    client_id: str
+    user_id: int
+    redirect_uri: str
+    scope: str
+    code_challenge: str | None
+    code_challenge_method: str | None
+    nonce: str | None
+    auth_time: datetime
+    ttl_seconds: int
+
+
+async def insert_code(conn: asyncpg.Connection, row: CodeRow) -> None:
+    await conn.execute(
+        """INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, code_challenge,
+                                            code_challenge_method, nonce, auth_time, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now() + $10 * interval '1 second')""",
+        row.code_hash,
+        row.client_id,
+        row.user_id,
+        row.redirect_uri,
+        row.scope,
+        row.code_challenge,
+        row.code_challenge_method,
+        row.nonce,
+        row.auth_time,
+        row.ttl_seconds,
+    )

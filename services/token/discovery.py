@@ -9,7 +9,7 @@ It lists exactly what works, and is derived from the code where the code decides
   RFC 9207 ``iss`` authorization response parameter.
 
 The rest mirrors rules enforced elsewhere, each pinned by a test against the code that enforces it:
-scopes (services/authz/authrequest.SCOPES; the internal machine scopes of client_credentials are not
+scopes (libs/oauth/vocabulary.SCOPES; the internal machine scopes of client_credentials are not
 advertised, RFC 8414 2 allows that), response type ``code`` only, PKCE ``S256`` only, prompts,
 client authentication (services/token/client_auth.py). Values OIDC Discovery defaults to ``true``
 that we do not support are stated as ``false`` (``request_uri_parameter_supported``).

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from libs.oauth.events.bus import EVENTS
 from libs.platform.config import Settings
-from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_form
+from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_status, userinfo_status
 from tests.support.events import TcpProxy
 from tests.support.factories import make_developer
 from tests.support.stack import Stack, extra_instance, until
@@ -56,25 +56,13 @@ async def revoke(http: aiohttp.ClientSession, base: str, app: ClientApp, token: 
     return time.monotonic()
 
 
-async def userinfo(http: aiohttp.ClientSession, base: str, token: str) -> int:
-    async with http.get(f"{base}/api/oauth2/userinfo", headers={"Authorization": f"Bearer {token}"}) as r:
-        await r.read()
-        return r.status
-
-
-async def refresh(http: aiohttp.ClientSession, base: str, app: ClientApp, refresh_token: str) -> int:
-    async with http.post(f"{base}/api/oauth2/token", data=refresh_form(app, refresh_token)) as r:
-        await r.read()
-        return r.status
-
-
 async def refused_after(http: aiohttp.ClientSession, bases: list[str], token: str, returned: float) -> list[float]:
     """Probe every instance 10 times: each probe's delay after the revoke returned, if refused;
     fail at the first acceptance (the invariant allows none)."""
     delays = []
     for _ in range(10):
         for base in bases:
-            status = await userinfo(http, base, token)
+            status = await userinfo_status(http, base, token)
             assert status == 401, f"{base} accepted a revoked token ({status})"
             delays.append(time.monotonic() - returned)
     return delays
@@ -88,7 +76,7 @@ def p99(values: list[float]) -> float:
 async def warm(http: aiohttp.ClientSession, bases: list[str], token: str) -> None:
     """Each instance checks the token once, so its cache holds "not revoked"."""
     for base in bases:
-        assert await userinfo(http, base, token) == 200
+        assert await userinfo_status(http, base, token) == 200
 
 
 async def test_rabbitmq_blackholed_revocation_is_refused_everywhere(stack: Stack, http, db, settings, app) -> None:
@@ -111,7 +99,7 @@ async def test_rabbitmq_blackholed_revocation_is_refused_everywhere(stack: Stack
         returned = await revoke(http, token_bases[1], app, second["refresh_token"])  # the whole family
         delays += await refused_after(http, account_bases, second["access_token"], returned)
         for base in token_bases:
-            assert await refresh(http, base, app, second["refresh_token"]) == 400
+            assert await refresh_status(http, base, app, second["refresh_token"]) == 400
         assert p99(delays) < P99_BOUND_SECONDS
 
         async with http.get(f"{account_bases[0]}/readyz") as r:
@@ -123,8 +111,8 @@ async def test_rabbitmq_blackholed_revocation_is_refused_everywhere(stack: Stack
         for _, instance in accounts + tokens_:
             await until(lambda instance=instance: instance[EVENTS].live, within=15)
         for base in account_bases:
-            assert await userinfo(http, base, first["access_token"]) == 401
-            assert await userinfo(http, base, second["access_token"]) == 401
+            assert await userinfo_status(http, base, first["access_token"]) == 401
+            assert await userinfo_status(http, base, second["access_token"]) == 401
 
 
 async def test_readyz_reports_the_bus_degraded_within_three_seconds(stack: Stack, http, settings) -> None:
@@ -159,10 +147,10 @@ async def test_slow_consumer_refuses_as_soon_as_the_revoke_returns(
         await warm(http, [base], tokens["access_token"])
         proxy.slow(delay)
         await asyncio.sleep(delay + 0.5)  # messages already in flight arrive late from now on
-        assert await userinfo(http, base, tokens["access_token"]) == 200
+        assert await userinfo_status(http, base, tokens["access_token"]) == 200
         started = time.monotonic()
         returned = await revoke(http, stack.base, app, tokens["access_token"])
-        assert await userinfo(http, base, tokens["access_token"]) == 401
+        assert await userinfo_status(http, base, tokens["access_token"]) == 401
         if delay < settings.bus_lease_seconds and instance[EVENTS].live:
             assert returned - started >= delay * 0.5  # it waited for the slow instance's ack
 

@@ -13,7 +13,7 @@ import pytest
 from libs.oauth.access_tokens import REVOCATIONS, VERIFIER
 from libs.oauth.events.bus import EVENTS
 from libs.platform.config import Settings
-from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_form
+from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_form, refresh_status, userinfo_status
 from tests.support.events import TcpProxy
 from tests.support.stack import Stack, extra_instance, free_port, until
 
@@ -48,18 +48,6 @@ async def revoke(
         return r.status, await r.text(), dict(r.headers)
 
 
-async def userinfo_status(http: aiohttp.ClientSession, base: str, token: str) -> int:
-    async with http.get(f"{base}/api/oauth2/userinfo", headers={"Authorization": f"Bearer {token}"}) as r:
-        await r.read()
-        return r.status
-
-
-async def refresh_status(http: aiohttp.ClientSession, stack: Stack, app: ClientApp, refresh_token: str) -> int:
-    async with http.post(f"{stack.base}/api/oauth2/token", data=refresh_form(app, refresh_token)) as r:
-        await r.read()
-        return r.status
-
-
 async def event_count(db: asyncpg.Pool, **match: str) -> int:
     where = " AND ".join(f"data->>'{k}' = ${i + 1}" for i, k in enumerate(match))
     return await db.fetchval(
@@ -72,7 +60,7 @@ async def test_refresh_token_revokes_its_family(stack: Stack, http, db, settings
     tokens = await obtain_tokens(http, stack.base, db, settings, app)
     status, body, headers = await revoke(http, stack, app, tokens["refresh_token"], "refresh_token")
     assert status == 200 and body == "" and headers["Cache-Control"] == "no-store"
-    assert await refresh_status(http, stack, app, tokens["refresh_token"]) == 400
+    assert await refresh_status(http, stack.base, app, tokens["refresh_token"]) == 400
     assert await userinfo_status(http, stack.base, tokens["access_token"]) == 401  # same grant's access token
     family = await db.fetchval("SELECT family_id FROM refresh_tokens ORDER BY id DESC LIMIT 1")
     row = await db.fetchrow("SELECT revoked_reason FROM token_families WHERE id = $1", family)
@@ -103,11 +91,11 @@ async def test_hints_are_only_hints(stack: Stack, http, db, settings, app, hint)
     """A wrong or unknown hint still finds the token (RFC 7009 2.1 "extend its search")."""
     tokens = await obtain_tokens(http, stack.base, db, settings, app)
     assert (await revoke(http, stack, app, tokens["refresh_token"], hint))[0] == 200
-    assert await refresh_status(http, stack, app, tokens["refresh_token"]) == 400
+    assert await refresh_status(http, stack.base, app, tokens["refresh_token"]) == 400
     other = await obtain_tokens(http, stack.base, db, settings, app)
     assert (await revoke(http, stack, app, other["access_token"], hint))[0] == 200
     assert await userinfo_status(http, stack.base, other["access_token"]) == 401
-    assert await refresh_status(http, stack, app, other["refresh_token"]) == 200  # access token alone
+    assert await refresh_status(http, stack.base, app, other["refresh_token"]) == 200  # access token alone
 
 
 @pytest.mark.parametrize(
@@ -140,7 +128,7 @@ async def test_another_clients_token_is_not_revoked(stack: Stack, http, db, sett
         status, body, _ = await revoke(http, stack, thief, token, hint)
         assert status == 200 and body == ""  # nothing to tell the caller
     assert await userinfo_status(http, stack.base, victim["access_token"]) == 200
-    assert await refresh_status(http, stack, app, victim["refresh_token"]) == 200
+    assert await refresh_status(http, stack.base, app, victim["refresh_token"]) == 200
     assert await db.fetchval("SELECT count(*) FROM revoked_access_tokens WHERE client_id = $1", thief.client_id) == 0
 
 
@@ -160,14 +148,14 @@ async def test_client_authentication_is_the_token_endpoints(stack: Stack, http, 
         assert r.status == 400 and (await r.json())["error"] == "invalid_request"
     async with http.get(f"{stack.base}/api/oauth2/revoke") as r:
         assert r.status == 405
-    assert await refresh_status(http, stack, app, tokens["refresh_token"]) == 200  # nothing was revoked
+    assert await refresh_status(http, stack.base, app, tokens["refresh_token"]) == 200  # nothing was revoked
 
 
 async def test_public_client_revokes_with_its_client_id(stack: Stack, http, db, settings) -> None:
     public = await make_client(db, settings, method="none", redirect_uri="http://127.0.0.1:3000/cb")
     tokens = await obtain_tokens(http, stack.base, db, settings, public)
     assert (await revoke(http, stack, public, tokens["refresh_token"]))[0] == 200
-    assert await refresh_status(http, stack, public, tokens["refresh_token"]) == 400
+    assert await refresh_status(http, stack.base, public, tokens["refresh_token"]) == 400
 
 
 # --- every instance, whatever is down ------------------------------------------------------------

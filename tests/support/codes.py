@@ -140,3 +140,17 @@ def refresh_form(app: ClientApp, refresh_token: str, **extra: str) -> dict[str, 
     if app.client_secret:
         form["client_secret"] = app.client_secret
     return form | extra
+
+
+async def userinfo_status(http: aiohttp.ClientSession, base: str, token: str) -> int:
+    """The status userinfo at ``base`` answers for an access token."""
+    async with http.get(f"{base}/api/oauth2/userinfo", headers={"Authorization": f"Bearer {token}"}) as r:
+        await r.read()
+        return r.status
+
+
+async def refresh_status(http: aiohttp.ClientSession, base: str, app: ClientApp, refresh_token: str) -> int:
+    """The status the token endpoint at ``base`` answers for a refresh."""
+    async with http.post(f"{base}/api/oauth2/token", data=refresh_form(app, refresh_token)) as r:
+        await r.read()
+        return r.status

@@ -51,7 +51,7 @@ lint: install ## ruff and mypy over everything that ships
 	@$(VENV)/bin/mypy services libs oauthctl examples bench
 
 fuzz: install ## Schemathesis over the whole public API (docs/api.md), longer than the run in `make test`
-	@FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} FUZZ_TIMEOUT=$${FUZZ_TIMEOUT:-1800} $(PY) -m pytest tests/integration/test_schemathesis.py -s $(PYTEST_ARGS)
+	@FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} FUZZ_TIMEOUT=$${FUZZ_TIMEOUT:-1800} TEST_TIMEOUT_SECONDS=0 $(PY) -m pytest tests/integration/test_schemathesis.py -s $(PYTEST_ARGS)
 
 bench: install $(ENV_FILE) ## load benchmark vs node oidc-provider, prints a table (installs wrk and the peer if missing)
 	@$(WITH_ENV) $(PY) -m bench $(BENCH_ARGS)

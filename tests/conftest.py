@@ -19,6 +19,9 @@ from oauthctl.components import MIGRATIONS
 from tests.support.infra import Infra, infra
 from tests.support.stack import Stack, free_port
 
+# A per-test deadline that turns a hang into a failure with every task's stack (see the module).
+pytest_plugins = ["tests.support.watchdog"]
+
 
 @pytest.fixture(scope="session")
 def infra_urls() -> Iterator[Infra]:
@@ -100,3 +103,4 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         yield session
+

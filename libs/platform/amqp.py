@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 import aiormq
 
+from .tasks import cancel_and_wait
+
 log = logging.getLogger("oauth.amqp")
 
 ConnectHook = Callable[[aio_pika.abc.AbstractConnection], Awaitable[None]]
@@ -92,10 +94,7 @@ class AmqpLink:
     async def close(self) -> None:
         self._closing = True
         self._lost.set()
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])  # not a bare cancel(): tasks.py
         await self._teardown()
 
     # --- the supervisor ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ in one MULTI/EXEC, so the gateway never sees it half-written.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -24,6 +23,7 @@ from redis.exceptions import RedisError
 
 from libs.oauth.cors import origin_of, origins_key
 from libs.platform.config import Settings
+from libs.platform.tasks import cancel_and_wait
 from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import store
@@ -75,8 +75,6 @@ def setup(app: web.Application) -> None:
         task = asyncio.create_task(_every(app, REBUILD_SECONDS))
         app[TASK] = task
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait([task])
 
     app.cleanup_ctx.append(ctx)

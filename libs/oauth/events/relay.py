@@ -28,6 +28,7 @@ from prometheus_client import Counter
 
 from libs.platform.amqp import AmqpLink
 from libs.platform.config import Settings
+from libs.platform.tasks import cancel_and_wait
 
 from ..lease import BARRIER_SQL, CLOCK_ALLOWANCE_SECONDS, HEARTBEAT
 from ..metrics import RELAY_LAG
@@ -89,11 +90,7 @@ class OutboxRelay:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)  # not a bare cancel(): libs/platform/tasks.py
         self._tasks = []
         for fut in self._cycle_waiters:
             if not fut.done():

@@ -23,6 +23,7 @@ from yarl import URL
 
 from libs.platform.config import Settings
 from libs.platform.security import token_hash
+from services.account import store as account_store
 from services.account.topup import create_codes
 from services.account.users import User
 from tests.support.codes import post_token
@@ -70,7 +71,7 @@ async def example(stack: Stack, developer_token: str, db: asyncpg.Pool) -> Async
 async def user(db: asyncpg.Pool) -> User:
     """A platform user with a known password and the guide's example balance (750.00)."""
     u = await make_user(db, PASSWORD)
-    await db.execute("UPDATE users SET quota = $2, used_quota = $3 WHERE id = $1", u.id, QUOTA, USED)
+    await account_store.set_balance(db, u.id, QUOTA, USED)
     return u
 
 
@@ -402,7 +403,7 @@ async def test_consent_then_deny_through_the_example_app_when_auto_authorize_is_
 ) -> None:
     """The operator's per-app switch turns one-click login off: the example's own flow (its state,
     PKCE) meets the consent page; 拒绝 comes back to its callback as access_denied."""
-    await db.execute("UPDATE oauth_apps SET auto_authorize = false WHERE client_id = $1", example.client_id)
+    await account_store.set_app_auto_authorize(db, example.client_id, False)
     page = await browse(browser, f"{example.base}/auth/oauth/start")
     form = find_form(page.text, "/login")
     page = await submit(browser, page, form, username=user.username, password=PASSWORD)

@@ -15,7 +15,9 @@ import redis.asyncio as aioredis
 
 from libs.oauth.access_tokens import AccessTokenVerifier
 from libs.oauth.errors import OAuthError
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
+from services.account import store as account_store
 from services.token.families import revoke_family
 from services.token.grants.refresh_token import narrowed_scope, open_response, seal_response
 from tests.support.codes import ClientApp, make_client, make_verifier, obtain_tokens, post_token, refresh_form
@@ -299,11 +301,11 @@ async def test_expired_refresh_token(stack: Stack, http, db, settings, app) -> N
 
 async def test_disabled_user_cannot_refresh(stack: Stack, http, db, settings, app) -> None:
     first = await obtain_tokens(http, stack.base, db, settings, app)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", app.user_id)
+    await account_store.set_user_status(db, app.user_id, UserStatus.DISABLED)
     status, _, body = await refresh(http, stack, app, first["refresh_token"])
     assert (status, body["error"]) == (400, "invalid_grant")
     # Re-enabled: the token was not consumed by the refused attempt.
-    await db.execute("UPDATE users SET status = 1 WHERE id = $1", app.user_id)
+    await account_store.set_user_status(db, app.user_id, UserStatus.ACTIVE)
     status, _, body = await refresh(http, stack, app, first["refresh_token"])
     assert status == 200, body
 

@@ -19,7 +19,9 @@ import pytest
 
 from libs.oauth.access_tokens import AccessTokenVerifier
 from libs.oauth.errors import OAuthError
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
+from services.account import store as account_store
 from tests.support.codes import (
     ClientApp,
     issue_code,
@@ -385,7 +387,7 @@ async def test_expired_code(stack: Stack, http, db, settings, app) -> None:
 
 async def test_disabled_user(stack: Stack, http, db, settings, app) -> None:
     form = await code_form(db, settings, app)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", app.user_id)
+    await account_store.set_user_status(db, app.user_id, UserStatus.DISABLED)
     status, headers, body = await post_token(http, stack.base, form)
     assert_error(status, headers, body, 400, "invalid_grant")
 

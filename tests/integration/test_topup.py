@@ -13,10 +13,13 @@ import asyncpg
 import orjson
 import pytest
 
+from libs.contracts.token import SIGNING_KEYS, ensure_signing_key
 from libs.oauth.access_tokens import KEYS, mint
-from libs.oauth.keys import KeyStore, ensure_signing_key
+from libs.oauth.keys import KeyStore
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
 from libs.platform.security import token_hash
+from services.account import store as account_store
 from services.account.topup import create_codes
 from tests.integration.test_account_pages import EN, new_browser, page_csrf, register_browser
 from tests.support.factories import make_user
@@ -43,7 +46,7 @@ async def one_code(db: asyncpg.Pool, settings: Settings, amount: int = 5000, **k
 async def test_redeem_flow(stack: Stack, http, db, settings) -> None:
     name = await register_browser(http, stack.base)
     uid = await uid_of(db, name)
-    await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", uid)
+    await account_store.set_balance(db, uid, 1000000, 250000)
     async with http.get(f"{stack.base}/user/topup?from=client_x", headers=EN) as r:
         assert r.status == 200
         page = await r.text()
@@ -161,7 +164,7 @@ async def test_disabled_account_cannot_redeem(db, settings) -> None:
     from services.account.topup import redeem as redeem_code
 
     user = await make_user(db)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", user.id)
+    await account_store.set_user_status(db, user.id, UserStatus.DISABLED)
     code = await one_code(db, settings)
     with pytest.raises(TopupError) as exc:
         await redeem_code(db, settings.pepper_bytes, user.id, code)
@@ -211,7 +214,7 @@ async def signer(db: asyncpg.Pool, settings: Settings, stack: Stack) -> KeyStore
     for runner in stack.runners.values():
         if KEYS in runner.app:
             await runner.app[KEYS].load()
-    store = KeyStore(db, settings.jwt_algorithm, timedelta(hours=3))
+    store = KeyStore(db, settings.jwt_algorithm, timedelta(hours=3), SIGNING_KEYS)
     await store.load()
     return store
 
@@ -234,7 +237,7 @@ async def test_topup_url_errors(stack: Stack, http, db, settings, signer) -> Non
         assert r.status == 401 and (await r.json())["error"] == "invalid_token"
     user = await make_user(db)
     token, _ = await mint(signer, settings, sub=str(user.id), client_id="client_x", scope="balance", family=None)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", user.id)
+    await account_store.set_user_status(db, user.id, UserStatus.DISABLED)
     async with http.get(f"{stack.base}/api/oauth2/topup", headers={"Authorization": f"Bearer {token}"}) as r:
         assert r.status == 401 and (await r.json())["error"] == "invalid_token"
 

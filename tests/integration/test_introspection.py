@@ -24,6 +24,7 @@ from libs.platform.config import Settings
 from services.account import store as account_store
 from services.token.families import revoke_family
 from services.token.token_endpoint import GRANTS
+from tests.support.clock import expire_refresh_token
 from tests.support.codes import ClientApp, make_client, obtain_tokens, post_token, refresh_form
 from tests.support.stack import Stack
 
@@ -161,12 +162,8 @@ async def test_expired_access_token(stack, http, db, settings, app) -> None:
 
 async def test_expired_refresh_token(stack, http, db, settings, app) -> None:
     fresh = await obtain_tokens(http, stack.base, db, settings, app)
-    from libs.platform.security import token_hash
 
-    await db.execute(
-        "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
-        token_hash(settings.pepper_bytes, fresh["refresh_token"]),
-    )
+    await expire_refresh_token(db, settings, fresh["refresh_token"])
     await assert_inactive(http, stack, app, fresh["refresh_token"])
     status, _, body = await introspect(http, stack, app, fresh["access_token"])
     assert body["active"] is True  # the access token has its own lifetime

@@ -22,6 +22,7 @@ from libs.oauth.errors import OAuthError
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
 from services.account import store as account_store
+from tests.support.clock import expire_code
 from tests.support.codes import (
     ClientApp,
     issue_code,
@@ -376,10 +377,7 @@ async def test_redirect_uri_must_be_identical(stack: Stack, http, db, settings, 
 
 async def test_expired_code(stack: Stack, http, db, settings, app) -> None:
     form = await code_form(db, settings, app)
-    await db.execute(
-        "UPDATE authorization_codes SET expires_at = now() - interval '1 second' WHERE code_hash = $1",
-        hmac.new(settings.pepper_bytes, form["code"].encode(), hashlib.sha256).digest(),
-    )
+    await expire_code(db, settings, form["code"])
     status, headers, body = await post_token(http, stack.base, form)
     assert_error(status, headers, body, 400, "invalid_grant")
     assert "expired" in body["error_description"]

@@ -22,6 +22,7 @@ from libs.platform.security import token_hash
 from services.account import store as account_store
 from services.account.topup import create_codes
 from tests.integration.test_account_pages import EN, new_browser, page_csrf, register_browser
+from tests.support.clock import expire_topup_code
 from tests.support.factories import make_user
 from tests.support.stack import Stack
 
@@ -108,10 +109,7 @@ async def test_bad_codes(stack: Stack, http, db, code, fragment) -> None:
 async def test_expired_code(stack: Stack, http, db, settings) -> None:
     name = await register_browser(http, stack.base)
     code = await one_code(db, settings, expires_days=1)
-    await db.execute(
-        "UPDATE topup_codes SET expires_at = now() - interval '1 second' WHERE code_hash = $1",
-        token_hash(settings.pepper_bytes, code),
-    )
+    await expire_topup_code(db, settings, code)
     status, html = await redeem(http, stack.base, code)
     assert status == 400 and "expired" in html
     assert await db.fetchval("SELECT quota FROM users WHERE username = $1", name) == 0

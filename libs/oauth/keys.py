@@ -1,11 +1,11 @@
-"""JWT signing keys: creation, the current signing key, verification keys by ``kid``, JWKS.
+"""JWT signing keys: generating one, the current signing key, verification keys by ``kid``, JWKS.
 
-Keys live in the token service's ``signing_keys`` table, read through the ``KeyTable`` the
-service passes in (``libs/contracts/token.SIGNING_KEYS``; adding a key is ``add_signing_key`` there). A key is published (JWKS) from creation
-and signs from ``activates_at`` (rotation: publish first, sign later, so caches of JWKS see a key
-before any token carries its kid). Retired keys stop signing but keep verifying until every token
-they signed has expired. Parsed key objects are cached in-process: signing and verifying never
-parse PEM on the hot path.
+Keys live in the token service's ``signing_keys`` table, read through the ``KeyTable`` the service
+passes in (``libs/contracts/token.SIGNING_KEYS``; storing a new key is ``add_signing_key`` there).
+A key is published (JWKS) from creation and signs from ``activates_at`` (rotation: publish first,
+sign later, so caches of JWKS see a key before any token carries its kid). Retired keys stop
+signing but keep verifying until every token they signed has expired. Parsed key objects are
+cached in-process: signing and verifying never parse PEM on the hot path.
 """
 
 from __future__ import annotations

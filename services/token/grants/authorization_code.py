@@ -113,9 +113,8 @@ async def exchange_code(
         async with conn.transaction():
             row = await codes.consume_code(conn, code_hash, client.client_id, family_id)
             if row is not None:
-                check_bindings(
-                    ConsumedCode.of(row), client, redirect_uri, code_verifier
-                )  # raises: rolled back, not burned
+                # raises: rolled back, not burned
+                check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)
                 await create_family(
                     conn,
                     family_id,

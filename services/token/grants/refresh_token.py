@@ -62,7 +62,8 @@ class RefreshRequest:
 
 @dataclass(frozen=True)
 class Unconsumed:
-    """What is known about a presented refresh token that could not be consumed (libs/contracts/account.diagnose_refresh_token)."""
+    """What is known about a presented refresh token that could not be consumed
+    (libs/contracts/account.diagnose_refresh_token)."""
 
     client_id: str
     family_revoked: bool

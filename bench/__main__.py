@@ -73,7 +73,8 @@ async def seed(database_url: str, settings: Settings, base: str) -> flows.BenchC
     """Users (one to log in, many others so tables are not toy-sized), a third-party app
     (one-click authorize) and an internal service app, made through the account service's code."""
     from libs.platform.security import hash_password
-    from services.account.apps import NewApp, create_app
+    from services.account import store
+    from services.account.apps import NewApp, create_app, set_internal
     from services.account.users import create_user
 
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
@@ -81,12 +82,8 @@ async def seed(database_url: str, settings: Settings, base: str) -> flows.BenchC
     try:
         owner = await create_user(pool, "bench_owner", "bench_owner@example.com", PASSWORD)
         user = await create_user(pool, "bench_user", "bench_user@example.com", PASSWORD)
-        await pool.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", user.id)
-        await pool.execute(
-            """INSERT INTO users (username, email, password_hash)
-               SELECT 'bench_' || g, 'bench_' || g || '@example.com', $1 FROM generate_series(1, 10000) g""",
-            await hash_password(secrets.token_urlsafe(16)),
-        )
+        await store.set_balance(pool, user.id, 1000000, 250000)
+        await store.insert_numbered_users(pool, "bench_", 10000, await hash_password(secrets.token_urlsafe(16)))
         pepper = settings.pepper_bytes
         web = await create_app(
             pool, pepper, owner.id, NewApp("Bench web app", "", [REDIRECT_URI], "client_secret_post"), 100
@@ -95,8 +92,9 @@ async def seed(database_url: str, settings: Settings, base: str) -> flows.BenchC
             pool, pepper, owner.id, NewApp("Bench internal service", "", [REDIRECT_URI], "client_secret_post"), 100
         )
         # What `oauthctl app set-internal --client-id X` does; auto_authorize for one-click login.
-        await pool.execute("UPDATE oauth_apps SET internal = true WHERE client_id = $1", internal["client_id"])
-        await pool.execute("UPDATE oauth_apps SET auto_authorize = true WHERE client_id = $1", web["client_id"])
+        async with pool.acquire() as conn:
+            await set_internal(conn, internal["id"], internal["client_id"], True)
+        await store.set_app_auto_authorize(pool, web["client_id"], True)
     finally:
         await pool.close()
     return flows.BenchConfig(

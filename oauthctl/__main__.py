@@ -25,7 +25,6 @@ from typing import Any
 
 import asyncpg
 
-from libs.oauth.events import outbox
 from libs.oauth.events.bus import EventWaiter
 from libs.platform.config import Settings, load_settings
 from libs.platform.migrate import MigrationError
@@ -140,24 +139,20 @@ async def cmd_topup_create(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_app_set_internal(settings: Settings, args: argparse.Namespace) -> int:
     """Flag an app as internal (it may use grant_type=client_credentials), or clear the flag."""
+    from services.account import store
+    from services.account.apps import set_internal
+
     internal = not args.off
 
     async def run(conn: asyncpg.Connection) -> int:
-        row = await conn.fetchrow(
-            "SELECT id, name, token_endpoint_auth_method FROM oauth_apps WHERE client_id = $1", args.client_id
-        )
+        row = await store.app_by_client_id(conn, args.client_id)
         if row is None:
             return die(f"no app with client_id {args.client_id!r}")
         if internal and row["token_endpoint_auth_method"] == "none":
             return die("a public client (no secret) cannot use client_credentials; create a confidential app")
         # With a client.updated event, so the services' client caches drop the app before we return.
-        async with EventWaiter(settings, ["client.updated"]), conn.transaction():
-            await conn.execute(
-                "UPDATE oauth_apps SET internal = $2, updated_at = now() WHERE id = $1", row["id"], internal
-            )
-            await outbox.enqueue(
-                conn, "client.updated", {"app_id": row["id"], "client_id": args.client_id, "change": "internal"}
-            )
+        async with EventWaiter(settings, ["client.updated"]):
+            await set_internal(conn, row["id"], args.client_id, internal)
         state = "internal: may use client_credentials" if internal else "not internal: client_credentials refused"
         print(f"app id={row['id']} client_id={args.client_id} ({row['name']}) is now {state}")
         return 0

@@ -29,7 +29,7 @@ from libs.platform.params import is_kid
 from libs.platform.redis import key
 from libs.platform.web import PG, REDIS, SETTINGS
 
-from .keys import KeyStore, ensure_signing_key, sign_jwt
+from .keys import KeyStore, KeyTable, sign_jwt
 
 REALM = 'Bearer realm="oauth"'
 
@@ -237,14 +237,17 @@ KEYS = web.AppKey("keys", KeyStore)
 VERIFIER = web.AppKey("verifier", AccessTokenVerifier)
 
 
-def setup_tokens(app: web.Application, *, create_first_key: bool = False) -> None:
-    """Give ``app`` a KeyStore and an AccessTokenVerifier (after its Postgres and Redis are up)."""
+def setup_tokens(app: web.Application, keys: KeyTable, *, create_first_key: bool = False) -> None:
+    """Give ``app`` a KeyStore over ``keys`` (``libs/contracts/token.SIGNING_KEYS``) and an
+    AccessTokenVerifier (after its Postgres and Redis are up)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         if create_first_key:
-            await ensure_signing_key(app[PG], settings.jwt_algorithm)
-        store = KeyStore(app[PG], settings.jwt_algorithm, timedelta(seconds=settings.access_token_ttl_seconds + 300))
+            await keys.ensure(app[PG], settings.jwt_algorithm)
+        store = KeyStore(
+            app[PG], settings.jwt_algorithm, timedelta(seconds=settings.access_token_ttl_seconds + 300), keys
+        )
         await store.load()
         app[KEYS] = store
         app[VERIFIER] = AccessTokenVerifier(store, app[REDIS], settings, app.get(REVOCATIONS))

@@ -13,7 +13,7 @@ Loading races are closed with a ticket: ``ticket()`` before reading the shared s
 stores only if no invalidation and no liveness change happened since, so an answer read before
 an event is never cached after it.
 
-``CLIENTS`` is the process-wide cache behind ``libs.oauth.clients.get_client``; every event bus
+``CLIENTS`` is the process-wide cache behind ``libs.contracts.account.get_client``; every event bus
 of the process attaches to it (``attach_client_cache``) and it answers only while all of them are
 live.
 """

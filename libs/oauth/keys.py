@@ -1,10 +1,11 @@
-"""JWT signing keys: creation, the current signing key, verification keys by ``kid``, JWKS.
+"""JWT signing keys: generating one, the current signing key, verification keys by ``kid``, JWKS.
 
-Keys live in the token service's ``signing_keys`` table. A key is published (JWKS) from creation
-and signs from ``activates_at`` (rotation: publish first, sign later, so caches of JWKS see a key
-before any token carries its kid). Retired keys stop signing but keep verifying until every token
-they signed has expired. Parsed key objects are cached in-process: signing and verifying never
-parse PEM on the hot path.
+Keys live in the token service's ``signing_keys`` table, read through the ``KeyTable`` the service
+passes in (``libs/contracts/token.SIGNING_KEYS``; storing a new key is ``add_signing_key`` there).
+A key is published (JWKS) from creation and signs from ``activates_at`` (rotation: publish first,
+sign later, so caches of JWKS see a key before any token carries its kid). Retired keys stop
+signing but keep verifying until every token they signed has expired. Parsed key objects are
+cached in-process: signing and verifying never parse PEM on the hot path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,31 +83,15 @@ def _load(row: asyncpg.Record) -> SigningKey:
     return SigningKey(row["kid"], alg, priv, priv.public_key(), row["activates_at"], row["retired_at"])
 
 
-async def add_key(db: asyncpg.Pool | asyncpg.Connection, alg: str, activate_after_seconds: int = 0) -> str:
-    kid, private, jwk = generate(alg)
-    await db.execute(
-        """INSERT INTO signing_keys (kid, alg, private_pem, public_jwk, activates_at)
-           VALUES ($1, $2, $3, $4::text::jsonb, now() + make_interval(secs => $5))""",
-        kid,
-        alg,
-        private,
-        json.dumps(jwk) if jwk else None,
-        float(activate_after_seconds),
-    )
-    return kid
+@dataclass(frozen=True)
+class KeyTable:
+    """Where the keys are read and the first key is made: the token service's ``signing_keys``
+    table, reached through ``libs/contracts/token.SIGNING_KEYS`` (this layer runs no SQL on a
+    service's table; the service passes this in)."""
 
-
-async def ensure_signing_key(pool: asyncpg.Pool, alg: str) -> None:
-    """Create the first key for ``alg`` on first start (once, even with many instances starting)."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", KEYGEN_LOCK)
-        exists = await conn.fetchval(
-            """SELECT 1 FROM signing_keys
-               WHERE alg = $1 AND (retired_at IS NULL OR retired_at > now()) AND activates_at <= now()""",
-            alg,
-        )
-        if not exists:
-            await add_key(conn, alg)
+    rows: Callable[[asyncpg.Pool, timedelta], Awaitable[Sequence[asyncpg.Record]]]  # signing or verifying keys
+    exists: Callable[[asyncpg.Pool, str, timedelta], Awaitable[bool]]  # does this kid still verify?
+    ensure: Callable[[asyncpg.Pool, str], Awaitable[None]]  # create the first key of an algorithm
 
 
 @functools.lru_cache(maxsize=64)
@@ -128,8 +114,9 @@ class KeyStore:
     UNKNOWN_KID_TTL = 5.0  # how long a kid that is not in the database stays "unknown"
     UNKNOWN_KID_LOOKUPS_PER_SECOND = 20  # bounds the database work random kids can cause
 
-    def __init__(self, pool: asyncpg.Pool, alg: str, retire_grace: timedelta) -> None:
+    def __init__(self, pool: asyncpg.Pool, alg: str, retire_grace: timedelta, table: KeyTable) -> None:
         self.pool = pool
+        self.table = table
         self.alg = alg
         self.retire_grace = retire_grace  # how long a retired key keeps verifying
         self._keys: dict[str, SigningKey] = {}
@@ -142,12 +129,7 @@ class KeyStore:
 
     async def load(self) -> None:
         async with self._lock:
-            rows = await self.pool.fetch(
-                """SELECT kid, alg, private_pem, public_jwk, activates_at, retired_at FROM signing_keys
-                   WHERE retired_at IS NULL OR retired_at > now() - $1::interval
-                   ORDER BY activates_at""",
-                self.retire_grace,
-            )
+            rows = await self.table.rows(self.pool, self.retire_grace)
             keys = {}
             for r in rows:
                 cached = self._keys.get(r["kid"])
@@ -217,12 +199,7 @@ class KeyStore:
         if count >= self.UNKNOWN_KID_LOOKUPS_PER_SECOND:
             return None
         self._lookup_window = (second, count + 1)
-        exists = await self.pool.fetchval(
-            """SELECT 1 FROM signing_keys WHERE kid = $1
-               AND (retired_at IS NULL OR retired_at > now() - $2::interval)""",
-            kid,
-            self.retire_grace,
-        )
+        exists = await self.table.exists(self.pool, kid, self.retire_grace)
         if exists:
             await self.load()
             return self._keys.get(kid)

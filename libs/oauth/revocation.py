@@ -6,9 +6,10 @@ What is revoked, and where it is written:
 
 - A token family (everything issued from one authorization code): ``token_families.revoked_at``
   (the truth), its refresh tokens expired, its access tokens rejected through Redis
-  ``revoked:fam:<family>``. Per family (``revoke_family``: code replay, refresh-token reuse,
-  RFC 7009) or in bulk inside the caller's transaction (``revoke_families``: a user revokes an app,
-  an app is deleted, a user is disabled).
+  ``revoked:fam:<family>``. Per family by the token service (``services/token/families.revoke_family``:
+  code replay, refresh-token reuse, RFC 7009) or in bulk inside the caller's transaction
+  (``libs/contracts/token.revoke_families``: a user revokes an app, an app is deleted, a user is
+  disabled). The token service owns those tables, so this module runs no SQL on them.
 - One access token (RFC 7009 with an access token): a row in ``revoked_access_tokens`` (the truth)
   and Redis ``revoked:jti:<jti>``.
 
@@ -32,8 +33,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
+from typing import TypeAlias
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -42,7 +44,7 @@ from aiohttp import web
 from libs.oauth.events import outbox
 from libs.oauth.events.bus import EVENTS
 from libs.oauth.events.types import Event, event_ids
-from libs.oauth.metrics import ACCESS_TOKENS_REVOKED, TOKEN_FAMILIES_REVOKED
+from libs.oauth.metrics import ACCESS_TOKENS_REVOKED
 from libs.platform.config import Settings
 from libs.platform.web import PG, REDIS, SETTINGS
 
@@ -53,120 +55,6 @@ log = logging.getLogger("oauth.revocation")
 
 # The events that revoke tokens; their data carries ``family_ids`` and/or ``family_id`` / ``jti``.
 REVOKING_EVENTS = ("token.revoked", "authorization.revoked", "user.disabled", "client.deleted")
-
-
-# --- token families ------------------------------------------------------------------------------
-async def _revoke_rows(conn: asyncpg.Connection, family_id: uuid.UUID, reason: str) -> bool:
-    row = await conn.fetchrow(
-        """UPDATE token_families SET revoked_at = now(), revoked_reason = $2
-           WHERE id = $1 AND revoked_at IS NULL
-           RETURNING client_id, user_id""",
-        family_id,
-        reason,
-    )
-    if row is None:
-        return False  # unknown or already revoked: nothing more to write, no second event
-    # The family check already rejects them; expiring them too keeps any other reader honest, and
-    # dropping the grace responses leaves nothing readable behind.
-    await conn.execute(
-        """UPDATE refresh_tokens SET expires_at = least(expires_at, now()), grace_response = NULL
-           WHERE family_id = $1 AND (used_at IS NULL OR grace_response IS NOT NULL)""",
-        family_id,
-    )
-    await outbox.enqueue(
-        conn,
-        "token.revoked",
-        {
-            "family_id": str(family_id),
-            "jti": None,
-            "token_type": "refresh_token",
-            "reason": reason,
-            "client_id": row["client_id"],
-            "user_id": row["user_id"],
-        },
-    )
-    return True
-
-
-async def revoke_family(
-    db: asyncpg.Pool | asyncpg.Connection,
-    redis: aioredis.Redis,
-    settings: Settings,
-    family_id: uuid.UUID | str,
-    reason: str,
-) -> bool:
-    """Revoke a family everywhere; True if this call revoked it (False: unknown or already revoked).
-
-    With a pool, the database part commits in its own transaction before Redis is told. With a
-    connection, it joins the caller's transaction (a savepoint if one is open) and Redis is told
-    at once, before the caller commits: if that commit then fails the family is rejected by the
-    verifiers anyway, which errs on the safe side.
-    """
-    fid = family_id if isinstance(family_id, uuid.UUID) else uuid.UUID(str(family_id))
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn, conn.transaction():
-            revoked = await _revoke_rows(conn, fid, reason)
-    else:
-        async with db.transaction():
-            revoked = await _revoke_rows(db, fid, reason)
-    # Always (also when already revoked): an earlier revocation's Redis write may have failed.
-    await mark_revoked(redis, settings, families=[str(fid)])
-    if revoked:
-        log.warning("token family revoked", extra={"family_id": str(fid), "reason": reason})
-        TOKEN_FAMILIES_REVOKED.labels(reason).inc()
-    return revoked
-
-
-async def revoke_families(
-    conn: asyncpg.Connection, *, user_id: int | None = None, client_id: str | None = None, reason: str
-) -> list[str]:
-    """In the caller's transaction: revoke every live family of ``user_id`` and/or ``client_id``
-    (refresh tokens expired) and expire their unused authorization codes; return the family ids.
-
-    The codes go first: an exchange in flight holds its code's row lock, so this waits for it and
-    the next statement (a new snapshot) sees the family it created; an exchange after this finds
-    its code expired. No token is issued for the pair once this commits."""
-    if user_id is None and client_id is None:
-        raise ValueError("revoke_families needs a user_id or a client_id")
-    await conn.execute(
-        """UPDATE authorization_codes SET expires_at = least(expires_at, now())
-           WHERE used_at IS NULL AND expires_at > now()
-             AND ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR client_id = $2)""",
-        user_id,
-        client_id,
-    )
-    rows = await conn.fetch(
-        """UPDATE token_families SET revoked_at = now(), revoked_reason = $3
-           WHERE revoked_at IS NULL AND ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR client_id = $2)
-           RETURNING id""",
-        user_id,
-        client_id,
-        reason,
-    )
-    ids = [r["id"] for r in rows]
-    if ids:
-        await conn.execute(
-            """UPDATE refresh_tokens SET expires_at = least(expires_at, now()), grace_response = NULL
-               WHERE family_id = ANY($1::uuid[]) AND (used_at IS NULL OR grace_response IS NOT NULL)""",
-            ids,
-        )
-    return [str(i) for i in ids]
-
-
-async def revoke_client(conn: asyncpg.Connection, client_id: str) -> list[str]:
-    """In the caller's transaction (the app is being deleted): every user's grant of ``client_id``
-    and all its tokens; ``authorization.revoked`` with ``user_id`` null. Returns the family ids."""
-    families = await revoke_families(conn, client_id=client_id, reason="client_deleted")
-    grants = await conn.fetchval(
-        "WITH d AS (DELETE FROM grants WHERE client_id = $1 RETURNING 1) SELECT count(*) FROM d", client_id
-    )
-    if families or grants:
-        await outbox.enqueue(
-            conn,
-            "authorization.revoked",
-            {"user_id": None, "client_id": client_id, "family_ids": families, "reason": "client_deleted"},
-        )
-    return families
 
 
 # --- single access tokens ------------------------------------------------------------------------
@@ -250,14 +138,18 @@ async def mark_revoked_safely(
 
 
 # --- the shared state and this instance's memory of it -------------------------------------------
-SHARED_SQL = """
-SELECT EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = $1)
-    OR EXISTS (SELECT 1 FROM token_families WHERE id = $2::uuid AND revoked_at IS NOT NULL)
-"""
+# How PostgreSQL is asked when Redis does not answer: (pool, jti, family uuid or None) -> revoked?
+# The token service owns token_families, so the service passes ``libs/contracts/token.revoked_in_db``.
+RevokedInDb: TypeAlias = Callable[[asyncpg.Pool, str, str | None], Awaitable[bool]]
 
 
 async def shared_revoked(
-    pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, jti: str, family: str | None
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    settings: Settings,
+    jti: str,
+    family: str | None,
+    revoked_in_db: RevokedInDb,
 ) -> bool:
     """Is the token revoked, per Redis, or per PostgreSQL when Redis does not answer in time?"""
     names = [revoked_jti_key(settings, jti)]
@@ -274,14 +166,15 @@ async def shared_revoked(
             fam = str(uuid.UUID(family))
         except ValueError:
             fam = None
-    return bool(await pool.fetchval(SHARED_SQL, jti, fam))
+    return await revoked_in_db(pool, jti, fam)
 
 
 class RevocationCache:
     """The revocation check of one service instance (``app[REVOCATIONS]``); see the module docstring."""
 
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, revoked_in_db: RevokedInDb) -> None:
         self.app = app
+        self.revoked_in_db = revoked_in_db
         bus = app[EVENTS]
         settings = app[SETTINGS]
         self.ttl_revoked = float(settings.access_token_ttl_seconds + 60)
@@ -332,7 +225,9 @@ class RevocationCache:
             return False
         ticket = self.checked.ticket()
         self.shared_checks += 1
-        revoked = await shared_revoked(self.app[PG], self.app[REDIS], self.app[SETTINGS], jti, family)
+        revoked = await shared_revoked(
+            self.app[PG], self.app[REDIS], self.app[SETTINGS], jti, family, self.revoked_in_db
+        )
         if revoked:
             self.learn([jti], [family] if family else [])
         else:
@@ -340,9 +235,10 @@ class RevocationCache:
         return revoked
 
 
-def setup_revocation(app: web.Application) -> RevocationCache:
-    """Give ``app``'s access-token verifier this instance's revocation cache (after setup_events)."""
-    cache = RevocationCache(app)
+def setup_revocation(app: web.Application, revoked_in_db: RevokedInDb) -> RevocationCache:
+    """Give ``app``'s access-token verifier this instance's revocation cache (after setup_events);
+    ``revoked_in_db`` is its PostgreSQL fallback (``libs/contracts/token.revoked_in_db``)."""
+    cache = RevocationCache(app, revoked_in_db)
     app[REVOCATIONS] = cache
     bus = app[EVENTS]
     for event_type in REVOKING_EVENTS:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from libs.contracts.token import SIGNING_KEYS, revoked_in_db
 from libs.oauth.access_tokens import setup_tokens
 from libs.oauth.events.bus import setup_events
 from libs.oauth.pages import setup_pages
@@ -33,9 +34,9 @@ def build(settings: Settings) -> web.Application:
     settings.pepper_bytes  # noqa: B018 - fail at start, not on the first request, without a pepper
     app = create_app("account", settings)
     setup_events(app)  # outbox relay, this instance's event queue, client cache
-    setup_revocation(app)  # the access-token verifier's revocation check, kept by events
+    setup_revocation(app, revoked_in_db)  # the access-token verifier's revocation check, kept by events
     user_cache.setup(app)  # userinfo's users, kept by quota.changed / user.* events
-    setup_tokens(app)
+    setup_tokens(app, SIGNING_KEYS)
     cors_origins.setup(app)  # the gateway's CORS origins (Redis), rebuilt at start and periodically
     setup_pages(app, TEMPLATES)
     enable_csrf(app)

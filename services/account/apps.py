@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from libs.contracts.token import revoke_client
 from libs.oauth.events import outbox
-from libs.oauth.revocation import revoke_client
 from libs.oauth.vocabulary import CLIENT_SECRET_PREFIX
 from libs.platform.errors import ApiError
 from libs.platform.params import object_id
@@ -107,7 +107,7 @@ async def delete_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> None:
         row = await store.delete_app(conn, owner_id, app_id)
         if row is None:
             raise ApiError(404, "app not found")
-        # Its users' grants and tokens go with it (authorization.revoked; libs/oauth/revocation.py).
+        # Its users' grants and tokens go with it (authorization.revoked; libs/contracts/token.py).
         families = await revoke_client(conn, row["client_id"])
         await outbox.enqueue(conn, "client.deleted", _client_event(row) | {"family_ids": families})
 
@@ -139,6 +139,14 @@ async def set_verified(conn: asyncpg.Connection, client_id: str, verified: bool)
             change = "verified" if verified else "unverified"
             await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": change})
     return row
+
+
+async def set_internal(conn: asyncpg.Connection, app_id: int, client_id: str, internal: bool) -> None:
+    """Flag an app internal (it may use grant_type=client_credentials) or clear the flag
+    (``oauthctl app set-internal``), with the client.updated event that drops cached copies."""
+    async with conn.transaction():
+        await store.set_app_internal(conn, client_id, internal)
+        await outbox.enqueue(conn, "client.updated", {"app_id": app_id, "client_id": client_id, "change": "internal"})
 
 
 # --- handlers ------------------------------------------------------------------------------------

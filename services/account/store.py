@@ -2,7 +2,8 @@
 "account inside"). Rules and handlers call these; nothing else in services/account holds SQL.
 
 Tables owned by account: ``users``, ``oauth_apps``, ``developer_tokens``, ``topup_codes``,
-``quota_operations``. Queries on other owners' tables are in the marked section at the end.
+``quota_operations``. What this service does on other owners' tables (deleting consent records,
+revoking token families) goes through ``libs/contracts/``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ APP_COLUMNS = """id, name, description, client_id, redirect_uris, token_endpoint
 
 
 # --- users ---------------------------------------------------------------------------------------
-async def insert_user(conn: Conn, username: str, email: str, email_skeleton: str, password_hash: str) -> asyncpg.Record:
+async def insert_user(
+    conn: Conn, username: str, email: str, email_skeleton: str | None, password_hash: str
+) -> asyncpg.Record:
+    """A new user (``email_skeleton`` None only for a row as they were before migration 0005)."""
     row = await conn.fetchrow(
         f"""INSERT INTO users (username, email, email_skeleton, password_hash) VALUES ($1, $2, $3, $4)
             RETURNING {USER_COLUMNS}""",
@@ -63,6 +67,29 @@ async def lock_user_status(conn: asyncpg.Connection, user_id: int) -> int | None
 
 async def set_user_status(conn: asyncpg.Connection, user_id: int, status: int) -> None:
     await conn.execute("UPDATE users SET status = $2, updated_at = now() WHERE id = $1", user_id, status)
+
+
+async def set_password_hash(conn: Conn, user_id: int, password_hash: str) -> None:
+    """A new password (already hashed; ``oauthctl demo`` resets the demo user's)."""
+    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+
+
+async def set_balance(conn: Conn, user_id: int, quota: int, used_quota: int) -> None:
+    """Set a balance outright, without a ``quota.changed`` event: seeding only (``oauthctl demo``,
+    ``bench``, tests); live changes go through quota.py or topup.py."""
+    await conn.execute("UPDATE users SET quota = $2, used_quota = $3 WHERE id = $1", user_id, quota, used_quota)
+
+
+async def insert_numbered_users(conn: Conn, prefix: str, count: int, password_hash: str) -> None:
+    """``count`` users named ``<prefix><n>`` (``<prefix><n>@example.com``), all with one password
+    hash: filler rows so tables are not toy-sized (``bench``)."""
+    await conn.execute(
+        """INSERT INTO users (username, email, password_hash)
+           SELECT $1 || g, $1 || g || '@example.com', $3 FROM generate_series(1, $2::int) g""",
+        prefix,
+        count,
+        password_hash,
+    )
 
 
 async def user_balance_row(conn: Conn, user_id: int) -> asyncpg.Record | None:
@@ -235,6 +262,39 @@ async def set_app_verified(conn: Conn, client_id: str, verified: bool) -> asyncp
     )
 
 
+async def app_by_client_id(conn: Conn, client_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, name, token_endpoint_auth_method FROM oauth_apps WHERE client_id = $1", client_id
+    )
+
+
+async def app_named(conn: Conn, owner_id: int, name: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT id, client_id FROM oauth_apps WHERE owner_id = $1 AND name = $2", owner_id, name)
+
+
+async def set_app_internal(conn: Conn, client_id: str, internal: bool) -> None:
+    """May the app use grant_type=client_credentials (``apps.set_internal`` writes the event)?"""
+    await conn.execute(
+        "UPDATE oauth_apps SET internal = $2, updated_at = now() WHERE client_id = $1", client_id, internal
+    )
+
+
+async def set_app_auto_authorize(conn: Conn, client_id: str, auto_authorize: bool) -> None:
+    """The operator's per-app one-click switch (no event: set before the app is first used)."""
+    await conn.execute("UPDATE oauth_apps SET auto_authorize = $2 WHERE client_id = $1", client_id, auto_authorize)
+
+
+async def reset_app_credentials(conn: Conn, app_id: int, secret_hash: bytes, redirect_uris: list[str]) -> None:
+    """New secret and redirect URIs, verified (``oauthctl demo`` resetting the demo app)."""
+    await conn.execute(
+        """UPDATE oauth_apps SET client_secret_hash = $2, redirect_uris = $3, verified = true, updated_at = now()
+           WHERE id = $1""",
+        app_id,
+        secret_hash,
+        redirect_uris,
+    )
+
+
 async def all_redirect_uris(conn: Conn) -> list[str]:
     rows = await conn.fetch("SELECT DISTINCT unnest(redirect_uris) AS uri FROM oauth_apps")
     return [r["uri"] for r in rows]
@@ -281,6 +341,15 @@ async def revoke_developer_token(conn: Conn, token_id: int, user_id: int | None)
     return status.endswith(" 1")
 
 
+async def revoke_developer_tokens_named(conn: Conn, user_id: int, name: str) -> None:
+    """Revoke a user's live developer tokens labelled ``name`` (``oauthctl demo``)."""
+    await conn.execute(
+        "UPDATE developer_tokens SET revoked_at = now() WHERE user_id = $1 AND name = $2 AND revoked_at IS NULL",
+        user_id,
+        name,
+    )
+
+
 async def developer_token_owner(conn: Conn, token_hash: bytes, user_status: int) -> asyncpg.Record | None:
     """The live token's (id, user_id, stale) when its user has ``user_status``; stale means
     last_used_at is over a minute old (so it is written at most once a minute)."""
@@ -295,9 +364,3 @@ async def developer_token_owner(conn: Conn, token_hash: bytes, user_status: int)
 
 async def touch_developer_token(conn: Conn, token_id: int) -> None:
     await conn.execute("UPDATE developer_tokens SET last_used_at = now() WHERE id = $1", token_id)
-
-
-# --- cross-owner (to become libs/contracts/<owner>.py) -------------------------------------------
-async def delete_user_grants(conn: asyncpg.Connection, user_id: int) -> None:
-    # owner: authz (grants): a disabled user's consents go (libs/contracts/authz.py).
-    await conn.execute("DELETE FROM grants WHERE user_id = $1", user_id)

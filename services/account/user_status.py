@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncpg
 import redis.asyncio as aioredis
 
+from libs.contracts.authz import delete_user_consents
+from libs.contracts.token import revoke_families
 from libs.oauth.events import outbox
 from libs.oauth.events.bus import EventWaiter
-from libs.oauth.revocation import mark_revoked_safely, revoke_families
+from libs.oauth.revocation import mark_revoked_safely
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
 
@@ -27,7 +29,7 @@ async def disable_user(conn: asyncpg.Connection, user_id: int) -> list[str] | No
             return None
         await store.set_user_status(conn, user_id, UserStatus.DISABLED)
         families = await revoke_families(conn, user_id=user_id, reason="user_disabled")
-        await store.delete_user_grants(conn, user_id)
+        await delete_user_consents(conn, user_id)
         await outbox.enqueue(
             conn, "user.disabled", {"user_id": user_id, "family_ids": families, "was_active": is_active(previous)}
         )

@@ -27,10 +27,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
 
-from libs.oauth.clients import get_client
+from libs.contracts.account import get_client, list_consents_with_apps
+from libs.contracts.token import revoke_families
 from libs.oauth.events import outbox
 from libs.oauth.pages import add_strings, render
-from libs.oauth.revocation import mark_revoked_safely, revoke_families
+from libs.oauth.revocation import mark_revoked_safely
 from libs.oauth.sessions import CSRF_FIELD, check_csrf, csrf_token
 from libs.oauth.vocabulary import NO_STORE
 from libs.platform.config import Settings
@@ -41,7 +42,7 @@ from libs.platform.web import PG, REDIS, SETTINGS, envelope
 
 from .identity import signed_in
 from .responses import found
-from .store import consent_records, cross_owner
+from .store import consent_records
 
 CSRF_HEADER = "X-CSRF-Token"
 PAGE = "/user/authorizations"
@@ -80,7 +81,7 @@ add_strings(
 
 # --- the model -----------------------------------------------------------------------------------
 async def list_authorizations(db: asyncpg.Pool, user_id: int) -> list[dict[str, Any]]:
-    rows = await cross_owner.list_consents_with_apps(db, user_id)
+    rows = await list_consents_with_apps(db, user_id)
     return [
         {
             "client_id": r["client_id"],

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 import asyncpg
 from multidict import MultiMapping
 
-from libs.oauth.clients import Client, get_client
+from libs.contracts.account import get_client
+from libs.oauth.clients import Client
 from libs.oauth.vocabulary import PROMPTS, SCOPES
 from libs.platform.validation import has_control_chars
 
@@ -107,7 +108,7 @@ def _shown(word: str) -> str | None:
 
 
 class ClientSource(Protocol):
-    """Where the checks read a client from (libs.oauth.clients.get_client in production)."""
+    """Where the checks read a client from (libs.contracts.account.get_client in production)."""
 
     async def __call__(self, client_id: str) -> Client | None: ...
 

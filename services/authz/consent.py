@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
 
-from libs.oauth.clients import get_client
+from libs.contracts.account import get_client
 from libs.oauth.pages import render
 from libs.oauth.sessions import CSRF_FIELD, check_csrf
 from libs.platform.config import Settings

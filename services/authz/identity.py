@@ -1,5 +1,5 @@
 """Who is logged in: the authz service's read-only view of the account service's ``users`` table
-(docs/contracts.md: "authz reads users for login")."""
+(docs/contracts.md: ``libs/contracts/account.py``, "authz reads users for login")."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from libs.contracts import account
 from libs.oauth.sessions import Session, current_session, end_session
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.validation import has_control_chars
 from libs.platform.web import PG
-
-from .store import cross_owner
 
 MAX_IDENTIFIER = 254
 
@@ -41,7 +40,7 @@ async def find_login_user(db: asyncpg.Pool, identifier: str) -> LoginUser | None
     """The user whose username or email is ``identifier`` (case-insensitive), with the hash."""
     if not identifier or len(identifier) > MAX_IDENTIFIER or has_control_chars(identifier):
         return None
-    row = await cross_owner.login_user(db, identifier)
+    row = await account.login_user(db, identifier)
     return LoginUser(**dict(row)) if row else None
 
 
@@ -51,7 +50,7 @@ async def signed_in(request: web.Request) -> SignedIn | None:
     session = await current_session(request)
     if session is None:
         return None
-    row = await cross_owner.user_name_status(request.app[PG], session.user_id)
+    row = await account.user_name_status(request.app[PG], session.user_id)
     if row is None or row["status"] != UserStatus.ACTIVE:
         return None
     return SignedIn(session, session.user_id, row["username"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from libs.contracts.token import SIGNING_KEYS, revoked_in_db
 from libs.oauth.access_tokens import setup_tokens
 from libs.oauth.events.bus import setup_events
 from libs.oauth.revocation import setup_revocation
@@ -18,8 +19,8 @@ def build(settings: Settings) -> web.Application:
     settings.pepper_bytes  # noqa: B018 - fail at start, not on the first request, without a pepper
     app = create_app("token", settings)
     setup_events(app)  # outbox relay, this instance's event queue, client cache
-    setup_revocation(app)  # the access-token verifier's revocation check, kept by events
-    setup_tokens(app, create_first_key=True)
+    setup_revocation(app, revoked_in_db)  # the access-token verifier's revocation check, kept by events
+    setup_tokens(app, SIGNING_KEYS, create_first_key=True)
     setup_id_tokens(app)  # after setup_tokens: uses its KeyStore
     token_endpoint.add_routes(app)
     jwks.add_routes(app)

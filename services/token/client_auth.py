@@ -26,7 +26,8 @@ from urllib.parse import unquote_plus
 
 from aiohttp import web
 
-from libs.oauth.clients import Client, get_client
+from libs.contracts.account import get_client
+from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
 from libs.platform.web import PG, SETTINGS
 

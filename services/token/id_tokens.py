@@ -29,8 +29,9 @@ from typing import Any
 
 from aiohttp import web
 
+from libs.contracts.token import SIGNING_KEYS
 from libs.oauth.access_tokens import KEYS
-from libs.oauth.keys import KeyStore, ensure_signing_key, sign_jwt
+from libs.oauth.keys import KeyStore, sign_jwt
 from libs.platform.config import Settings
 from libs.platform.web import PG, SETTINGS
 
@@ -108,8 +109,8 @@ def setup_id_tokens(app: web.Application) -> None:
         if alg == settings.jwt_algorithm:
             app[ID_KEYS] = app[KEYS]
         else:
-            await ensure_signing_key(app[PG], alg)
-            store = KeyStore(app[PG], alg, verify_window(settings))
+            await SIGNING_KEYS.ensure(app[PG], alg)
+            store = KeyStore(app[PG], alg, verify_window(settings), SIGNING_KEYS)
             await store.load()
             await app[KEYS].load()  # publish the new key in the JWKS now, not at the next reload
             app[ID_KEYS] = store

@@ -39,6 +39,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from libs.contracts import account
 from libs.oauth.access_tokens import REVOCATIONS, VERIFIER, AccessTokenVerifier
 from libs.oauth.caches import LiveCache
 from libs.oauth.clients import Client
@@ -61,6 +62,7 @@ ACTIVE_USER = 1  # users.status
 MAX_TOKEN_CHARS = 4096
 # Claims of an access token that the response repeats (RFC 7662 2.2); ``fam`` stays private.
 ACCESS_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti")
+
 
 @dataclass(frozen=True, slots=True)
 class Checked:
@@ -87,7 +89,7 @@ async def _check_in_postgres(db: asyncpg.Pool, family: str | None, user_id: int 
             return None
     username: str | None = None
     if user_id is not None:
-        user = await store.user_name_and_status(db, user_id)
+        user = await account.user_name_status(db, user_id)
         if user is None or user["status"] != ACTIVE_USER:
             return None
         username = user["username"]
@@ -126,7 +128,7 @@ async def introspect_access_token(
 
 
 async def introspect_refresh_token(db: asyncpg.Pool, settings: Settings, caller: Client, token: str) -> dict[str, Any]:
-    row = await store.live_refresh_token(db, token_hash(settings.pepper_bytes, token))
+    row = await account.live_refresh_token(db, token_hash(settings.pepper_bytes, token))
     if row is None or row["status"] != ACTIVE_USER or not may_introspect(caller, row["client_id"]):
         return INACTIVE
     return {

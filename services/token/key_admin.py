@@ -26,7 +26,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from libs.oauth.keys import ALGORITHMS, KEYGEN_LOCK, add_key
+from libs.contracts.token import add_signing_key
+from libs.oauth.keys import ALGORITHMS, KEYGEN_LOCK
 from libs.platform.config import Settings
 
 from . import store
@@ -109,7 +110,7 @@ async def add(conn: asyncpg.Connection, alg: str, activate_in: int, *, retire_ol
         raise KeyAdminError("--activate-in must be 0 or more seconds")
     async with conn.transaction():
         await store.lock_keygen(conn, KEYGEN_LOCK)  # as ensure_signing_key
-        kid = await add_key(conn, alg, activate_in)
+        kid = await add_signing_key(conn, alg, activate_in)
         activates_at = await store.key_activation(conn, kid)
         retiring: list[str] = []
         if retire_old:

@@ -28,7 +28,7 @@ from aiohttp import web
 from libs.oauth.access_tokens import KEYS, unverified_header
 from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
-from libs.oauth.revocation import mark_revoked_safely, revoke_access_token, revoke_family
+from libs.oauth.revocation import mark_revoked_safely, revoke_access_token
 from libs.oauth.vocabulary import NO_STORE, REFRESH_PREFIX
 from libs.platform.params import is_kid
 from libs.platform.security import token_hash
@@ -36,6 +36,7 @@ from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import store
 from .client_auth import authenticate
+from .families import revoke_family
 from .form import read_form, required
 
 log = logging.getLogger("oauth.token")

@@ -1,10 +1,11 @@
 """All SQL of the token service (docs/architecture.md "token inside"): small named functions taking
 a connection or pool, plain parameterised asyncpg queries. Handlers and rules hold no SQL.
 
-Tables owned here: token_families, refresh_tokens, signing_keys (inserting a key and the
-signing-key reads of the running services are in libs/oauth/keys.py, which this step leaves alone).
-The section "cross-owner" reads or writes another service's tables; each becomes a contract in
-libs/contracts/<owner>.py in the next step.
+Tables owned here: token_families, refresh_tokens, signing_keys. What other services do on them
+(revoking a user's or an app's families, reading the signing keys, adding a key) is published in
+libs/contracts/token.py; what this service does on other services' tables (consuming a code,
+refresh tokens joined with their user, a user's name and status) goes through
+libs/contracts/authz.py and libs/contracts/account.py.
 """
 
 from __future__ import annotations
@@ -64,6 +65,26 @@ async def find_refresh_owner(db: DB, refresh_hash: bytes) -> asyncpg.Record | No
         """SELECT rt.family_id, f.client_id FROM refresh_tokens rt JOIN token_families f ON f.id = rt.family_id
            WHERE rt.token_hash = $1""",
         refresh_hash,
+    )
+
+
+async def revoke_family_row(conn: asyncpg.Connection, family_id: uuid.UUID, reason: str) -> asyncpg.Record | None:
+    """Mark a live family revoked; its (client_id, user_id), or None if unknown or already revoked."""
+    return await conn.fetchrow(
+        """UPDATE token_families SET revoked_at = now(), revoked_reason = $2
+           WHERE id = $1 AND revoked_at IS NULL
+           RETURNING client_id, user_id""",
+        family_id,
+        reason,
+    )
+
+
+async def expire_family_refresh_tokens(conn: asyncpg.Connection, family_id: uuid.UUID) -> None:
+    """Expire a revoked family's unused refresh tokens and drop its grace responses."""
+    await conn.execute(
+        """UPDATE refresh_tokens SET expires_at = least(expires_at, now()), grace_response = NULL
+           WHERE family_id = $1 AND (used_at IS NULL OR grace_response IS NOT NULL)""",
+        family_id,
     )
 
 
@@ -130,82 +151,3 @@ async def retire_key_now(conn: asyncpg.Connection, kid: str) -> datetime:
 async def delete_keys_retired_before(conn: asyncpg.Connection, window: timedelta) -> list[str]:
     rows = await conn.fetch("DELETE FROM signing_keys WHERE retired_at <= now() - $1::interval RETURNING kid", window)
     return [r["kid"] for r in rows]
-
-
-# --- cross-owner (to become libs/contracts/<owner>.py) -------------------------------------------
-# authz owns authorization_codes; account owns users.
-
-# authz: consume a code bound to its client in the caller's transaction (joined with its user).
-CONSUME_CODE_SQL = """
-UPDATE authorization_codes c SET used_at = now(), family_id = $3
-FROM users u
-WHERE c.code_hash = $1 AND c.client_id = $2 AND c.used_at IS NULL AND c.expires_at > now()
-  AND u.id = c.user_id
-RETURNING c.user_id, c.redirect_uri, c.scope, c.code_challenge, c.code_challenge_method, c.auth_time,
-          c.nonce, u.email, u.status AS user_status
-"""
-
-
-async def consume_code(
-    conn: asyncpg.Connection, code_hash: bytes, client_id: str, family_id: uuid.UUID
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(CONSUME_CODE_SQL, code_hash, client_id, family_id)
-
-
-# authz: why a code could not be consumed (unknown, another client's, used, expired).
-async def diagnose_code(db: DB, code_hash: bytes) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        """SELECT client_id, used_at, family_id, expires_at <= now() AS expired
-           FROM authorization_codes WHERE code_hash = $1""",
-        code_hash,
-    )
-
-
-# account (users): consume a live refresh token of a non-revoked family of the client, with its user.
-CONSUME_REFRESH_SQL = """
-UPDATE refresh_tokens rt SET used_at = now()
-FROM token_families f JOIN users u ON u.id = f.user_id
-WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now()
-  AND f.id = rt.family_id AND f.client_id = $2 AND f.revoked_at IS NULL
-RETURNING rt.id, rt.family_id, f.user_id, f.scope, f.auth_time, u.email, u.status AS user_status
-"""
-
-
-async def consume_refresh_token(conn: asyncpg.Connection, refresh_hash: bytes, client_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(CONSUME_REFRESH_SQL, refresh_hash, client_id)
-
-
-# account (users): why a refresh token could not be consumed (grace, reuse, invalid), with the user status.
-DIAGNOSE_REFRESH_SQL = """
-SELECT rt.id, rt.family_id, rt.used_at IS NOT NULL AS used, rt.grace_response,
-       rt.expires_at <= now() AS expired,
-       rt.used_at > now() - make_interval(secs => $2) AS in_grace,
-       EXISTS (SELECT 1 FROM refresh_tokens c
-               WHERE c.parent_id = rt.id AND c.used_at IS NULL AND c.expires_at > now()) AS child_live,
-       f.client_id, f.revoked_at IS NOT NULL AS family_revoked, u.status AS user_status
-FROM refresh_tokens rt
-JOIN token_families f ON f.id = rt.family_id
-LEFT JOIN users u ON u.id = f.user_id
-WHERE rt.token_hash = $1
-"""
-
-
-async def diagnose_refresh_token(db: DB, refresh_hash: bytes, grace_seconds: float) -> asyncpg.Record | None:
-    return await db.fetchrow(DIAGNOSE_REFRESH_SQL, refresh_hash, grace_seconds)
-
-
-# account (users): the name and status of a user (introspection).
-async def user_name_and_status(db: DB, user_id: int) -> asyncpg.Record | None:
-    return await db.fetchrow("SELECT username, status FROM users WHERE id = $1", user_id)
-
-
-# account (users): a live refresh token with its family and active user (introspection).
-async def live_refresh_token(db: DB, refresh_hash: bytes) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        """SELECT rt.created_at, rt.expires_at, f.client_id, f.user_id, f.scope, u.username, u.status
-           FROM refresh_tokens rt
-           JOIN token_families f ON f.id = rt.family_id
-           JOIN users u ON u.id = f.user_id
-           WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now() AND f.revoked_at IS NULL""",
-        refresh_hash,
-    )

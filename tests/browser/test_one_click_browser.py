@@ -18,6 +18,7 @@ import pytest
 
 from libs.platform.config import Settings
 from oauthctl.deps import chromium_path
+from services.account import store as account_store
 from services.account.topup import create_codes
 from tests.support.e2e import developer_token_over_http, example_app
 from tests.support.factories import make_user
@@ -109,7 +110,7 @@ async def test_one_click_login_and_topup_in_chromium(
     developer = await make_user(db, PASSWORD)
     token = await developer_token_over_http(stack.base, developer.username, PASSWORD)
     user = await make_user(db, PASSWORD)
-    await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", user.id)  # 750.00
+    await account_store.set_balance(db, user.id, 1000000, 250000)  # 750.00
     code = (await create_codes(db, settings.pepper_bytes, 50_000))[0]  # +50.00
 
     async with example_app(stack.base, token, verify_with=db) as example:
@@ -191,7 +192,7 @@ async def test_the_guides_browser_sdk_page_as_written(
     developer = await make_user(db, PASSWORD)
     token = await developer_token_over_http(stack.base, developer.username, PASSWORD)
     user = await make_user(db, PASSWORD)
-    await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", user.id)
+    await account_store.set_balance(db, user.id, 1000000, 250000)
     code = (await create_codes(db, settings.pepper_bytes, 50_000))[0]
 
     async with example_app(stack.base, token, sdk_callback=True, verify_with=db) as example:

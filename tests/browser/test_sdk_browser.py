@@ -24,6 +24,7 @@ from aiohttp import web
 from examples.third_party_app.app import Config, build_app
 from libs.platform.config import Settings
 from oauthctl.deps import chromium_path
+from services.account import store as account_store
 from services.account.apps import set_verified
 from tests.support.factories import make_developer, make_user
 from tests.support.stack import Stack, free_port
@@ -104,7 +105,7 @@ async def test_sdk_popup_one_click_login_shows_the_balance(
     from playwright.async_api import expect
 
     user = await make_user(db, PASSWORD)
-    await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", user.id)
+    await account_store.set_balance(db, user.id, 1000000, 250000)
     context = await chromium.new_context(locale="zh-CN")
     context.set_default_timeout(TIMEOUT_MS)
     page = await context.new_page()

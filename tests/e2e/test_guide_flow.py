@@ -23,8 +23,10 @@ from yarl import URL
 
 from libs.platform.config import Settings
 from libs.platform.security import token_hash
+from services.account import store as account_store
 from services.account.topup import create_codes
 from services.account.users import User
+from tests.support.clock import age_refresh_token_use, expire_refresh_token
 from tests.support.codes import post_token
 from tests.support.e2e import (
     GUIDE_APP_NAME,
@@ -70,7 +72,7 @@ async def example(stack: Stack, developer_token: str, db: asyncpg.Pool) -> Async
 async def user(db: asyncpg.Pool) -> User:
     """A platform user with a known password and the guide's example balance (750.00)."""
     u = await make_user(db, PASSWORD)
-    await db.execute("UPDATE users SET quota = $2, used_quota = $3 WHERE id = $1", u.id, QUOTA, USED)
+    await account_store.set_balance(db, u.id, QUOTA, USED)
     return u
 
 
@@ -361,11 +363,7 @@ async def test_consent_token_exchange_userinfo_and_refresh_with_the_guides_param
     assert status == 200 and again == second, (status, again)
 
     # After the grace window the old refresh token fails, and the reuse revokes its family.
-    n = await db.execute(
-        "UPDATE refresh_tokens SET used_at = used_at - interval '1 hour' WHERE token_hash = $1 AND used_at IS NOT NULL",
-        token_hash(settings.pepper_bytes, first["refresh_token"]),
-    )
-    assert n == "UPDATE 1"
+    assert await age_refresh_token_use(db, settings, first["refresh_token"], 3600) == "UPDATE 1"
     status, _, body = await post_token(backend, stack.base, guide_refresh_form(example, first["refresh_token"]))
     assert status == 400 and body["error"] == "invalid_grant", (status, body)
     status, body = await platform_userinfo(backend, stack.base, second["access_token"])
@@ -402,7 +400,7 @@ async def test_consent_then_deny_through_the_example_app_when_auto_authorize_is_
 ) -> None:
     """The operator's per-app switch turns one-click login off: the example's own flow (its state,
     PKCE) meets the consent page; 拒绝 comes back to its callback as access_denied."""
-    await db.execute("UPDATE oauth_apps SET auto_authorize = false WHERE client_id = $1", example.client_id)
+    await account_store.set_app_auto_authorize(db, example.client_id, False)
     page = await browse(browser, f"{example.base}/auth/oauth/start")
     form = find_form(page.text, "/login")
     page = await submit(browser, page, form, username=user.username, password=PASSWORD)
@@ -490,10 +488,7 @@ async def test_example_app_refreshes_before_expiry_and_after_401(
 
     # 3. The refresh token has expired too (FAQ Q2: only then log in again): 401, tokens dropped.
     await revoke_access_token(third_at)
-    await db.execute(
-        "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
-        token_hash(settings.pepper_bytes, third_rt),
-    )
+    await expire_refresh_token(db, settings, third_rt)
     status, body = await example_userinfo(browser, example)
     assert status == 401 and body == {"error": "Not authenticated"}, (status, body)
     assert session.access_token is None and session.refresh_token is None

@@ -14,6 +14,8 @@ import aiohttp
 import asyncpg
 import pytest
 
+from libs.oauth.vocabulary import UserStatus
+from services.account import store as account_store
 from tests.support.stack import Stack
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -264,7 +266,7 @@ async def test_login_redirect_keeps_the_query(stack: Stack, http) -> None:
 
 async def test_user_center_shows_balance(stack: Stack, browser, db) -> None:
     http, name = browser
-    await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE username = $1", name)
+    await account_store.set_balance(db, await user_id(db, name), 1000000, 250000)
     async with http.get(f"{stack.base}/user") as r:
         assert r.status == 200
         html = await r.text()
@@ -277,11 +279,11 @@ async def test_user_center_shows_balance(stack: Stack, browser, db) -> None:
 
 async def test_disabled_users_session_is_sent_to_login(stack: Stack, browser, db) -> None:
     http, name = browser
-    await db.execute("UPDATE users SET status = 2 WHERE username = $1", name)
+    await account_store.set_user_status(db, await user_id(db, name), UserStatus.DISABLED)
     async with http.get(f"{stack.base}/user", allow_redirects=False) as r:
         assert r.status == 302 and r.headers["Location"].startswith("/login")
     # the session is over: re-enabling the account does not log this browser back in
-    await db.execute("UPDATE users SET status = 1 WHERE username = $1", name)
+    await account_store.set_user_status(db, await user_id(db, name), UserStatus.ACTIVE)
     async with http.get(f"{stack.base}/user", allow_redirects=False) as r:
         assert r.status == 302
 

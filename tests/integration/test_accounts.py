@@ -15,6 +15,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from services.account import store as account_store
 from services.account.emails import normalize_email, skeleton
 from services.account.passwords import password_problem
 from services.account.users import UserError, backfill_email_skeletons, create_user
@@ -207,9 +208,7 @@ async def test_concurrent_look_alikes_race_free(db: asyncpg.Pool) -> None:
 
 async def test_backfill_gives_older_users_a_skeleton(db: asyncpg.Pool) -> None:
     old = name()
-    await db.execute(
-        "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x')", old, f"dave{old}@example.com"
-    )
+    await account_store.insert_user(db, old, f"dave{old}@example.com", None, "x")  # a row from before 0005
     async with db.acquire() as conn:
         done, clashes = await backfill_email_skeletons(conn)
     assert done >= 1 and clashes == []

@@ -9,7 +9,9 @@ import aiohttp
 import asyncpg
 import pytest
 
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
+from services.account import store as account_store
 from tests.support.factories import make_developer
 from tests.support.stack import Stack
 
@@ -177,7 +179,7 @@ async def test_revoked_developer_token_is_401(stack: Stack, http, db, settings) 
 
 async def test_disabled_users_developer_token_is_401(stack: Stack, http, db, settings) -> None:
     user, token = await make_developer(db, settings)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", user.id)
+    await account_store.set_user_status(db, user.id, UserStatus.DISABLED)
     async with http.get(f"{stack.base}/api/oauth_apps", headers={"Authorization": f"Bearer {token}"}) as r:
         assert r.status == 401
 

@@ -23,6 +23,7 @@ from authlib.oidc.core import CodeIDToken
 from joserfc.errors import JoseError as JoserfcError  # Authlib's OIDC claim checks raise these now
 
 from libs.platform.config import Settings
+from services.account import store as account_store
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import login, make_app
 from tests.support.stack import Stack
@@ -43,7 +44,7 @@ async def owner(db: asyncpg.Pool, settings: Settings):
 @pytest.fixture
 async def user(db: asyncpg.Pool):
     u = await make_user(db, PASSWORD)
-    await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", u.id)
+    await account_store.set_balance(db, u.id, 1000000, 250000)
     return u
 
 

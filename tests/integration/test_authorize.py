@@ -18,9 +18,11 @@ import pytest
 import redis.asyncio as aioredis
 from yarl import URL
 
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
 from libs.platform.redis import key
 from libs.platform.security import token_hash
+from services.account import store as account_store
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import REQUEST_RE, authorize, csrf_from, form_value, login, make_app, pkce_pair, query_of
 from tests.support.stack import Stack, free_port
@@ -303,7 +305,7 @@ async def test_prompt_none_not_logged_in_is_login_required(stack, http, settings
 
 async def test_disabled_users_session_no_longer_counts(stack, browser, db, settings, client, user) -> None:
     assert "code" in await authorize(browser, stack.base, client[0], CB)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", user.id)
+    await account_store.set_user_status(db, user.id, UserStatus.DISABLED)
     r = await get(browser, stack, params(client[0], prompt="none", auto_authorize="true"))
     assert_redirect_error(*r[:2], settings, "login_required")
     assert "sid=" in r[1].get("Set-Cookie", "")  # the dead session is ended, its cookie cleared

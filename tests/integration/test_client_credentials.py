@@ -15,6 +15,7 @@ from libs.oauth.access_tokens import AccessTokenVerifier
 from libs.oauth.errors import OAuthError
 from libs.platform.config import Settings
 from oauthctl.__main__ import main as oauthctl_main
+from services.account import store as account_store
 from tests.support.codes import ClientApp, make_client, make_verifier, post_token
 from tests.support.stack import Stack
 
@@ -22,7 +23,7 @@ from tests.support.stack import Stack
 @pytest.fixture
 async def internal_app(db: asyncpg.Pool, settings: Settings) -> ClientApp:
     app = await make_client(db, settings)
-    await db.execute("UPDATE oauth_apps SET internal = true WHERE client_id = $1", app.client_id)
+    await account_store.set_app_internal(db, app.client_id, True)
     return app
 
 
@@ -79,7 +80,7 @@ async def test_non_internal_app_is_unauthorized_client(stack: Stack, http, db, s
 
 async def test_public_client_is_refused(stack: Stack, http, db, settings) -> None:
     app = await make_client(db, settings, method="none", redirect_uri="http://127.0.0.1:3000/callback")
-    await db.execute("UPDATE oauth_apps SET internal = true WHERE client_id = $1", app.client_id)
+    await account_store.set_app_internal(db, app.client_id, True)
     form = {"grant_type": "client_credentials", "client_id": app.client_id, "scope": "quota:read"}
     status, headers, body = await post_token(http, stack.base, form)
     assert_error(status, headers, body, 400, "unauthorized_client")

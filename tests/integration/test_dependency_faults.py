@@ -17,6 +17,8 @@ import asyncpg
 import pytest
 
 from libs.platform.config import Settings
+from services.account import store as account_store
+from services.account.emails import skeleton
 from tests.support.codes import ClientApp, make_client, obtain_tokens, refresh_form
 from tests.support.events import TcpProxy, Watcher, scratch_database
 from tests.support.factories import make_developer, make_user
@@ -268,7 +270,5 @@ async def test_no_event_and_no_balance_change_is_lost_across_outages(http, setti
 
 
 async def create_user_on(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval(
-        """INSERT INTO users (username, email, password_hash, quota) VALUES ('outage', 'o@example.com', 'x', 0)
-           RETURNING id"""
-    )
+    row = await account_store.insert_user(conn, "outage", "o@example.com", skeleton("o@example.com"), "x")
+    return int(row["id"])

@@ -14,10 +14,13 @@ import orjson
 import pytest
 from aiohttp import web
 
+from libs.contracts.token import SIGNING_KEYS, ensure_signing_key
 from libs.oauth.access_tokens import mint
 from libs.oauth.events.bus import EVENTS
-from libs.oauth.keys import KeyStore, ensure_signing_key
+from libs.oauth.keys import KeyStore
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
+from services.account import store as account_store
 from tests.support.factories import make_user
 from tests.support.stack import Stack, free_port
 
@@ -40,7 +43,7 @@ async def call(
 
 async def rich(db: asyncpg.Pool, quota: int = 1000, used: int = 0) -> int:
     user = await make_user(db)
-    await db.execute("UPDATE users SET quota = $2, used_quota = $3 WHERE id = $1", user.id, quota, used)
+    await account_store.set_balance(db, user.id, quota, used)
     return user.id
 
 
@@ -179,7 +182,7 @@ async def test_unknown_and_disabled_users(http, account, settings, db) -> None:
     )
     assert status == 404
     uid = await rich(db)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", uid)
+    await account_store.set_user_status(db, uid, UserStatus.DISABLED)
     status, body, _ = await call(
         http, account, "consume", {"user_id": uid, "amount": 1, "idempotency_key": key()}, auth(settings)
     )
@@ -252,7 +255,7 @@ async def test_fifty_concurrent_consumes_are_exact_and_visible_everywhere(
     await ensure_signing_key(db, settings.jwt_algorithm)
     from datetime import timedelta
 
-    keys = KeyStore(db, settings.jwt_algorithm, timedelta(hours=3))
+    keys = KeyStore(db, settings.jwt_algorithm, timedelta(hours=3), SIGNING_KEYS)
     await keys.load()
     token, _ = await mint(keys, settings, sub=str(uid), client_id="client_x", scope="balance", family=None)
     bearer = {"Authorization": f"Bearer {token}"}

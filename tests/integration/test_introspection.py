@@ -16,11 +16,15 @@ import pytest
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from libs.contracts.token import SIGNING_KEYS
 from libs.oauth.access_tokens import mark_revoked, mint
 from libs.oauth.keys import KeyStore
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
+from services.account import store as account_store
 from services.token.families import revoke_family
 from services.token.token_endpoint import GRANTS
+from tests.support.clock import expire_refresh_token
 from tests.support.codes import ClientApp, make_client, obtain_tokens, post_token, refresh_form
 from tests.support.stack import Stack
 
@@ -40,7 +44,7 @@ async def other(db: asyncpg.Pool, settings: Settings) -> ClientApp:
 @pytest.fixture(scope="module")
 async def internal(db: asyncpg.Pool, settings: Settings) -> ClientApp:
     made = await make_client(db, settings, redirect_uri="https://internal.example/cb")
-    await db.execute("UPDATE oauth_apps SET internal = true WHERE client_id = $1", made.client_id)
+    await account_store.set_app_internal(db, made.client_id, True)
     return made
 
 
@@ -141,7 +145,7 @@ async def test_public_client_tokens_introspected_by_an_internal_service(
 
 # --- inactive: expired, revoked, used, unknown, another client's ------------------------------------
 async def test_expired_access_token(stack, http, db, settings, app) -> None:
-    keys = KeyStore(db, settings.jwt_algorithm, timedelta(hours=3))
+    keys = KeyStore(db, settings.jwt_algorithm, timedelta(hours=3), SIGNING_KEYS)
     await keys.load()
     now = int(time.time())
     expired, _ = await mint(
@@ -158,12 +162,8 @@ async def test_expired_access_token(stack, http, db, settings, app) -> None:
 
 async def test_expired_refresh_token(stack, http, db, settings, app) -> None:
     fresh = await obtain_tokens(http, stack.base, db, settings, app)
-    from libs.platform.security import token_hash
 
-    await db.execute(
-        "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
-        token_hash(settings.pepper_bytes, fresh["refresh_token"]),
-    )
+    await expire_refresh_token(db, settings, fresh["refresh_token"])
     await assert_inactive(http, stack, app, fresh["refresh_token"])
     status, _, body = await introspect(http, stack, app, fresh["access_token"])
     assert body["active"] is True  # the access token has its own lifetime
@@ -213,12 +213,12 @@ async def test_rotated_refresh_token_is_inactive(stack, http, app, tokens) -> No
 
 async def test_disabled_user(stack, http, db, settings, app) -> None:
     fresh = await obtain_tokens(http, stack.base, db, settings, app)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", app.user_id)
+    await account_store.set_user_status(db, app.user_id, UserStatus.DISABLED)
     try:
         await assert_inactive(http, stack, app, fresh["access_token"])
         await assert_inactive(http, stack, app, fresh["refresh_token"])
     finally:
-        await db.execute("UPDATE users SET status = 1 WHERE id = $1", app.user_id)
+        await account_store.set_user_status(db, app.user_id, UserStatus.ACTIVE)
 
 
 async def test_another_clients_tokens_are_inactive(stack, http, app, other, tokens) -> None:

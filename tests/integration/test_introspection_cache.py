@@ -10,7 +10,9 @@ import pytest
 from aiohttp import web
 
 from libs.oauth.events.bus import EVENTS
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
+from services.account import store as account_store
 from services.account.user_status import disable_user_everywhere
 from services.token.introspect import INTROSPECTED
 from tests.support.codes import ClientApp, make_client, obtain_tokens, post_token, refresh_form
@@ -96,7 +98,7 @@ async def test_a_user_event_drops_the_cache(stack, http, db, settings, app) -> N
         await until(lambda: instance[EVENTS].live)
         await cached_second_instance(http, base, instance, app, tokens["access_token"])
         async with EventWaiter(settings, ["user.updated"]), db.acquire() as conn, conn.transaction():
-            await conn.execute("UPDATE users SET status = 2 WHERE id = $1", app.user_id)
+            await account_store.set_user_status(conn, app.user_id, UserStatus.DISABLED)
             await outbox.enqueue(conn, "user.updated", {"user_id": app.user_id, "fields": ["status"]})
         await until(lambda: len(instance[INTROSPECTED]) == 0, within=5)
         assert await introspect(http, base, app, tokens["access_token"]) == {"active": False}
@@ -124,7 +126,7 @@ async def test_without_events_every_call_reads_postgres(stack, http, db, setting
                 assert (await introspect(http, base, app, tokens["access_token"]))["active"] is True
             assert cache.hits == 0 and len(cache) == 0
             # Disabled behind the services' back, no event anywhere: seen at once all the same.
-            await db.execute("UPDATE users SET status = 2 WHERE id = $1", app.user_id)
+            await account_store.set_user_status(db, app.user_id, UserStatus.DISABLED)
             assert await introspect(http, base, app, tokens["access_token"]) == {"active": False}
     finally:
         await proxy.close()

@@ -20,6 +20,7 @@ from libs.oauth.access_tokens import KEYS
 from libs.platform.config import Settings
 from oauthctl.__main__ import build_parser
 from services.token.key_admin import verify_window
+from tests.support.clock import retire_key_ago
 from tests.support.codes import ClientApp, issue_code, make_client, post_token
 from tests.support.stack import Stack, free_port
 
@@ -181,9 +182,7 @@ async def test_rotation(stack: Stack, http: aiohttp.ClientSession, db, settings:
 
     # Once every token the old key signed has expired, prune deletes it and it stops verifying.
     window = verify_window(settings).total_seconds()
-    await db.execute(
-        "UPDATE signing_keys SET retired_at = now() - make_interval(secs => $2) WHERE kid = $1", old_kid, window + 1
-    )
+    await retire_key_ago(db, old_kid, window + 1)
     rc, out, _ = await oauthctl(settings, "keys", "prune")
     assert rc == 0 and f"deleted key {old_kid}" in out
     assert await db.fetchval("SELECT count(*) FROM signing_keys WHERE kid = $1", old_kid) == 0

@@ -12,7 +12,8 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from libs.oauth.keys import KeyStore, add_key, ensure_signing_key
+from libs.contracts.token import SIGNING_KEYS, add_signing_key, ensure_signing_key
+from libs.oauth.keys import KeyStore
 from libs.platform.config import Settings
 
 
@@ -28,14 +29,14 @@ async def test_stale_keys_are_served_while_every_connection_is_busy(
     one_connection_pool: asyncpg.Pool, db: asyncpg.Pool, settings: Settings
 ) -> None:
     await ensure_signing_key(db, settings.jwt_algorithm)
-    store = KeyStore(one_connection_pool, settings.jwt_algorithm, timedelta(hours=3))
+    store = KeyStore(one_connection_pool, settings.jwt_algorithm, timedelta(hours=3), SIGNING_KEYS)
     first = await store.signing_key()  # the first load is synchronous: nothing to serve before it
     store._loaded_at = time.monotonic() - store.RELOAD_SECONDS - 1  # stale
     async with one_connection_pool.acquire() as conn, conn.transaction():  # the pool's only connection
         key = await asyncio.wait_for(store.signing_key(), timeout=2)  # was: waited forever
         assert key.kid == first.kid
     # Once a connection is free, the background reload completes and picks up new keys.
-    kid = await add_key(db, settings.jwt_algorithm, activate_after_seconds=3600)
+    kid = await add_signing_key(db, settings.jwt_algorithm, activate_after_seconds=3600)
     store._loaded_at = time.monotonic() - store.RELOAD_SECONDS - 1
     await store.signing_key()
     for _ in range(100):

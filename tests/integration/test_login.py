@@ -12,8 +12,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
 from libs.platform.redis import key
+from services.account import store as account_store
 from services.authz import ratelimit
 from tests.support.factories import make_user
 from tests.support.oauth import csrf_from, login, login_response
@@ -181,7 +183,7 @@ async def test_missing_fields(stack: Stack, http) -> None:
 
 async def test_disabled_user_is_refused(stack: Stack, http, db: asyncpg.Pool) -> None:
     user = await make_user(db)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", user.id)
+    await account_store.set_user_status(db, user.id, UserStatus.DISABLED)
     status, location, body = await login_response(http, stack.base, user.username, PASSWORD)
     assert status == 403 and location == ""
     assert "此账户已被停用" in body

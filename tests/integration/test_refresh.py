@@ -15,9 +15,12 @@ import redis.asyncio as aioredis
 
 from libs.oauth.access_tokens import AccessTokenVerifier
 from libs.oauth.errors import OAuthError
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
+from services.account import store as account_store
 from services.token.families import revoke_family
 from services.token.grants.refresh_token import narrowed_scope, open_response, seal_response
+from tests.support.clock import age_refresh_token_use, expire_refresh_token
 from tests.support.codes import ClientApp, make_client, make_verifier, obtain_tokens, post_token, refresh_form
 from tests.support.stack import Stack
 
@@ -45,12 +48,7 @@ def hashed(settings: Settings, token: str) -> bytes:
 
 async def age_use(db: asyncpg.Pool, settings: Settings, token: str, seconds: int = 3600) -> None:
     """Move a used token's use back in time, outside the grace window."""
-    n = await db.execute(
-        "UPDATE refresh_tokens SET used_at = used_at - make_interval(secs => $2) WHERE token_hash = $1 AND used_at IS NOT NULL",
-        hashed(settings, token),
-        float(seconds),
-    )
-    assert n == "UPDATE 1"
+    assert await age_refresh_token_use(db, settings, token, seconds) == "UPDATE 1"
 
 
 async def refresh(http, stack: Stack, app: ClientApp, token: str, **extra: str) -> tuple[int, dict[str, str], dict]:
@@ -288,10 +286,7 @@ async def test_wrong_client_secret(stack: Stack, http, db, settings, app) -> Non
 
 async def test_expired_refresh_token(stack: Stack, http, db, settings, app) -> None:
     first = await obtain_tokens(http, stack.base, db, settings, app)
-    await db.execute(
-        "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
-        hashed(settings, first["refresh_token"]),
-    )
+    await expire_refresh_token(db, settings, first["refresh_token"])
     status, _, body = await refresh(http, stack, app, first["refresh_token"])
     assert (status, body["error"]) == (400, "invalid_grant")
     assert "expired" in body["error_description"]
@@ -299,11 +294,11 @@ async def test_expired_refresh_token(stack: Stack, http, db, settings, app) -> N
 
 async def test_disabled_user_cannot_refresh(stack: Stack, http, db, settings, app) -> None:
     first = await obtain_tokens(http, stack.base, db, settings, app)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", app.user_id)
+    await account_store.set_user_status(db, app.user_id, UserStatus.DISABLED)
     status, _, body = await refresh(http, stack, app, first["refresh_token"])
     assert (status, body["error"]) == (400, "invalid_grant")
     # Re-enabled: the token was not consumed by the refused attempt.
-    await db.execute("UPDATE users SET status = 1 WHERE id = $1", app.user_id)
+    await account_store.set_user_status(db, app.user_id, UserStatus.ACTIVE)
     status, _, body = await refresh(http, stack, app, first["refresh_token"])
     assert status == 200, body
 

@@ -19,7 +19,10 @@ import pytest
 
 from libs.oauth.access_tokens import AccessTokenVerifier
 from libs.oauth.errors import OAuthError
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
+from services.account import store as account_store
+from tests.support.clock import expire_code
 from tests.support.codes import (
     ClientApp,
     issue_code,
@@ -374,10 +377,7 @@ async def test_redirect_uri_must_be_identical(stack: Stack, http, db, settings, 
 
 async def test_expired_code(stack: Stack, http, db, settings, app) -> None:
     form = await code_form(db, settings, app)
-    await db.execute(
-        "UPDATE authorization_codes SET expires_at = now() - interval '1 second' WHERE code_hash = $1",
-        hmac.new(settings.pepper_bytes, form["code"].encode(), hashlib.sha256).digest(),
-    )
+    await expire_code(db, settings, form["code"])
     status, headers, body = await post_token(http, stack.base, form)
     assert_error(status, headers, body, 400, "invalid_grant")
     assert "expired" in body["error_description"]
@@ -385,7 +385,7 @@ async def test_expired_code(stack: Stack, http, db, settings, app) -> None:
 
 async def test_disabled_user(stack: Stack, http, db, settings, app) -> None:
     form = await code_form(db, settings, app)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", app.user_id)
+    await account_store.set_user_status(db, app.user_id, UserStatus.DISABLED)
     status, headers, body = await post_token(http, stack.base, form)
     assert_error(status, headers, body, 400, "invalid_grant")
 

@@ -13,12 +13,16 @@ import asyncpg
 import orjson
 import pytest
 
+from libs.contracts.token import SIGNING_KEYS, ensure_signing_key
 from libs.oauth.access_tokens import KEYS, mint
-from libs.oauth.keys import KeyStore, ensure_signing_key
+from libs.oauth.keys import KeyStore
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
 from libs.platform.security import token_hash
+from services.account import store as account_store
 from services.account.topup import create_codes
 from tests.integration.test_account_pages import EN, new_browser, page_csrf, register_browser
+from tests.support.clock import expire_topup_code
 from tests.support.factories import make_user
 from tests.support.stack import Stack
 
@@ -43,7 +47,7 @@ async def one_code(db: asyncpg.Pool, settings: Settings, amount: int = 5000, **k
 async def test_redeem_flow(stack: Stack, http, db, settings) -> None:
     name = await register_browser(http, stack.base)
     uid = await uid_of(db, name)
-    await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", uid)
+    await account_store.set_balance(db, uid, 1000000, 250000)
     async with http.get(f"{stack.base}/user/topup?from=client_x", headers=EN) as r:
         assert r.status == 200
         page = await r.text()
@@ -105,10 +109,7 @@ async def test_bad_codes(stack: Stack, http, db, code, fragment) -> None:
 async def test_expired_code(stack: Stack, http, db, settings) -> None:
     name = await register_browser(http, stack.base)
     code = await one_code(db, settings, expires_days=1)
-    await db.execute(
-        "UPDATE topup_codes SET expires_at = now() - interval '1 second' WHERE code_hash = $1",
-        token_hash(settings.pepper_bytes, code),
-    )
+    await expire_topup_code(db, settings, code)
     status, html = await redeem(http, stack.base, code)
     assert status == 400 and "expired" in html
     assert await db.fetchval("SELECT quota FROM users WHERE username = $1", name) == 0
@@ -161,7 +162,7 @@ async def test_disabled_account_cannot_redeem(db, settings) -> None:
     from services.account.topup import redeem as redeem_code
 
     user = await make_user(db)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", user.id)
+    await account_store.set_user_status(db, user.id, UserStatus.DISABLED)
     code = await one_code(db, settings)
     with pytest.raises(TopupError) as exc:
         await redeem_code(db, settings.pepper_bytes, user.id, code)
@@ -211,7 +212,7 @@ async def signer(db: asyncpg.Pool, settings: Settings, stack: Stack) -> KeyStore
     for runner in stack.runners.values():
         if KEYS in runner.app:
             await runner.app[KEYS].load()
-    store = KeyStore(db, settings.jwt_algorithm, timedelta(hours=3))
+    store = KeyStore(db, settings.jwt_algorithm, timedelta(hours=3), SIGNING_KEYS)
     await store.load()
     return store
 
@@ -234,7 +235,7 @@ async def test_topup_url_errors(stack: Stack, http, db, settings, signer) -> Non
         assert r.status == 401 and (await r.json())["error"] == "invalid_token"
     user = await make_user(db)
     token, _ = await mint(signer, settings, sub=str(user.id), client_id="client_x", scope="balance", family=None)
-    await db.execute("UPDATE users SET status = 2 WHERE id = $1", user.id)
+    await account_store.set_user_status(db, user.id, UserStatus.DISABLED)
     async with http.get(f"{stack.base}/api/oauth2/topup", headers={"Authorization": f"Bearer {token}"}) as r:
         assert r.status == 401 and (await r.json())["error"] == "invalid_token"
 

@@ -17,11 +17,13 @@ import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from libs.contracts.token import SIGNING_KEYS, ensure_signing_key
 from libs.oauth.access_tokens import KEYS, mark_revoked, mint
 from libs.oauth.events.bus import EventWaiter
-from libs.oauth.keys import KeyStore, ensure_signing_key
+from libs.oauth.keys import KeyStore
 from libs.oauth.revocation import revoke_access_token
 from libs.platform.config import Settings
+from services.account import store as account_store
 from services.account.user_status import disable_user_everywhere
 from services.account.users import User
 from tests.support.events import changed
@@ -41,7 +43,7 @@ async def keys(db: asyncpg.Pool, settings: Settings, stack: Stack) -> KeyStore:
     for runner in stack.runners.values():
         if KEYS in runner.app:
             await runner.app[KEYS].load()
-    store = KeyStore(db, settings.jwt_algorithm, timedelta(hours=3))
+    store = KeyStore(db, settings.jwt_algorithm, timedelta(hours=3), SIGNING_KEYS)
     await store.load()
     return store
 
@@ -49,7 +51,7 @@ async def keys(db: asyncpg.Pool, settings: Settings, stack: Stack) -> KeyStore:
 @pytest.fixture
 async def rich_user(db: asyncpg.Pool) -> User:
     user = await make_user(db)
-    await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", user.id)
+    await account_store.set_balance(db, user.id, 1000000, 250000)
     return user
 
 
@@ -131,8 +133,13 @@ async def test_balance_is_read_fresh(stack: Stack, http, keys, settings, db) -> 
         # Balances change with a quota.changed event (top-up, internal quota API): userinfo's cache
         # on every instance follows it.
         event = {"user_id": user.id, "quota": quota, "used_quota": used, "reason": "test"}
-        sql = "UPDATE users SET quota = $2, used_quota = $3 WHERE id = $1"
-        await changed(db, settings, "quota.changed", event, sql, user.id, quota, used)
+        await changed(
+            db,
+            settings,
+            "quota.changed",
+            event,
+            lambda conn, q=quota, u=used: account_store.set_balance(conn, user.id, q, u),
+        )
         _, _, body = await userinfo(http, stack, bearer(token))
         assert (body["quota"], body["used_quota"], body["balance_formatted"]) == (quota, used, shown)
 

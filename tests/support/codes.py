@@ -1,4 +1,4 @@
-"""Authorization codes made exactly as the authz service stores them (docs/contracts.md), so the
+"""Authorization codes stored by the authz service's own store (docs/contracts.md), so the
 token endpoint can be tested without the authorize endpoint; plus small token-endpoint helpers."""
 
 from __future__ import annotations
@@ -6,18 +6,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import asyncpg
 import redis.asyncio as aioredis
 
+from libs.contracts.token import SIGNING_KEYS
 from libs.oauth.access_tokens import AccessTokenVerifier
 from libs.oauth.keys import KeyStore
 from libs.platform.config import Settings
 from libs.platform.security import token_hash
 from services.account import apps
+from services.authz.store.codes import CodeRow, insert_code
 from tests.support.factories import make_user
 
 REDIRECT_URI = "https://client.example/cb"
@@ -35,22 +38,23 @@ async def issue_code(
     nonce: str | None = None,
     ttl: int = 600,
 ) -> str:
-    """Insert an authorization code row as authz would; returns the plain code."""
+    """Store an authorization code through the authz service's own store (the one code-row shape,
+    ``services/authz/store/codes.insert_code``); returns the plain code."""
     code = secrets.token_urlsafe(32)  # as services/authz/codes.py makes them
-    await db.execute(
-        """INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, code_challenge,
-                                            code_challenge_method, nonce, auth_time, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), now() + make_interval(secs => $9))""",
-        token_hash(settings.pepper_bytes, code),
-        client_id,
-        user_id,
-        redirect_uri,
-        scope,
-        code_challenge,
-        "S256" if code_challenge else None,
-        nonce,
-        float(ttl),
+    row = CodeRow(
+        code_hash=token_hash(settings.pepper_bytes, code),
+        client_id=client_id,
+        user_id=user_id,
+        redirect_uri=redirect_uri,
+        scope=scope,
+        code_challenge=code_challenge,
+        code_challenge_method="S256" if code_challenge else None,
+        nonce=nonce,
+        auth_time=datetime.fromtimestamp(int(time.time()), UTC),  # whole seconds, as authz records it
+        ttl_seconds=ttl,
     )
+    async with db.acquire() as conn:
+        await insert_code(conn, row)
     return code
 
 
@@ -82,7 +86,9 @@ async def make_client(
 
 
 def make_verifier(db: asyncpg.Pool, settings: Settings) -> tuple[AccessTokenVerifier, aioredis.Redis]:
-    keys = KeyStore(db, settings.jwt_algorithm, timedelta(seconds=settings.access_token_ttl_seconds + 300))
+    keys = KeyStore(
+        db, settings.jwt_algorithm, timedelta(seconds=settings.access_token_ttl_seconds + 300), SIGNING_KEYS
+    )
     redis = aioredis.Redis.from_url(settings.redis_url)
     return AccessTokenVerifier(keys, redis, settings), redis
 

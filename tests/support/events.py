@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,12 +22,17 @@ from oauthctl.components import MIGRATIONS
 
 
 async def changed(
-    db: asyncpg.Pool, settings: Settings, event_type: str, data: dict[str, Any], sql: str, *args: Any
+    db: asyncpg.Pool,
+    settings: Settings,
+    event_type: str,
+    data: dict[str, Any],
+    change: Callable[[asyncpg.Connection], Awaitable[Any]],
 ) -> None:
-    """Run ``sql`` and write ``event_type`` in one transaction, the way the services change things,
-    and return once the event came round through RabbitMQ (so every instance's cache has it)."""
+    """Run ``change`` (a call into the owning service's store) and write ``event_type`` in one
+    transaction, the way the services change things, and return once the event came round through
+    RabbitMQ (so every instance's cache has it)."""
     async with EventWaiter(settings, [event_type]), db.acquire() as conn, conn.transaction():
-        await conn.execute(sql, *args)
+        await change(conn)
         await outbox.enqueue(conn, event_type, data)
 
 

@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 
 from libs.platform.config import Settings
+from services.account import store as account_store
 from services.account.apps import NewApp, create_app, set_verified
 from tests.support.codes import pkce_pair  # noqa: F401 - re-exported for tests that import it from here
 
@@ -107,11 +108,7 @@ async def make_app(
     )
     data = await create_app(db, settings.pepper_bytes, owner_id, new, settings.max_apps_per_developer)
     if "auto_authorize" in kw:
-        await db.execute(
-            "UPDATE oauth_apps SET auto_authorize = $2 WHERE client_id = $1",
-            data["client_id"],
-            bool(kw["auto_authorize"]),
-        )
+        await account_store.set_app_auto_authorize(db, data["client_id"], bool(kw["auto_authorize"]))
     if kw.get("verified", True):
         async with db.acquire() as conn:
             await set_verified(conn, data["client_id"], True)

@@ -157,7 +157,7 @@ async def settle_middleware(
 def setup_events(app: web.Application, *, relay: bool = True, client_cache: bool = True) -> EventBus:
     """Give a service instance its event bus (``app[EVENTS]``): the outbox relay (when the service
     writes events), the cache-invalidation consumer, the settle middleware, and (``client_cache``)
-    the client cache of ``clients.get_client`` kept by client.* events. Call after ``create_app``;
+    the client cache of ``libs.contracts.account.get_client`` kept by client.* events. Call after ``create_app``;
     subscribe handlers with ``app[EVENTS].subscribe`` before the app starts."""
     bus = EventBus(app, relay=relay)
     app[EVENTS] = bus

@@ -26,11 +26,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from libs.contracts import authz as codes
 from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
 from libs.platform.security import same, token_hash
 
-from .. import store
 from ..families import create_family, revoke_family
 from ..form import required
 from ..id_tokens import Authentication
@@ -96,7 +96,7 @@ def verify_pkce(challenge: str | None, method: str | None, verifier: str | None,
 
 def check_bindings(code: ConsumedCode, client: Client, redirect_uri: str, code_verifier: str | None) -> None:
     """RFC 6749 4.1.3 (redirect_uri identical), RFC 7636 4.6 (PKCE), and an active user. The client
-    binding and single use are in the consuming statement (store.consume_code)."""
+    binding and single use are in the consuming statement (libs/contracts/authz.consume_code)."""
     if not same(redirect_uri, code.redirect_uri):
         raise invalid_grant("redirect_uri is not identical to the one of the authorization request")
     verify_pkce(code.code_challenge, code.code_challenge_method, code_verifier, public_client=client.is_public)
@@ -111,9 +111,10 @@ async def exchange_code(
     family_id = uuid.uuid4()
     async with deps.pool.acquire() as conn:
         async with conn.transaction():
-            row = await store.consume_code(conn, code_hash, client.client_id, family_id)
+            row = await codes.consume_code(conn, code_hash, client.client_id, family_id)
             if row is not None:
-                check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)  # raises: rolled back, not burned
+                # raises: rolled back, not burned
+                check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)
                 await create_family(
                     conn,
                     family_id,
@@ -132,7 +133,7 @@ async def exchange_code(
                     auth=Authentication(auth_time=row["auth_time"], nonce=row["nonce"], email=row["email"]),
                 )
                 return issued.body
-        known = await store.diagnose_code(conn, code_hash)
+        known = await codes.diagnose_code(conn, code_hash)
     if known is None or known["client_id"] != client.client_id:
         raise invalid_grant("The authorization code is invalid or was issued to another client")
     if known["used_at"] is not None:

@@ -34,6 +34,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from libs.contracts import account
 from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
 from libs.oauth.vocabulary import REFRESH_PREFIX
@@ -51,7 +52,6 @@ ACTIVE = 1  # users.status
 MAX_TOKEN_CHARS = 256
 
 
-
 @dataclass(frozen=True)
 class RefreshRequest:
     """The validated form of a refresh_token request (RFC 6749 6)."""
@@ -62,7 +62,8 @@ class RefreshRequest:
 
 @dataclass(frozen=True)
 class Unconsumed:
-    """What is known about a presented refresh token that could not be consumed (store.diagnose_refresh_token)."""
+    """What is known about a presented refresh token that could not be consumed
+    (libs/contracts/account.diagnose_refresh_token)."""
 
     client_id: str
     family_revoked: bool
@@ -148,7 +149,7 @@ async def rotate(deps: Deps, client: Client, *, refresh_token: str, scope: str |
     presented_hash = token_hash(settings.pepper_bytes, refresh_token)
     async with deps.pool.acquire() as conn:
         async with conn.transaction():
-            row = await store.consume_refresh_token(conn, presented_hash, client.client_id)
+            row = await account.consume_refresh_token(conn, presented_hash, client.client_id)
             if row is not None:
                 # Failures below roll the consumption back: the token stays usable.
                 if row["user_status"] != ACTIVE:
@@ -168,7 +169,7 @@ async def rotate(deps: Deps, client: Client, *, refresh_token: str, scope: str |
                 sealed = seal_response(settings.pepper_bytes, refresh_token, row["id"], issued.body)
                 await store.store_grace_response(conn, row["id"], sealed)
                 return issued.body
-        known = await store.diagnose_refresh_token(conn, presented_hash, float(settings.refresh_grace_seconds))
+        known = await account.diagnose_refresh_token(conn, presented_hash, float(settings.refresh_grace_seconds))
     return await _not_consumed(deps, client, refresh_token, known)
 
 

@@ -1,0 +1,133 @@
+"""Contracts on the account service's tables (``users``, ``oauth_apps``; docs/contracts.md):
+reading a client, a user's name and status, the login lookup, and the statements of the other
+services that join a user (so the user's status is read in the same statement as the row it
+guards)."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import asyncpg
+
+from libs.oauth.caches import CLIENTS
+from libs.oauth.clients import Client
+
+DB: TypeAlias = asyncpg.Pool | asyncpg.Connection
+
+
+# --- oauth_apps ----------------------------------------------------------------------------------
+async def get_client(db: DB, client_id: str) -> Client | None:
+    """The client ``client_id``, from the process's event-invalidated cache (``caches.CLIENTS``,
+    dropped by client.* events) or the table. Unknown ids are not cached. Callers: authz
+    (authorize, consent, authorizations), token (client authentication)."""
+    if not client_id or len(client_id) > 100:
+        return None
+    cached = CLIENTS.get(client_id)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    ticket = CLIENTS.ticket()
+    client = await _load_client(db, client_id)
+    if client is not None:
+        CLIENTS.put(client_id, client, ticket)
+    return client
+
+
+async def _load_client(db: DB, client_id: str) -> Client | None:
+    row = await db.fetchrow(
+        """SELECT id, client_id, name, description, redirect_uris, client_secret_hash, token_endpoint_auth_method,
+                  auto_authorize, internal, verified
+           FROM oauth_apps WHERE client_id = $1""",
+        client_id,
+    )
+    if row is None:
+        return None
+    return Client(
+        id=row["id"],
+        client_id=row["client_id"],
+        name=row["name"],
+        description=row["description"],
+        redirect_uris=tuple(row["redirect_uris"]),
+        secret_hash=bytes(row["client_secret_hash"]) if row["client_secret_hash"] is not None else None,
+        auth_method=row["token_endpoint_auth_method"],
+        auto_authorize=row["auto_authorize"],
+        internal=row["internal"],
+        verified=row["verified"],
+    )
+
+
+async def list_consents_with_apps(db: DB, user_id: int) -> list[asyncpg.Record]:
+    """A user's consent records (authz's ``grants``) joined with the app's name and description,
+    newest first (authz: the authorized-apps page)."""
+    return await db.fetch(
+        """SELECT g.client_id, a.name, a.description, g.scopes, g.first_authorized_at, g.last_authorized_at
+           FROM grants g JOIN oauth_apps a ON a.client_id = g.client_id
+           WHERE g.user_id = $1
+           ORDER BY g.last_authorized_at DESC, g.client_id""",
+        user_id,
+    )
+
+
+# --- users ---------------------------------------------------------------------------------------
+async def user_name_status(db: DB, user_id: int) -> asyncpg.Record | None:
+    """(username, status) of ``user_id``, or None when the user is gone (authz: is the signed-in
+    user still active; token: introspection)."""
+    return await db.fetchrow("SELECT username, status FROM users WHERE id = $1", user_id)
+
+
+async def login_user(db: DB, identifier: str) -> asyncpg.Record | None:
+    """(id, username, status, password_hash) of the user whose username or email is
+    ``identifier`` (case-insensitive), the username match first (authz: the login form)."""
+    return await db.fetchrow(
+        """SELECT id, username, status, password_hash FROM users
+           WHERE lower(username) = lower($1) OR lower(email) = lower($1)
+           ORDER BY (lower(username) = lower($1)) DESC LIMIT 1""",
+        identifier,
+    )
+
+
+# --- token's refresh tokens joined with their user -----------------------------------------------
+_CONSUME_REFRESH_SQL = """
+UPDATE refresh_tokens rt SET used_at = now()
+FROM token_families f JOIN users u ON u.id = f.user_id
+WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now()
+  AND f.id = rt.family_id AND f.client_id = $2 AND f.revoked_at IS NULL
+RETURNING rt.id, rt.family_id, f.user_id, f.scope, f.auth_time, u.email, u.status AS user_status
+"""
+
+
+async def consume_refresh_token(conn: asyncpg.Connection, refresh_hash: bytes, client_id: str) -> asyncpg.Record | None:
+    """In the caller's transaction: mark a live refresh token of a non-revoked family of
+    ``client_id`` used, with its user's email and status (token: the refresh_token grant)."""
+    return await conn.fetchrow(_CONSUME_REFRESH_SQL, refresh_hash, client_id)
+
+
+_DIAGNOSE_REFRESH_SQL = """
+SELECT rt.id, rt.family_id, rt.used_at IS NOT NULL AS used, rt.grace_response,
+       rt.expires_at <= now() AS expired,
+       rt.used_at > now() - make_interval(secs => $2) AS in_grace,
+       EXISTS (SELECT 1 FROM refresh_tokens c
+               WHERE c.parent_id = rt.id AND c.used_at IS NULL AND c.expires_at > now()) AS child_live,
+       f.client_id, f.revoked_at IS NOT NULL AS family_revoked, u.status AS user_status
+FROM refresh_tokens rt
+JOIN token_families f ON f.id = rt.family_id
+LEFT JOIN users u ON u.id = f.user_id
+WHERE rt.token_hash = $1
+"""
+
+
+async def diagnose_refresh_token(db: DB, refresh_hash: bytes, grace_seconds: float) -> asyncpg.Record | None:
+    """Why a refresh token could not be consumed (grace, reuse, invalid), with its user's status
+    (token: the refresh_token grant)."""
+    return await db.fetchrow(_DIAGNOSE_REFRESH_SQL, refresh_hash, grace_seconds)
+
+
+async def live_refresh_token(db: DB, refresh_hash: bytes) -> asyncpg.Record | None:
+    """A live refresh token with its family and its user's name and status (token: introspection)."""
+    return await db.fetchrow(
+        """SELECT rt.created_at, rt.expires_at, f.client_id, f.user_id, f.scope, u.username, u.status
+           FROM refresh_tokens rt
+           JOIN token_families f ON f.id = rt.family_id
+           JOIN users u ON u.id = f.user_id
+           WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now() AND f.revoked_at IS NULL""",
+        refresh_hash,
+    )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from libs.oauth.events import outbox
+from libs.oauth.events.types import ClientSecretRotated, UserUpdated
 from libs.oauth.vocabulary import CLIENT_SECRET_PREFIX
 from libs.platform.config import Settings
 from libs.platform.security import hash_password, new_token, token_hash
@@ -61,7 +62,7 @@ async def ensure_demo(settings: Settings) -> DemoInfo:
                     await hash_password(password),
                 )
                 # Running services drop what they cached (docs/events.md).
-                await outbox.enqueue(conn, "user.updated", {"user_id": user.id, "fields": ["password", "status"]})
+                await outbox.enqueue(conn, UserUpdated(user_id=user.id, fields=("password", "status")))
             await conn.execute(
                 "UPDATE developer_tokens SET revoked_at = now() WHERE user_id = $1 AND name = $2 AND revoked_at IS NULL",
                 user.id,
@@ -93,9 +94,7 @@ async def ensure_demo(settings: Settings) -> DemoInfo:
                     token_hash(settings.pepper_bytes, secret),
                     uris,
                 )
-                await outbox.enqueue(
-                    conn, "client.secret_rotated", {"app_id": row["id"], "client_id": row["client_id"]}
-                )
+                await outbox.enqueue(conn, ClientSecretRotated(app_id=row["id"], client_id=row["client_id"]))
             assert row is not None
         return DemoInfo(DEMO_USER, password, dev_token, row["id"], row["client_id"], secret, uris)
     finally:

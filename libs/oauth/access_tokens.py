@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -215,8 +215,16 @@ KEYS = web.AppKey("keys", KeyStore)
 VERIFIER = web.AppKey("verifier", AccessTokenVerifier)
 
 
-def setup_tokens(app: web.Application, *, create_first_key: bool = False) -> None:
-    """Give ``app`` a KeyStore and an AccessTokenVerifier (after its Postgres and Redis are up)."""
+def setup_tokens(
+    app: web.Application,
+    *,
+    revocations: RevocationCheck | None = None,
+    create_first_key: bool = False,
+    then: Callable[[web.Application, KeyStore], Awaitable[None]] | None = None,
+) -> None:
+    """Give ``app`` a KeyStore (``app[KEYS]``) and an AccessTokenVerifier (``app[VERIFIER]``,
+    checking ``revocations`` when given, else Redis) once its Postgres and Redis are up; ``then``
+    runs right after, with the loaded KeyStore (e.g. the token service's ID-token keys)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
@@ -225,7 +233,9 @@ def setup_tokens(app: web.Application, *, create_first_key: bool = False) -> Non
         store = KeyStore(app[PG], settings.jwt_algorithm, timedelta(seconds=settings.access_token_ttl_seconds + 300))
         await store.load()
         app[KEYS] = store
-        app[VERIFIER] = AccessTokenVerifier(store, app[REDIS], settings, app.get(REVOCATIONS))
+        app[VERIFIER] = AccessTokenVerifier(store, app[REDIS], settings, revocations)
+        if then is not None:
+            await then(app, store)
         yield
 
     app.cleanup_ctx.append(ctx)

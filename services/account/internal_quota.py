@@ -28,6 +28,7 @@ import orjson
 from aiohttp import web
 
 from libs.oauth.events import outbox
+from libs.oauth.events.types import QuotaChanged
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.errors import ApiError
 from libs.platform.validation import has_control_chars, json_object
@@ -114,9 +115,9 @@ class PgQuotaStore:
         row = await store.user_balance_row(self.conn, user_id)
         return None if row is None else Account(int(row["status"]), int(row["quota"]), int(row["used_quota"]))
 
-    async def record(self, key: str, result: dict[str, Any], event: dict[str, Any]) -> None:
+    async def record(self, key: str, result: dict[str, Any], event: QuotaChanged) -> None:
         await store.save_quota_result(self.conn, key, orjson.dumps(result).decode())
-        await outbox.enqueue(self.conn, "quota.changed", event)
+        await outbox.enqueue(self.conn, event)
 
 
 async def apply(

@@ -29,6 +29,7 @@ from multidict import MultiMapping
 
 from libs.oauth.clients import get_client
 from libs.oauth.events import outbox
+from libs.oauth.events.types import AuthorizationRevoked
 from libs.oauth.pages import add_strings, render
 from libs.oauth.revocation import mark_revoked_safely, revoke_families
 from libs.oauth.sessions import CSRF_FIELD, check_csrf, csrf_token
@@ -106,8 +107,9 @@ async def revoke_authorization(
             return None
         await outbox.enqueue(
             conn,
-            "authorization.revoked",
-            {"user_id": user_id, "client_id": client_id, "family_ids": families, "reason": "user_revoked"},
+            AuthorizationRevoked(
+                user_id=user_id, client_id=client_id, family_ids=tuple(families), reason="user_revoked"
+            ),
         )
     await mark_revoked_safely(redis, settings, families=families)
     return families

@@ -156,13 +156,13 @@ async def revoke_families(
 
 
 async def revoke_client(conn: asyncpg.Connection, client_id: str) -> list[str]:
-    """In the caller's transaction (the app is being deleted): every user's grant of ``client_id``
+    """In the caller's transaction (the app is being deleted): every user's consent record of ``client_id``
     and all its tokens; ``authorization.revoked`` with ``user_id`` null. Returns the family ids."""
     families = await revoke_families(conn, client_id=client_id, reason="client_deleted")
-    grants = await conn.fetchval(
+    consent_records = await conn.fetchval(  # authz's table ``grants``
         "WITH d AS (DELETE FROM grants WHERE client_id = $1 RETURNING 1) SELECT count(*) FROM d", client_id
     )
-    if families or grants:
+    if families or consent_records:
         await outbox.enqueue(
             conn,
             AuthorizationRevoked(

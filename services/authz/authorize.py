@@ -5,9 +5,9 @@ Flow: validate (authrequest.CHECKS) -> who is logged in -> decide (decision.py) 
 - not logged in: ``prompt=none`` -> ``login_required``; else the login page, then back here;
 - a fresh login is needed (``prompt=login``, or ``max_age`` exceeded): ``prompt=none`` ->
   ``login_required``; else the login page;
-- no ``prompt=consent``, and either an existing grant that covers the scopes, or
+- no ``prompt=consent``, and either a consent record that covers the scopes, or
   ``auto_authorize=true`` (allowed globally and for the app) for a *verified* app: a code at once
-  (the guide's one-click login). An unverified app's user sees the consent page once; their grant
+  (the guide's one-click login). An unverified app's user sees the consent page once; their consent record
   then makes later one-click logins skip it (docs/operations.md "App verification");
 - else ``prompt=none`` -> ``consent_required``; else the consent page (consent.py).
 

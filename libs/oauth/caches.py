@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Generic, Protocol, TypeVar
 
-from .events.types import ClientDeleted, ClientSecretRotated, ClientUpdated
+from .events.types import ClientEvent
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -149,6 +149,6 @@ def detach_client_cache(liveness: Liveness) -> None:
     CLIENTS.clear()
 
 
-async def drop_client(event: ClientUpdated | ClientDeleted | ClientSecretRotated) -> None:
+async def drop_client(event: ClientEvent) -> None:
     """The client.* subscriber of every service: forget the app ``event`` names."""
     CLIENTS.invalidate(event.client_id)

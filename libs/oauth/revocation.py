@@ -306,7 +306,8 @@ class RevocationCache:
         self._families = {k: v for k, v in self._families.items() if v > now}
 
     async def on_event(self, event: EventData) -> None:
-        """A revoking event from the bus (``types.REVOKING_EVENTS``): remember what it revokes."""
+        """A revoking event (token.revoked, authorization.revoked, user.disabled, client.deleted):
+        remember what it revokes."""
         jtis, families = revoked_by(event)
         self.learn(jtis, families)
         # Repair the shared state too (idempotent): the revoker's own Redis write may have failed.

@@ -165,13 +165,9 @@ EVENT_CLASSES: dict[str, type[EventData]] = {
 }
 EVENT_TYPES = tuple(EVENT_CLASSES)  # the event types of docs/events.md
 
-# The groups subscribers handle alike.
+# The client.* events: every service's client cache needs them all (bus.EventBus.subscribe).
 ClientEvent = ClientUpdated | ClientDeleted | ClientSecretRotated
-UserEvent = UserUpdated | UserDisabled
-RevokingEvent = TokenRevoked | AuthorizationRevoked | UserDisabled | ClientDeleted
-REVOKING_EVENTS: tuple[type[EventData], ...] = (TokenRevoked, AuthorizationRevoked, UserDisabled, ClientDeleted)
 CLIENT_EVENTS: tuple[type[EventData], ...] = (ClientUpdated, ClientDeleted, ClientSecretRotated)
-USER_EVENTS: tuple[type[EventData], ...] = (UserUpdated, UserDisabled)
 
 Handler = Callable[["Event"], Awaitable[None]]  # the consumer's: a raw message (consumer.py)
 TypedHandler = Callable[[Any], Awaitable[None]]  # a subscriber's: one EventData subclass

@@ -98,3 +98,25 @@ def test_challenges_follow_the_request(err: E.OAuthError, challenge: str | None)
 
 def test_status_may_be_overridden() -> None:
     assert E.InvalidRequest("The request body is larger than 10 bytes", status=413).response().status == 413
+
+
+async def test_the_error_middleware_logs_detail_and_sends_only_the_body(caplog: pytest.LogCaptureFixture) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from libs.platform.web import error_middleware
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise E.InvalidGrant("The authorization code expired", detail=SECRET_DETAIL)
+
+    request = make_mocked_request("POST", "/api/oauth2/token")
+    with caplog.at_level("INFO", logger="oauth.web"):
+        resp = await error_middleware(request, handler)
+    assert resp.status == 400
+    assert isinstance(resp, web.Response) and resp.body is not None
+    assert orjson.loads(bytes(resp.body)) == {  # type: ignore[arg-type]
+        "error": "invalid_grant",
+        "error_description": "The authorization code expired",
+    }
+    logged = [r for r in caplog.records if getattr(r, "detail", None) == SECRET_DETAIL]
+    assert len(logged) == 1 and logged[0].path == "/api/oauth2/token"  # type: ignore[attr-defined]

@@ -132,12 +132,16 @@ async def exchange_code(
                 return issued.body
         known = await store.diagnose_code(conn, code_hash)
     if known is None or known["client_id"] != client.client_id:
-        raise InvalidGrant("The authorization code is invalid or was issued to another client")
+        why = "unknown code" if known is None else f"code of client {known['client_id']}"
+        raise InvalidGrant("The authorization code is invalid or was issued to another client", detail=why)
     if known["used_at"] is not None:
         log.warning("authorization code replayed", extra={"client_id": client.client_id})
         if known["family_id"] is not None:
             await revoke_family(deps.pool, deps.redis, deps.settings, known["family_id"], "code_replay")
-        raise InvalidGrant("The authorization code was already used; the tokens issued from it are revoked")
+        raise InvalidGrant(
+            "The authorization code was already used; the tokens issued from it are revoked",
+            detail=f"code replay: family {known['family_id']} revoked",
+        )
     if known["expired"]:
         raise InvalidGrant("The authorization code expired")
     raise InvalidGrant("The authorization code is invalid")

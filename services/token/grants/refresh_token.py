@@ -178,7 +178,10 @@ async def _not_consumed(deps: Deps, client: Client, refresh_token: str, known: A
     assert family_id is not None  # decide_unconsumed raised for an unknown token
     log.warning("refresh token reused", extra={"client_id": client.client_id, "family_id": str(family_id)})
     await revoke_family(deps.pool, deps.redis, deps.settings, family_id, "refresh_reuse")
-    raise InvalidGrant("The refresh token was already used; all tokens of this grant are revoked")
+    raise InvalidGrant(
+        "The refresh token was already used; all tokens of this grant are revoked",
+        detail=f"refresh token reuse: family {family_id} revoked",
+    )
 
 
 class RefreshTokenGrant:

@@ -148,3 +148,23 @@ def test_invalid_payloads_are_refused(event_type: str, data: dict[str, Any], why
 def test_extra_keys_from_newer_publishers_are_ignored() -> None:
     data = {"app_id": 1, "client_id": "c", "new_field": 1}
     assert T.ClientSecretRotated.from_data(data) == T.ClientSecretRotated(app_id=1, client_id="c")
+
+
+async def test_the_bus_decodes_once_and_drops_invalid_payloads(caplog: pytest.LogCaptureFixture) -> None:
+    from libs.oauth.events.bus import _dispatcher
+
+    got: list[T.EventData] = []
+
+    async def first(event: T.UserUpdated) -> None:
+        got.append(event)
+
+    async def second(event: T.UserUpdated) -> None:
+        got.append(event)
+
+    dispatch = _dispatcher(T.UserUpdated, (first, second))
+    good = T.UserUpdated(user_id=7, fields=("status",))
+    await dispatch(T.Event(str(uuid.uuid4()), good.type, "2026-05-01T08:30:12.345678Z", good.to_data()))
+    assert got == [good, good] and got[0] is got[1]  # one object for every handler
+    with caplog.at_level("ERROR", logger="oauth.events"):
+        await dispatch(T.Event(str(uuid.uuid4()), "user.updated", "2026-05-01T08:30:12.345678Z", {"user_id": "x"}))
+    assert len(got) == 2 and "dropping an invalid event" in caplog.text

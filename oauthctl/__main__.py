@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 
 from libs.oauth.events.bus import EventWaiter
+from libs.oauth.events.types import ClientUpdated
 from libs.platform.config import Settings, load_settings
 from libs.platform.migrate import MigrationError
 from oauthctl.util import die, migrate, with_conn
@@ -151,7 +152,7 @@ async def cmd_app_set_internal(settings: Settings, args: argparse.Namespace) -> 
         if internal and row["token_endpoint_auth_method"] == "none":
             return die("a public client (no secret) cannot use client_credentials; create a confidential app")
         # With a client.updated event, so the services' client caches drop the app before we return.
-        async with EventWaiter(settings, ["client.updated"]):
+        async with EventWaiter(settings, [ClientUpdated.type]):
             await set_internal(conn, row["id"], args.client_id, internal)
         state = "internal: may use client_credentials" if internal else "not internal: client_credentials refused"
         print(f"app id={row['id']} client_id={args.client_id} ({row['name']}) is now {state}")
@@ -168,7 +169,7 @@ async def cmd_app_verify(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run(conn: asyncpg.Connection) -> int:
         # Waits for the client.updated event, so the services' client caches drop the app first.
-        async with EventWaiter(settings, ["client.updated"]):
+        async with EventWaiter(settings, [ClientUpdated.type]):
             row = await set_verified(conn, args.client_id, verified)
             if row is None:
                 return die(f"no app with client_id {args.client_id!r}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from libs.oauth.events import outbox
+from libs.oauth.events.types import ClientSecretRotated, UserUpdated
 from libs.oauth.vocabulary import CLIENT_SECRET_PREFIX, UserStatus
 from libs.platform.config import Settings
 from libs.platform.security import hash_password, new_token, token_hash
@@ -59,7 +60,7 @@ async def ensure_demo(settings: Settings) -> DemoInfo:
                 await store.set_password_hash(conn, user.id, await hash_password(password))
                 await store.set_user_status(conn, user.id, UserStatus.ACTIVE)
                 # Running services drop what they cached (docs/events.md).
-                await outbox.enqueue(conn, "user.updated", {"user_id": user.id, "fields": ["password", "status"]})
+                await outbox.enqueue(conn, UserUpdated(user_id=user.id, fields=("password", "status")))
             await store.revoke_developer_tokens_named(conn, user.id, DEMO_TOKEN_LABEL)
             dev_token, _ = await create_developer_token(conn, settings.pepper_bytes, user.id, DEMO_TOKEN_LABEL)
             secret = new_token(CLIENT_SECRET_PREFIX)
@@ -82,9 +83,7 @@ async def ensure_demo(settings: Settings) -> DemoInfo:
                 await store.set_app_verified(conn, row["client_id"], True)
             else:
                 await store.reset_app_credentials(conn, row["id"], secret_hash, uris)
-                await outbox.enqueue(
-                    conn, "client.secret_rotated", {"app_id": row["id"], "client_id": row["client_id"]}
-                )
+                await outbox.enqueue(conn, ClientSecretRotated(app_id=row["id"], client_id=row["client_id"]))
             assert row is not None
         return DemoInfo(DEMO_USER, password, dev_token, row["id"], row["client_id"], secret, uris)
     finally:

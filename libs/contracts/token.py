@@ -12,6 +12,7 @@ from typing import TypeAlias
 import asyncpg
 
 from libs.oauth.events import outbox
+from libs.oauth.events.types import AuthorizationRevoked
 from libs.oauth.keys import KEYGEN_LOCK, KeyTable, generate
 
 from . import authz
@@ -61,8 +62,9 @@ async def revoke_client(conn: asyncpg.Connection, client_id: str) -> list[str]:
     if families or consents:
         await outbox.enqueue(
             conn,
-            "authorization.revoked",
-            {"user_id": None, "client_id": client_id, "family_ids": families, "reason": "client_deleted"},
+            AuthorizationRevoked(
+                user_id=None, client_id=client_id, family_ids=tuple(families), reason="client_deleted"
+            ),
         )
     return families
 

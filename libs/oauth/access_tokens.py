@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -23,15 +23,13 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from libs.oauth.errors import OAuthError
+from libs.oauth.errors import InsufficientScope, InvalidBearerRequest, InvalidToken, MissingToken
 from libs.platform.config import Settings
 from libs.platform.params import is_kid
 from libs.platform.redis import key
 from libs.platform.web import PG, REDIS, SETTINGS
 
 from .keys import KeyStore, KeyTable, sign_jwt
-
-REALM = 'Bearer realm="oauth"'
 
 
 class RevocationCheck(Protocol):
@@ -57,15 +55,6 @@ class AccessToken:
     claims: dict[str, Any]
 
 
-def invalid_token(description: str) -> OAuthError:
-    return OAuthError(
-        "invalid_token",
-        description,
-        status=401,
-        www_authenticate=f'{REALM}, error="invalid_token", error_description="{description}"',
-    )
-
-
 def unverified_header(token: str) -> dict[str, Any]:
     """The JOSE header, read only to pick the key by ``kid``: just the first segment is decoded.
     (pyjwt's get_unverified_header checks all three segments character by character in Python, and
@@ -73,13 +62,13 @@ def unverified_header(token: str) -> dict[str, Any]:
     whole token strictly, header included."""
     head, dot, _ = token.partition(".")
     if not dot or len(head) > 1024:
-        raise invalid_token("The access token is malformed")
+        raise InvalidToken("The access token is malformed")
     try:
         header = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
     except ValueError:  # binascii.Error, orjson.JSONDecodeError, non-ASCII text
-        raise invalid_token("The access token is malformed") from None
+        raise InvalidToken("The access token is malformed") from None
     if not isinstance(header, dict):
-        raise invalid_token("The access token is malformed")
+        raise InvalidToken("The access token is malformed")
     return header
 
 
@@ -159,12 +148,12 @@ class AccessTokenVerifier:
         # The kid is checked before it is looked up (libs/platform/params.py): a NUL or other
         # control character in it would otherwise reach PostgreSQL as an invalid string.
         if not is_kid(kid) or header.get("typ") not in ("at+jwt", "application/at+jwt"):
-            raise invalid_token("The access token is malformed")
+            raise InvalidToken("The access token is malformed")
         signing = await self.keys.verification_key(kid)
         if signing is None:
-            raise invalid_token("The access token was signed by an unknown key")
+            raise InvalidToken("The access token was signed by an unknown key", detail=f"kid {kid} is not known")
         if header.get("alg") != signing.alg:
-            raise invalid_token("The access token is malformed")
+            raise InvalidToken("The access token is malformed")
         try:
             claims = jwt.decode(
                 token,
@@ -176,12 +165,12 @@ class AccessTokenVerifier:
                 leeway=5,
             )
         except jwt.ExpiredSignatureError:
-            raise invalid_token("The access token expired") from None
-        except jwt.PyJWTError:
-            raise invalid_token("The access token is invalid") from None
+            raise InvalidToken("The access token expired") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("The access token is invalid", detail=f"{type(exc).__name__}: {exc}") from None
         family = claims.get("fam")
         if await self._revoked(str(claims["jti"]), family):
-            raise invalid_token("The access token was revoked")
+            raise InvalidToken("The access token was revoked")
         sub = str(claims["sub"])
         return AccessToken(
             sub=sub,
@@ -208,38 +197,36 @@ def bearer_from(request: web.Request) -> str:
     """The token of ``Authorization: Bearer <token>`` (RFC 6750 2.1), else the RFC 6750 3.1 error."""
     header = request.headers.get("Authorization")
     if not header:
-        raise OAuthError("invalid_request", "Missing access token", status=401, www_authenticate=REALM)
+        raise MissingToken()
     scheme, _, value = header.partition(" ")
     value = value.strip()
     if scheme.lower() != "bearer" or not value or " " in value or len(value) > 8192:
-        raise OAuthError(
-            "invalid_request",
-            "Malformed Authorization header; expected 'Bearer <access token>'",
-            status=400,
-            www_authenticate=f'{REALM}, error="invalid_request"',
-        )
+        raise InvalidBearerRequest()
     return value
 
 
 def require_scope(token: AccessToken, *needed: str) -> None:
     """403 ``insufficient_scope`` unless the token carries at least one of ``needed``."""
     if needed and not token.scopes.intersection(needed):
-        scope = " ".join(needed)
-        raise OAuthError(
-            "insufficient_scope",
-            f"The access token needs the scope: {scope}",
-            status=403,
-            www_authenticate=f'{REALM}, error="insufficient_scope", scope="{scope}"',
-        )
+        raise InsufficientScope(" ".join(needed))
 
 
 KEYS = web.AppKey("keys", KeyStore)
 VERIFIER = web.AppKey("verifier", AccessTokenVerifier)
 
 
-def setup_tokens(app: web.Application, keys: KeyTable, *, create_first_key: bool = False) -> None:
-    """Give ``app`` a KeyStore over ``keys`` (``libs/contracts/token.SIGNING_KEYS``) and an
-    AccessTokenVerifier (after its Postgres and Redis are up)."""
+def setup_tokens(
+    app: web.Application,
+    keys: KeyTable,
+    *,
+    revocations: RevocationCheck | None = None,
+    create_first_key: bool = False,
+    then: Callable[[web.Application, KeyStore], Awaitable[None]] | None = None,
+) -> None:
+    """Give ``app`` a KeyStore over ``keys`` (``libs/contracts/token.SIGNING_KEYS``) as ``app[KEYS]``
+    and an AccessTokenVerifier (``app[VERIFIER]``, checking ``revocations`` when given, else Redis)
+    once its Postgres and Redis are up; ``then`` runs right after, with the loaded KeyStore (e.g.
+    the token service's ID-token keys)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
@@ -250,7 +237,9 @@ def setup_tokens(app: web.Application, keys: KeyTable, *, create_first_key: bool
         )
         await store.load()
         app[KEYS] = store
-        app[VERIFIER] = AccessTokenVerifier(store, app[REDIS], settings, app.get(REVOCATIONS))
+        app[VERIFIER] = AccessTokenVerifier(store, app[REDIS], settings, revocations)
+        if then is not None:
+            await then(app, store)
         yield
 
     app.cleanup_ctx.append(ctx)

@@ -24,6 +24,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Generic, Protocol, TypeVar
 
+from .events.types import ClientEvent
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -145,3 +147,8 @@ def detach_client_cache(liveness: Liveness) -> None:
     _CLIENTS_TTLS.pop(id(liveness), None)
     CLIENTS.ttl = min(_CLIENTS_TTLS.values(), default=0.0)
     CLIENTS.clear()
+
+
+async def drop_client(event: ClientEvent) -> None:
+    """The client.* subscriber of every service: forget the app ``event`` names."""
+    CLIENTS.invalidate(event.client_id)

@@ -3,23 +3,44 @@ endpoints are exactly the origins of the apps' registered redirect URIs.
 
 The account service owns the apps, so it computes the set and keeps it in Redis
 (``<REDIS_PREFIX>cors:origins``, rebuilt whenever an app is created, changed or deleted, at start
-and periodically); the gateway, which has no Postgres, answers CORS from it
-(services/gateway/cors.py). Both sides use ``origin_of`` so that they agree on the serialization.
+and periodically: services/account/cors_origins.py); the gateway, which has no Postgres, answers
+CORS from it (services/gateway/cors.py). This module is what both sides share: the origin
+serialization (``origin_of``) and the Redis set (``replace_origins`` writes it, ``has_origin``
+reads it), so they cannot disagree on either.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+import redis.asyncio as aioredis
+
 from libs.platform.config import Settings
 from libs.platform.redis import key
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_ORIGIN_CHARS = 300
+SADD_CHUNK = 1000
 
 
 def origins_key(settings: Settings) -> str:
     return key(settings, "cors", "origins")
+
+
+async def replace_origins(redis: aioredis.Redis, settings: Settings, origins: set[str]) -> None:
+    """Replace the set in one MULTI/EXEC, so a reader never sees it half-written."""
+    name = origins_key(settings)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(name)
+        ordered = sorted(origins)
+        for i in range(0, len(ordered), SADD_CHUNK):
+            pipe.sadd(name, *ordered[i : i + SADD_CHUNK])
+        await pipe.execute()
+
+
+async def has_origin(redis: aioredis.Redis, settings: Settings, origin: str) -> bool:
+    """Is ``origin`` (as ``request_origin`` returned it) in the set?"""
+    return bool(await redis.sismember(origins_key(settings), origin))  # type: ignore[misc]
 
 
 def origin_of(url: str) -> str | None:

@@ -42,8 +42,14 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from libs.oauth.events import outbox
-from libs.oauth.events.bus import EVENTS
-from libs.oauth.events.types import Event, event_ids
+from libs.oauth.events.bus import EventBus
+from libs.oauth.events.types import (
+    AuthorizationRevoked,
+    ClientDeleted,
+    EventData,
+    TokenRevoked,
+    UserDisabled,
+)
 from libs.oauth.metrics import ACCESS_TOKENS_REVOKED
 from libs.platform.config import Settings
 from libs.platform.web import PG, REDIS, SETTINGS
@@ -52,9 +58,6 @@ from .access_tokens import REVOCATIONS, mark_revoked, revoked_family_key, revoke
 from .caches import LiveCache
 
 log = logging.getLogger("oauth.revocation")
-
-# The events that revoke tokens; their data carries ``family_ids`` and/or ``family_id`` / ``jti``.
-REVOKING_EVENTS = ("token.revoked", "authorization.revoked", "user.disabled", "client.deleted")
 
 
 # --- single access tokens ------------------------------------------------------------------------
@@ -90,32 +93,28 @@ async def revoke_access_token(
         return False
     await outbox.enqueue(
         conn,
-        "token.revoked",
-        {
-            "family_id": None,
-            "jti": jti,
-            "token_type": "access_token",
-            "reason": reason,
-            "client_id": client_id,
-            "user_id": user_id,
-            "expires_at": int(expires_at.timestamp()),
-        },
+        TokenRevoked(
+            family_id=None,
+            jti=jti,
+            token_type="access_token",
+            reason=reason,
+            client_id=client_id,
+            user_id=user_id,
+            expires_at=int(expires_at.timestamp()),
+        ),
     )
     ACCESS_TOKENS_REVOKED.inc()
     return True
 
 
 # --- what an event revokes -----------------------------------------------------------------------
-def revoked_by(event: Event) -> tuple[list[str], list[str]]:
+def revoked_by(event: EventData) -> tuple[list[str], list[str]]:
     """(jtis, family ids) that ``event`` revokes (empty for other events)."""
-    if event.type not in REVOKING_EVENTS:
-        return [], []
-    data = event.data
-    families = event_ids(data.get("family_ids") or [])
-    if data.get("family_id"):
-        families.append(str(data["family_id"]))
-    jtis = [str(data["jti"])] if data.get("jti") else []
-    return jtis, families
+    if isinstance(event, TokenRevoked):
+        return ([event.jti] if event.jti else []), ([event.family_id] if event.family_id else [])
+    if isinstance(event, AuthorizationRevoked | UserDisabled | ClientDeleted):
+        return [], [f for f in event.family_ids if f]
+    return [], []
 
 
 async def mark_revoked_safely(
@@ -172,10 +171,9 @@ async def shared_revoked(
 class RevocationCache:
     """The revocation check of one service instance (``app[REVOCATIONS]``); see the module docstring."""
 
-    def __init__(self, app: web.Application, revoked_in_db: RevokedInDb) -> None:
+    def __init__(self, app: web.Application, bus: EventBus, revoked_in_db: RevokedInDb) -> None:
         self.app = app
         self.revoked_in_db = revoked_in_db
-        bus = app[EVENTS]
         settings = app[SETTINGS]
         self.ttl_revoked = float(settings.access_token_ttl_seconds + 60)
         self.checked: LiveCache[str, bool] = LiveCache(
@@ -200,10 +198,20 @@ class RevocationCache:
         self._jtis = {k: v for k, v in self._jtis.items() if v > now}
         self._families = {k: v for k, v in self._families.items() if v > now}
 
-    async def on_event(self, event: Event) -> None:
+    async def on_event(self, event: EventData) -> None:
+        """A revoking event (token.revoked, authorization.revoked, user.disabled, client.deleted):
+        remember what it revokes."""
         jtis, families = revoked_by(event)
         self.learn(jtis, families)
         # Repair the shared state too (idempotent): the revoker's own Redis write may have failed.
+        await mark_revoked_safely(self.app[REDIS], self.app[SETTINGS], jtis=jtis, families=families)
+
+    async def write_shared_state(self, event: EventData) -> None:
+        """After a request of this instance committed a revoking event, before it answers
+        (``EventBus.subscribe(after_commit=...)``): the fallback of an instance whose lease is stale
+        reads Redis, so every revoking change of this instance is there first, whichever path made
+        it (an app's deletion included). Consumers repeat it, idempotently."""
+        jtis, families = revoked_by(event)
         await mark_revoked_safely(self.app[REDIS], self.app[SETTINGS], jtis=jtis, families=families)
 
     # --- the check --------------------------------------------------------------------------------
@@ -235,22 +243,11 @@ class RevocationCache:
         return revoked
 
 
-def setup_revocation(app: web.Application, revoked_in_db: RevokedInDb) -> RevocationCache:
-    """Give ``app``'s access-token verifier this instance's revocation cache (after setup_events);
+def setup_revocation(app: web.Application, bus: EventBus, revoked_in_db: RevokedInDb) -> RevocationCache:
+    """This instance's revocation cache, as ``app[REVOCATIONS]``; its service's event table sends
+    it the revoking events (``on_event``, and ``write_shared_state`` after commit).
     ``revoked_in_db`` is its PostgreSQL fallback (``libs/contracts/token.revoked_in_db``)."""
-    cache = RevocationCache(app, revoked_in_db)
+    cache = RevocationCache(app, bus, revoked_in_db)
     app[REVOCATIONS] = cache
-    bus = app[EVENTS]
-    for event_type in REVOKING_EVENTS:
-        bus.subscribe(event_type, cache.on_event)
     bus.on_reset(cache.checked.clear)
-
-    async def write_shared_state(event: Event) -> None:
-        # Before the request answers (EventBus.settle): the fallback of an instance whose lease is
-        # stale reads Redis, so every revoking change of this instance is there first, whichever
-        # path made it (an app's deletion included). Consumers repeat it, idempotently.
-        jtis, families = revoked_by(event)
-        await mark_revoked_safely(app[REDIS], app[SETTINGS], jtis=jtis, families=families)
-
-    bus.after_commit(write_shared_state)
     return cache

@@ -14,8 +14,10 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
+from typing import TypeVar
 
 import orjson
 from aiohttp import hdrs, web
@@ -93,6 +95,26 @@ async def end_session(request: web.Request, response: web.StreamResponse) -> Non
 
 async def drop_user_sessions_key(request: web.Request, session: Session) -> None:
     await request.app[REDIS].delete(session.key)
+
+
+U = TypeVar("U")
+
+
+async def signed_in_user(
+    request: web.Request, active_user: Callable[[int], Awaitable[U | None]]
+) -> tuple[Session, U] | None:
+    """Who is signed in: the one answer for every page and the authorize endpoint. This browser's
+    session and its user as ``active_user(user_id)`` reads them from the service's own view of the
+    account (None for a missing or no longer active user). A session whose user is gone or not
+    active counts as signed out, and its key is dropped (``end_session`` clears the cookie)."""
+    session = await current_session(request)
+    if session is None:
+        return None
+    user = await active_user(session.user_id)
+    if user is None:
+        await drop_user_sessions_key(request, session)
+        return None
+    return session, user
 
 
 # --- CSRF ----------------------------------------------------------------------------------------

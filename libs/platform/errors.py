@@ -11,10 +11,20 @@ from .responses import error_page, json_response
 
 
 class ErrorResponse(Exception):
-    """An error raised by a handler that knows the HTTP response it is answered with."""
+    """An error raised by a handler that knows the HTTP response it is answered with.
+
+    ``log_detail()`` is text for the log only (why exactly), logged by the error middleware and
+    never sent; ``render(request)`` is the response, by default ``response()`` (a page in the
+    request's language overrides ``render``)."""
 
     def response(self) -> web.Response:
         raise NotImplementedError
+
+    async def render(self, request: web.Request) -> web.StreamResponse:
+        return self.response()
+
+    def log_detail(self) -> str:
+        return ""
 
 
 class ApiError(ErrorResponse):

@@ -79,6 +79,16 @@ def text(
     return value
 
 
+def integer(value: object, name: str, *, minimum: int, maximum: int) -> int:
+    """``value`` as a JSON integer (not a bool, a float or a numeric string) within
+    ``minimum``..``maximum``, or ``InvalidInput``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(name, "must be an integer")
+    if not minimum <= value <= maximum:
+        raise InvalidInput(name, f"must be between {minimum} and {maximum}")
+    return value
+
+
 def object_id(raw: str) -> int | None:
     """A path segment naming a row by its numeric id, or None when it cannot be one (the caller
     answers 404: an impossible id names nothing)."""

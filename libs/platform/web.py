@@ -195,7 +195,9 @@ async def error_middleware(
     try:
         return await handler(request)
     except ErrorResponse as exc:  # ApiError, PageError, and libs/oauth's OAuthError: each renders itself
-        return exc.response()
+        if detail := exc.log_detail():  # log-only: never in the response
+            log.info("request refused", extra={"path": request.path, "error": str(exc), "detail": detail})
+        return await exc.render(request)
     except InvalidInput as exc:
         return render_invalid_input(request.path, exc)
     except web.HTTPException as exc:

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from libs.contracts.token import revoke_client
 from libs.oauth.events import outbox
+from libs.oauth.events.types import ClientDeleted, ClientSecretRotated, ClientUpdated
 from libs.oauth.vocabulary import CLIENT_SECRET_PREFIX
 from libs.platform.errors import ApiError
 from libs.platform.params import object_id
@@ -53,8 +54,8 @@ def app_view(row: asyncpg.Record, client_secret: str | None = None) -> dict[str,
     return view
 
 
-def _client_event(row: asyncpg.Record) -> dict[str, Any]:
-    return {"app_id": row["id"], "client_id": row["client_id"]}
+def _client_updated(row: asyncpg.Record, change: str) -> ClientUpdated:
+    return ClientUpdated(app_id=row["id"], client_id=row["client_id"], change=change)
 
 
 async def create_app(pool: asyncpg.Pool, pepper: bytes, owner_id: int, new: NewApp, max_apps: int) -> dict[str, Any]:
@@ -70,7 +71,7 @@ async def create_app(pool: asyncpg.Pool, pepper: bytes, owner_id: int, new: NewA
             "client_secret_hash": token_hash(pepper, secret) if secret else None,
         }
         row = await store.insert_app(conn, owner_id, values)
-        await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": "created"})
+        await outbox.enqueue(conn, _client_updated(row, "created"))
     return app_view(row, client_secret=secret)
 
 
@@ -98,7 +99,7 @@ async def update_app(pool: asyncpg.Pool, owner_id: int, app_id: int, body: dict[
         row = await store.update_app(conn, owner_id, app_id, name, description, uris)
         if row is None:
             raise ApiError(404, "app not found")
-        await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": "updated"})
+        await outbox.enqueue(conn, _client_updated(row, "updated"))
     return app_view(row)
 
 
@@ -109,7 +110,9 @@ async def delete_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> None:
             raise ApiError(404, "app not found")
         # Its users' grants and tokens go with it (authorization.revoked; libs/contracts/token.py).
         families = await revoke_client(conn, row["client_id"])
-        await outbox.enqueue(conn, "client.deleted", _client_event(row) | {"family_ids": families})
+        await outbox.enqueue(
+            conn, ClientDeleted(app_id=row["id"], client_id=row["client_id"], family_ids=tuple(families))
+        )
 
 
 async def rotate_secret(pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id: int) -> dict[str, Any]:
@@ -120,7 +123,7 @@ async def rotate_secret(pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id
             if await store.app_exists(conn, owner_id, app_id):
                 raise ApiError(400, "this app is a public client (token_endpoint_auth_method none) and has no secret")
             raise ApiError(404, "app not found")
-        await outbox.enqueue(conn, "client.secret_rotated", _client_event(row))
+        await outbox.enqueue(conn, ClientSecretRotated(app_id=row["id"], client_id=row["client_id"]))
     return app_view(row, client_secret=secret)
 
 
@@ -137,7 +140,7 @@ async def set_verified(conn: asyncpg.Connection, client_id: str, verified: bool)
         row = await store.set_app_verified(conn, client_id, verified)
         if row is not None:
             change = "verified" if verified else "unverified"
-            await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": change})
+            await outbox.enqueue(conn, _client_updated(row, change))
     return row
 
 
@@ -146,7 +149,7 @@ async def set_internal(conn: asyncpg.Connection, app_id: int, client_id: str, in
     (``oauthctl app set-internal``), with the client.updated event that drops cached copies."""
     async with conn.transaction():
         await store.set_app_internal(conn, client_id, internal)
-        await outbox.enqueue(conn, "client.updated", {"app_id": app_id, "client_id": client_id, "change": "internal"})
+        await outbox.enqueue(conn, ClientUpdated(app_id=app_id, client_id=client_id, change="internal"))
 
 
 # --- handlers ------------------------------------------------------------------------------------

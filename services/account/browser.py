@@ -10,7 +10,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from libs.oauth.pages import safe_next
-from libs.oauth.sessions import CSRF_FIELD, check_csrf, current_session, drop_user_sessions_key
+from libs.oauth.sessions import CSRF_FIELD, check_csrf, signed_in_user
 from libs.platform.params import post_form
 from libs.platform.web import PG, SETTINGS
 
@@ -23,17 +23,16 @@ def login_url(next_path: str) -> str:
 
 
 async def session_user(request: web.Request) -> User | None:
-    """The active user of this browser's login session, if any."""
-    session = await current_session(request)
-    if session is None:
-        return None
-    user = await get_user(request.app[PG], session.user_id)
-    if user is None or not user.active:
-        # End the session of a disabled or deleted account, so the login page does not treat the
-        # browser as logged in and send it straight back here.
-        await drop_user_sessions_key(request, session)
-        return None
-    return user
+    """The active user of this browser's login session, if any (``sessions.signed_in_user``: the
+    session of a disabled or deleted account ends, so the login page does not treat the browser as
+    logged in and send it straight back here)."""
+
+    async def active_user(user_id: int) -> User | None:
+        user = await get_user(request.app[PG], user_id)
+        return user if user is not None and user.active else None
+
+    found = await signed_in_user(request, active_user)
+    return found[1] if found is not None else None
 
 
 async def require_user(request: web.Request, back: str | None = None) -> User:

@@ -1,4 +1,5 @@
-"""The CORS origin set in Redis (libs/oauth/cors.py): the origins of every app's redirect URIs.
+"""Keeping the CORS origin set in Redis (libs/oauth/cors.py holds its format): the origins of every
+app's redirect URIs.
 
 Rebuilt in full (it is small, and a full rebuild cannot drift):
 - after every change to an app through the developer API or the developer console (``refresh``);
@@ -21,7 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from libs.oauth.cors import origin_of, origins_key
+from libs.oauth.cors import origin_of, replace_origins
 from libs.platform.config import Settings
 from libs.platform.tasks import cancel_and_wait
 from libs.platform.web import PG, REDIS, SETTINGS
@@ -32,7 +33,6 @@ log = logging.getLogger("oauth.account.cors")
 
 REBUILD_LOCK = 0x0C0B_5001
 REBUILD_SECONDS = 60.0
-SADD_CHUNK = 1000
 
 TASK = web.AppKey("cors_origins_task", asyncio.Task)
 
@@ -42,13 +42,7 @@ async def rebuild(pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings)
     async with pool.acquire() as conn, conn.transaction():
         await store.advisory_xact_lock(conn, REBUILD_LOCK)
         origins = {o for uri in await store.all_redirect_uris(conn) if (o := origin_of(uri)) is not None}
-        name = origins_key(settings)
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.delete(name)
-            ordered = sorted(origins)
-            for i in range(0, len(ordered), SADD_CHUNK):
-                pipe.sadd(name, *ordered[i : i + SADD_CHUNK])
-            await pipe.execute()
+        await replace_origins(redis, settings, origins)
     return origins
 
 

@@ -28,9 +28,11 @@ import orjson
 from aiohttp import web
 
 from libs.oauth.events import outbox
+from libs.oauth.events.types import QuotaChanged
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.errors import ApiError
-from libs.platform.validation import has_control_chars, json_object
+from libs.platform.params import integer, text
+from libs.platform.validation import json_object
 from libs.platform.web import PG, SETTINGS, envelope
 
 from . import store
@@ -54,31 +56,6 @@ def check_internal_token(request: web.Request) -> None:
         raise ApiError(
             401, "a valid internal service token is required (Authorization: Bearer ...)", www_authenticate=CHALLENGE
         )
-
-
-def _int_field(body: dict[str, Any], name: str, maximum: int) -> int:
-    value = body.get(name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, f"{name} must be an integer")
-    if not 0 < value <= maximum:
-        raise ApiError(400, f"{name} must be between 1 and {maximum}")
-    return value
-
-
-def _key(body: dict[str, Any]) -> str:
-    key = body.get("idempotency_key")
-    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_CHARS or has_control_chars(key):
-        raise ApiError(400, f"idempotency_key must be a string of 1-{MAX_KEY_CHARS} printable characters")
-    return key
-
-
-def _reason(body: dict[str, Any], default: str) -> str:
-    reason = body.get("reason")
-    if reason is None:
-        return default
-    if not isinstance(reason, str) or not 1 <= len(reason) <= MAX_REASON_CHARS or has_control_chars(reason):
-        raise ApiError(400, f"reason must be a string of 1-{MAX_REASON_CHARS} printable characters")
-    return reason
 
 
 class PgQuotaStore:
@@ -114,9 +91,9 @@ class PgQuotaStore:
         row = await store.user_balance_row(self.conn, user_id)
         return None if row is None else Account(int(row["status"]), int(row["quota"]), int(row["used_quota"]))
 
-    async def record(self, key: str, result: dict[str, Any], event: dict[str, Any]) -> None:
+    async def record(self, key: str, result: dict[str, Any], event: QuotaChanged) -> None:
         await store.save_quota_result(self.conn, key, orjson.dumps(result).decode())
-        await outbox.enqueue(self.conn, "quota.changed", event)
+        await outbox.enqueue(self.conn, event)
 
 
 async def apply(
@@ -138,10 +115,12 @@ async def apply(
 async def _handle(request: web.Request, operation: str) -> web.Response:
     check_internal_token(request)
     body = await json_object(request, FIELDS)
-    user_id = _int_field(body, "user_id", 2**63 - 1)
-    amount = _int_field(body, "amount", MAX_AMOUNT)
-    key = _key(body)
-    reason = _reason(body, operation)
+    # The shared parsers (libs/platform/params.py); InvalidInput is answered 400 in the envelope.
+    user_id = integer(body.get("user_id"), "user_id", minimum=1, maximum=2**63 - 1)
+    amount = integer(body.get("amount"), "amount", minimum=1, maximum=MAX_AMOUNT)
+    key = text(body.get("idempotency_key"), "idempotency_key", min_len=1, max_len=MAX_KEY_CHARS)
+    raw_reason = body.get("reason")
+    reason = operation if raw_reason is None else text(raw_reason, "reason", min_len=1, max_len=MAX_REASON_CHARS)
     settings = request.app[SETTINGS]
     result, replayed = await apply(
         request.app[PG], operation, user_id, amount, key, reason=reason, quota_per_unit=settings.quota_per_unit

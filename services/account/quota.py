@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from libs.oauth.events.types import QuotaChanged
 from libs.platform.errors import ApiError
 
 from .balance import format_balance
@@ -50,7 +51,7 @@ class QuotaStore(Protocol):
 
     async def account(self, user_id: int) -> Account | None: ...
 
-    async def record(self, key: str, result: dict[str, Any], event: dict[str, Any]) -> None:
+    async def record(self, key: str, result: dict[str, Any], event: QuotaChanged) -> None:
         """Store ``result`` for the key and write the ``quota.changed`` event."""
 
 
@@ -68,8 +69,15 @@ async def apply_quota(store: QuotaStore, req: QuotaRequest, quota_per_unit: int)
             raise ApiError(404, "user not found")
     result = quota_result(req, after[0], after[1], quota_per_unit)
     delta = -req.amount if req.operation == "consume" else req.amount
-    event = {"user_id": req.user_id, "delta": delta, "quota": after[0], "used_quota": after[1]}
-    await store.record(req.key, result, event | {"reason": req.reason, "idempotency_key": req.key})
+    event = QuotaChanged(
+        user_id=req.user_id,
+        delta=delta,
+        quota=after[0],
+        used_quota=after[1],
+        reason=req.reason,
+        idempotency_key=req.key,
+    )
+    await store.record(req.key, result, event)
     return result, False
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from libs.oauth.events import outbox
+from libs.oauth.events.types import QuotaChanged
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.security import new_token, token_hash
 
@@ -90,9 +91,7 @@ async def _redeem_in(conn: asyncpg.Connection, code_hash: bytes, user_id: int) -
         raise TopupError("account")
     quota, used = int(row["quota"]), int(row["used_quota"])
     await outbox.enqueue(
-        conn,
-        "quota.changed",
-        {"user_id": user_id, "delta": amount, "quota": quota, "used_quota": used, "reason": "topup"},
+        conn, QuotaChanged(user_id=user_id, delta=int(amount), quota=quota, used_quota=used, reason="topup")
     )
     return Redeemed(int(amount), quota, used)
 

@@ -12,8 +12,8 @@ import asyncpg
 from aiohttp import web
 
 from libs.oauth.caches import LiveCache
-from libs.oauth.events.bus import EVENTS
-from libs.oauth.events.types import Event
+from libs.oauth.events.bus import EventBus
+from libs.oauth.events.types import QuotaChanged, UserDisabled, UserUpdated
 from libs.platform.web import SETTINGS
 
 from .users import User, get_user
@@ -21,20 +21,15 @@ from .users import User, get_user
 USER_CACHE: web.AppKey[LiveCache[int, User]] = web.AppKey("user_cache")
 
 
-def setup(app: web.Application) -> LiveCache[int, User]:
-    """Create the cache and subscribe it to the events that change users (after setup_events)."""
-    bus = app[EVENTS]
-    cache: LiveCache[int, User] = LiveCache(bus, ttl=app[SETTINGS].cache_ttl_seconds, max_entries=100_000, name="users")
+class UserCache(LiveCache[int, User]):
+    async def drop(self, event: QuotaChanged | UserUpdated | UserDisabled) -> None:
+        """quota.changed and user.* (the account service's event table, app.py)."""
+        self.invalidate(event.user_id)
 
-    async def drop(event: Event) -> None:
-        user_id = event.data.get("user_id")
-        if isinstance(user_id, int):
-            cache.invalidate(user_id)
-        else:
-            cache.clear()
 
-    bus.subscribe("quota.changed", drop)
-    bus.subscribe("user.*", drop)
+def setup(app: web.Application, bus: EventBus) -> UserCache:
+    """Create the cache (``app[USER_CACHE]``); the service's event table sends it ``drop``."""
+    cache = UserCache(bus, ttl=app[SETTINGS].cache_ttl_seconds, max_entries=100_000, name="users")
     bus.on_reset(cache.clear)
     app[USER_CACHE] = cache
     return cache

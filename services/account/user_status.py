@@ -11,6 +11,7 @@ from libs.contracts.authz import delete_user_consents
 from libs.contracts.token import revoke_families
 from libs.oauth.events import outbox
 from libs.oauth.events.bus import EventWaiter
+from libs.oauth.events.types import UserDisabled
 from libs.oauth.revocation import mark_revoked_safely
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
@@ -31,7 +32,7 @@ async def disable_user(conn: asyncpg.Connection, user_id: int) -> list[str] | No
         families = await revoke_families(conn, user_id=user_id, reason="user_disabled")
         await delete_user_consents(conn, user_id)
         await outbox.enqueue(
-            conn, "user.disabled", {"user_id": user_id, "family_ids": families, "was_active": is_active(previous)}
+            conn, UserDisabled(user_id=user_id, family_ids=tuple(families), was_active=is_active(previous))
         )
     return families
 
@@ -39,7 +40,7 @@ async def disable_user(conn: asyncpg.Connection, user_id: int) -> list[str] | No
 async def disable_user_everywhere(conn: asyncpg.Connection, settings: Settings, user_id: int) -> list[str] | None:
     """``disable_user`` from outside the services (the CLI): returns once the event went round the
     broker, and writes the revocations to Redis (the instances' consumers write them too)."""
-    async with EventWaiter(settings, ["user.disabled"]):  # returns once the instances have the event
+    async with EventWaiter(settings, [UserDisabled.type]):  # returns once the instances have the event
         families = await disable_user(conn, user_id)
     if families:
         redis = aioredis.Redis.from_url(settings.redis_url)

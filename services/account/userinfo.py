@@ -14,8 +14,9 @@ from urllib.parse import urlencode
 import asyncpg
 from aiohttp import web
 
-from libs.oauth.access_tokens import AccessToken, authenticate, invalid_token
+from libs.oauth.access_tokens import AccessToken, authenticate
 from libs.oauth.caches import LiveCache
+from libs.oauth.errors import InvalidToken
 from libs.oauth.vocabulary import NO_STORE, SCOPES
 from libs.platform.web import PG, SETTINGS, json_response
 
@@ -49,7 +50,10 @@ async def active_user_of(pool: asyncpg.Pool, token: AccessToken, cache: LiveCach
     With ``cache`` (user_cache.py), read through this instance's event-invalidated cache."""
     user = await cached_user(pool, token.user_id, cache) if token.user_id is not None else None
     if user is None or not user.active:
-        raise invalid_token("The access token does not belong to an active user")
+        raise InvalidToken(
+            "The access token does not belong to an active user",
+            detail=f"user {token.user_id} is missing or not active",
+        )
     return user
 
 

@@ -1,4 +1,8 @@
-"""The authz service: login sessions, login/consent pages, /api/oauth2/authorize, codes, grants."""
+"""The authz service: login sessions, login/consent pages, /api/oauth2/authorize, codes, consent
+records.
+
+The composition root (docs/architecture.md): ``build`` creates each dependency once, declares the
+service's event table, then adds the routes."""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from libs.oauth.caches import drop_client
 from libs.oauth.events.bus import setup_events
+from libs.oauth.events.types import ClientDeleted, ClientSecretRotated, ClientUpdated
 from libs.oauth.pages import setup_pages
 from libs.oauth.sessions import enable_csrf
 from libs.platform.config import Settings
@@ -18,7 +24,14 @@ from . import authorizations, authorize, consent, login, strings  # noqa: F401 -
 def build(settings: Settings) -> web.Application:
     settings.pepper_bytes  # noqa: B018 - fail at start, not on the first request, without a pepper
     app = create_app("authz", settings)
-    setup_events(app)  # outbox relay, this instance's event queue, client cache
+    bus = setup_events(app)  # outbox relay, this instance's event queue, client cache
+    bus.subscribe(
+        {
+            ClientUpdated: (drop_client,),
+            ClientDeleted: (drop_client,),
+            ClientSecretRotated: (drop_client,),
+        }
+    )
     setup_pages(app, Path(__file__).parent / "templates")
     enable_csrf(app)
     login.add_routes(app)

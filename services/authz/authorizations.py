@@ -11,7 +11,7 @@ and its JSON API.
 - ``DELETE /api/user/authorizations/{client_id}``: revoke; needs the session cookie and the
   ``X-CSRF-Token`` header (the page's form token). 404 when there is nothing to revoke.
 
-Revoking removes the grant (the next authorization asks for consent again), expires unused codes,
+Revoking removes the consent record (the next authorization asks for consent again), expires unused codes,
 revokes every token family of the pair (refresh tokens stop working; access tokens fail on every
 instance) and writes ``authorization.revoked`` in the same transaction
 (libs/oauth/revocation.py); the revocations go to Redis before the answer.
@@ -30,6 +30,7 @@ from multidict import MultiMapping
 from libs.contracts.account import get_client, list_consents_with_apps
 from libs.contracts.token import revoke_families
 from libs.oauth.events import outbox
+from libs.oauth.events.types import AuthorizationRevoked
 from libs.oauth.pages import add_strings, render
 from libs.oauth.revocation import mark_revoked_safely
 from libs.oauth.sessions import CSRF_FIELD, check_csrf, csrf_token
@@ -99,16 +100,17 @@ async def revoke_authorization(
     pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, user_id: int, client_id: str
 ) -> list[str] | None:
     """Revoke ``user_id``'s authorization of ``client_id``; the revoked family ids, or None if there
-    was neither a grant nor a live token to revoke."""
+    was neither a consent record nor a live token to revoke."""
     async with pool.acquire() as conn, conn.transaction():
-        grant = await consent_records.delete(conn, user_id, client_id)
+        consented = await consent_records.delete(conn, user_id, client_id)
         families = await revoke_families(conn, user_id=user_id, client_id=client_id, reason="authorization_revoked")
-        if not grant and not families:
+        if not consented and not families:
             return None
         await outbox.enqueue(
             conn,
-            "authorization.revoked",
-            {"user_id": user_id, "client_id": client_id, "family_ids": families, "reason": "user_revoked"},
+            AuthorizationRevoked(
+                user_id=user_id, client_id=client_id, family_ids=tuple(families), reason="user_revoked"
+            ),
         )
     await mark_revoked_safely(redis, settings, families=families)
     return families

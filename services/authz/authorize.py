@@ -5,9 +5,9 @@ Flow: validate (authrequest.CHECKS) -> who is logged in -> decide (decision.py) 
 - not logged in: ``prompt=none`` -> ``login_required``; else the login page, then back here;
 - a fresh login is needed (``prompt=login``, or ``max_age`` exceeded): ``prompt=none`` ->
   ``login_required``; else the login page;
-- no ``prompt=consent``, and either an existing grant that covers the scopes, or
+- no ``prompt=consent``, and either a consent record that covers the scopes, or
   ``auto_authorize=true`` (allowed globally and for the app) for a *verified* app: a code at once
-  (the guide's one-click login). An unverified app's user sees the consent page once; their grant
+  (the guide's one-click login). An unverified app's user sees the consent page once; their consent record
   then makes later one-click logins skip it (docs/operations.md "App verification");
 - else ``prompt=none`` -> ``consent_required``; else the consent page (consent.py).
 
@@ -24,14 +24,15 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from libs.oauth.errors import ConsentRequired, LoginRequired
 from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import consent, loginrequest
-from .authrequest import AuthorizePageError, AuthorizeRedirectError, AuthRequest, parse
+from .authrequest import AuthRequest, parse
 from .codes import issue_code
 from .decision import OneClickPolicy, Step, decide
 from .identity import SignedIn, drop_dead_session, signed_in
-from .responses import error_page, found, to_client
+from .responses import found, redirect_error, to_client
 from .store import consent_records
 
 
@@ -59,14 +60,7 @@ async def fresh_login(request: web.Request, who: SignedIn | None) -> bool:
 async def handle_authorize(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     db = request.app[PG]
-    try:
-        req = await parse(db, request.rel_url.query)
-    except AuthorizePageError as exc:
-        return await error_page(request, 400, exc.key, **exc.args_)
-    except AuthorizeRedirectError as exc:
-        return to_client(
-            exc.redirect_uri, settings.issuer, exc.state, error=exc.error, error_description=exc.description
-        )
+    req = await parse(db, request.rel_url.query)  # raises ErrorPage / ClientRedirectError (responses.py)
     who = await signed_in(request)
     now = int(time.time())
     auth = (who.user_id, who.session.auth_time) if who else None
@@ -75,13 +69,7 @@ async def handle_authorize(request: web.Request) -> web.Response:
     if who is not None and step in ("issue", "consent"):
         return await _act_signed_in(request, req, who, step, now)
     if step == "consent_required":
-        return to_client(
-            req.redirect_uri,
-            settings.issuer,
-            req.state,
-            error="consent_required",
-            error_description="the user has not authorized this app for these scopes",
-        )
+        return redirect_error(request, req.redirect_uri, req.state, ConsentRequired())
     return await _to_login(request, req, who, step, now)
 
 
@@ -101,13 +89,8 @@ async def _to_login(request: web.Request, req: AuthRequest, who: SignedIn | None
     if step == "login":
         resp = found(await login_redirect_url(request, now, reauth=who is not None))
     else:
-        resp = to_client(
-            req.redirect_uri,
-            request.app[SETTINGS].issuer,
-            req.state,
-            error="login_required",
-            error_description="the user must log in" if who is None else "the user must log in again",
-        )
+        error = LoginRequired() if who is None else LoginRequired("the user must log in again")
+        resp = redirect_error(request, req.redirect_uri, req.state, error)
     if who is None:  # a session whose user was disabled no longer counts: end it
         await drop_dead_session(request, resp)
     return resp

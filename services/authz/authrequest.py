@@ -25,8 +25,11 @@ from multidict import MultiMapping
 
 from libs.contracts.account import get_client
 from libs.oauth.clients import Client
+from libs.oauth.errors import InvalidRequest, InvalidScope, OAuthError, UnsupportedResponseType
 from libs.oauth.vocabulary import PROMPTS, SCOPES
 from libs.platform.validation import has_control_chars
+
+from .responses import ClientRedirectError, ErrorPage
 
 DEFAULT_SCOPES = ("profile",)
 PKCE_CHALLENGE_RE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
@@ -34,35 +37,6 @@ MAX_STATE = 2048
 MAX_NONCE = 255
 MAX_REDIRECT_URI = 2000
 MAX_SCOPE = 500
-
-
-class AuthorizeError(Exception):
-    """An authorization request error (RFC 6749 4.1.2.1): either a ``AuthorizePageError`` or a
-    ``AuthorizeRedirectError``; catch this base to handle both."""
-
-    def __init__(self, error: str, description: str) -> None:
-        super().__init__(f"{error}: {description}")
-        self.error = error
-        self.description = description
-
-
-class AuthorizePageError(AuthorizeError):
-    """The client or its redirect_uri is not trusted yet: shown to the user as a page (``key`` is
-    the strings key, ``args`` its arguments), never redirected."""
-
-    def __init__(self, key: str, **args: str) -> None:
-        super().__init__("invalid_request", key)
-        self.key = key
-        self.args_ = args
-
-
-class AuthorizeRedirectError(AuthorizeError):
-    """Sent back to the (now trusted) ``redirect_uri`` with ``state`` when it may be echoed."""
-
-    def __init__(self, error: str, description: str, *, redirect_uri: str, state: str | None) -> None:
-        super().__init__(error, description)
-        self.redirect_uri = redirect_uri
-        self.state = state
 
 
 @dataclass(frozen=True)
@@ -138,9 +112,10 @@ class Draft:
     def get(self, name: str) -> str | None:
         return _single(self.query, name)[0]
 
-    def fail(self, error: str, description: str, *, echo_state: bool = True) -> AuthorizeRedirectError:
+    def fail(self, error: OAuthError, *, echo_state: bool = True) -> ClientRedirectError:
+        """``error`` to be sent back to the (by now trusted) redirect_uri."""
         state = self.state if echo_state else None
-        return AuthorizeRedirectError(error, description, redirect_uri=self.redirect_uri, state=state)
+        return ClientRedirectError(error, redirect_uri=self.redirect_uri, state=state)
 
 
 # -- 1. client and redirect_uri: errors are pages, never redirects (RFC 6749 4.1.2.1).
@@ -148,18 +123,18 @@ class Draft:
 
 def check_client(d: Draft) -> None:
     if _single(d.query, "client_id")[1]:
-        raise AuthorizePageError("error.duplicate_param", name="client_id")
+        raise ErrorPage(400, "error.duplicate_param", name="client_id")
     if d.client is None:
-        raise AuthorizePageError("error.unknown_client")
+        raise ErrorPage(400, "error.unknown_client")
 
 
 def check_redirect_uri(d: Draft) -> None:
     redirect_uri, repeated = _single(d.query, "redirect_uri")
     if repeated:
-        raise AuthorizePageError("error.duplicate_param", name="redirect_uri")
+        raise ErrorPage(400, "error.duplicate_param", name="redirect_uri")
     assert d.client is not None  # check_client ran
     if not redirect_uri or len(redirect_uri) > MAX_REDIRECT_URI or not d.client.has_redirect_uri(redirect_uri):
-        raise AuthorizePageError("error.bad_redirect_uri")
+        raise ErrorPage(400, "error.bad_redirect_uri")
     d.redirect_uri = redirect_uri
 
 
@@ -169,9 +144,9 @@ def check_redirect_uri(d: Draft) -> None:
 def check_state_shape(d: Draft) -> None:
     state, repeated = _single(d.query, "state")
     if repeated:
-        raise d.fail("invalid_request", "state is repeated", echo_state=False)
+        raise d.fail(InvalidRequest("state is repeated"), echo_state=False)
     if state is not None and len(state) > MAX_STATE:
-        raise d.fail("invalid_request", f"state is longer than {MAX_STATE} characters", echo_state=False)
+        raise d.fail(InvalidRequest(f"state is longer than {MAX_STATE} characters"), echo_state=False)
     d.state = state
 
 
@@ -181,7 +156,7 @@ def check_state_shape(d: Draft) -> None:
 def check_no_repeats(d: Draft) -> None:
     for name in d.query:
         if len(d.query.getall(name)) > 1:
-            raise d.fail("invalid_request", f"{_shown(name) or 'a parameter'} is repeated; send each parameter once")
+            raise d.fail(InvalidRequest(f"{_shown(name) or 'a parameter'} is repeated; send each parameter once"))
 
 
 # -- 4. the rest, in RFC order.
@@ -190,21 +165,21 @@ def check_no_repeats(d: Draft) -> None:
 def check_response_type(d: Draft) -> None:
     response_type = d.get("response_type")
     if response_type is None:
-        raise d.fail("invalid_request", "response_type is required; use response_type=code")
+        raise d.fail(InvalidRequest("response_type is required; use response_type=code"))
     if response_type != "code":
-        raise d.fail("unsupported_response_type", "only response_type=code is supported")
+        raise d.fail(UnsupportedResponseType("only response_type=code is supported"))
 
 
 def check_state_present(d: Draft) -> None:
     """The guide requires ``state`` (RFC 6749 10.12 CSRF protection)."""
     if d.state is None:
-        raise d.fail("invalid_request", "state is required: a random value your server checks in the callback")
+        raise d.fail(InvalidRequest("state is required: a random value your server checks in the callback"))
 
 
 def check_scope(d: Draft) -> None:
     scopes = parse_scope(d.get("scope"))
     if isinstance(scopes, str):
-        raise d.fail("invalid_scope", scopes)
+        raise d.fail(InvalidScope(scopes))
     d.scopes = scopes
 
 
@@ -214,28 +189,28 @@ def check_pkce(d: Draft) -> None:
     assert d.client is not None
     if challenge is None:
         if method is not None:
-            raise d.fail("invalid_request", "code_challenge_method was sent without code_challenge")
+            raise d.fail(InvalidRequest("code_challenge_method was sent without code_challenge"))
         if d.client.is_public:
-            raise d.fail("invalid_request", "this is a public client: PKCE is required (code_challenge, S256)")
+            raise d.fail(InvalidRequest("this is a public client: PKCE is required (code_challenge, S256)"))
         return
     if method != "S256":
-        raise d.fail("invalid_request", "code_challenge_method must be S256 (plain is not allowed)")
+        raise d.fail(InvalidRequest("code_challenge_method must be S256 (plain is not allowed)"))
     if not PKCE_CHALLENGE_RE.match(challenge):
-        raise d.fail("invalid_request", "code_challenge must be 43-128 characters of A-Z a-z 0-9 - . _ ~")
+        raise d.fail(InvalidRequest("code_challenge must be 43-128 characters of A-Z a-z 0-9 - . _ ~"))
     d.code_challenge, d.code_challenge_method = challenge, method
 
 
 def check_nonce(d: Draft) -> None:
     nonce = d.get("nonce")
     if nonce is not None and (len(nonce) > MAX_NONCE or has_control_chars(nonce)):
-        raise d.fail("invalid_request", f"nonce must be at most {MAX_NONCE} printable characters")
+        raise d.fail(InvalidRequest(f"nonce must be at most {MAX_NONCE} printable characters"))
     d.nonce = nonce
 
 
 def check_prompt(d: Draft) -> None:
     prompt = parse_prompt(d.get("prompt"))
     if isinstance(prompt, str):
-        raise d.fail("invalid_request", prompt)
+        raise d.fail(InvalidRequest(prompt))
     d.prompt = prompt
 
 
@@ -245,7 +220,7 @@ def check_max_age(d: Draft) -> None:
     if raw is None:
         return
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
-        raise d.fail("invalid_request", "max_age must be a non-negative integer (seconds)")
+        raise d.fail(InvalidRequest("max_age must be a non-negative integer (seconds)"))
     d.max_age = int(raw)
 
 
@@ -295,7 +270,7 @@ def build(d: Draft) -> AuthRequest:
 
 
 async def validate(clients: ClientSource, query: MultiMapping[str]) -> AuthRequest:
-    """Run ``CHECKS`` in order over a draft; raise ``AuthorizePageError``/``AuthorizeRedirectError`` on the first
+    """Run ``CHECKS`` in order over a draft; raise ``ErrorPage``/``ClientRedirectError`` on the first
     failure."""
     draft = Draft(query, await load_client(clients, query))
     for check in CHECKS:

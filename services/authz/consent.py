@@ -18,6 +18,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from libs.contracts.account import get_client
+from libs.oauth.errors import AccessDenied
 from libs.oauth.pages import render
 from libs.oauth.sessions import CSRF_FIELD, check_csrf
 from libs.platform.config import Settings
@@ -28,16 +29,9 @@ from libs.platform.web import PG, REDIS, SETTINGS
 from .authrequest import AuthRequest
 from .codes import issue_code
 from .identity import SignedIn, signed_in
-from .responses import error_page, lang_url, to_client
+from .responses import ErrorPage, error_page, lang_url, redirect_error, to_client
 
 MAX_REQUEST_ID = 100
-
-
-class ConsentError(Exception):
-    def __init__(self, status: int, message_key: str) -> None:
-        super().__init__(message_key)
-        self.status = status
-        self.message_key = message_key
 
 
 def _rkey(settings: Settings, request_id: str) -> str:
@@ -54,16 +48,16 @@ async def store(redis: aioredis.Redis, settings: Settings, req: AuthRequest, use
 async def take(redis: aioredis.Redis, settings: Settings, request_id: str, user_id: int) -> AuthRequest:
     """The stored request, consumed: it must exist, belong to ``user_id``, and not be taken yet."""
     if not request_id or len(request_id) > MAX_REQUEST_ID:
-        raise ConsentError(400, "error.request_expired")
+        raise ErrorPage(400, "error.request_expired")
     rkey = _rkey(settings, request_id)
     raw = await redis.get(rkey)
     if raw is None:
-        raise ConsentError(400, "error.request_expired")
+        raise ErrorPage(400, "error.request_expired")
     data = orjson.loads(raw)
     if data["user_id"] != user_id:
-        raise ConsentError(403, "error.request_not_yours")
+        raise ErrorPage(403, "error.request_not_yours")
     if await redis.delete(rkey) != 1:  # another submit won the race: single use
-        raise ConsentError(400, "error.request_expired")
+        raise ErrorPage(400, "error.request_expired")
     return AuthRequest.from_json(data["request"])
 
 
@@ -102,22 +96,13 @@ async def post_consent(request: web.Request) -> web.Response:
     if who is None:
         return await error_page(request, 401, "error.not_logged_in")
     settings = request.app[SETTINGS]
-    try:
-        req = await take(request.app[REDIS], settings, _field(form, "request"), who.user_id)
-    except ConsentError as exc:
-        return await error_page(request, exc.status, exc.message_key)
+    req = await take(request.app[REDIS], settings, _field(form, "request"), who.user_id)  # or ErrorPage
     # The app may have been deleted or its redirect URIs changed while the page was open.
     client = await get_client(request.app[PG], req.client_id)
     if client is None or not client.has_redirect_uri(req.redirect_uri):
         return await error_page(request, 400, "error.unknown_client")
     if decision == "deny":
-        return to_client(
-            req.redirect_uri,
-            settings.issuer,
-            req.state,
-            error="access_denied",
-            error_description="the user denied the request",
-        )
+        return redirect_error(request, req.redirect_uri, req.state, AccessDenied("the user denied the request"))
     code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time)
     return to_client(req.redirect_uri, settings.issuer, req.state, code=code)
 

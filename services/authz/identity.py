@@ -9,7 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from libs.contracts import account
-from libs.oauth.sessions import Session, current_session, end_session
+from libs.oauth.sessions import Session, current_session, end_session, signed_in_user
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.validation import has_control_chars
 from libs.platform.web import PG
@@ -45,15 +45,18 @@ async def find_login_user(db: asyncpg.Pool, identifier: str) -> LoginUser | None
 
 
 async def signed_in(request: web.Request) -> SignedIn | None:
-    """The session's user if they are logged in and still active; a session whose user has been
-    disabled or deleted counts as logged out."""
-    session = await current_session(request)
-    if session is None:
+    """The session's user if they are logged in and still active (``sessions.signed_in_user``); a
+    session whose user has been disabled or deleted counts as logged out."""
+
+    async def active_user(user_id: int) -> str | None:
+        row = await account.user_name_status(request.app[PG], user_id)
+        return row["username"] if row is not None and row["status"] == UserStatus.ACTIVE else None
+
+    found = await signed_in_user(request, active_user)
+    if found is None:
         return None
-    row = await account.user_name_status(request.app[PG], session.user_id)
-    if row is None or row["status"] != UserStatus.ACTIVE:
-        return None
-    return SignedIn(session, session.user_id, row["username"])
+    session, username = found
+    return SignedIn(session, session.user_id, username)
 
 
 async def drop_dead_session(request: web.Request, response: web.StreamResponse) -> None:

@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from libs.oauth.cors import origins_key, request_origin
+from libs.oauth.cors import has_origin, request_origin
 from libs.platform.config import Settings
 from libs.platform.web import REDIS, SETTINGS, render_http_exception
 
@@ -63,7 +63,7 @@ class AllowedOrigins:
 
     def __init__(self, redis: aioredis.Redis, settings: Settings, ttl: float = CACHE_SECONDS) -> None:
         self.redis = redis
-        self.key = origins_key(settings)
+        self.settings = settings
         self.ttl = ttl
         self._cache: dict[str, tuple[bool, float]] = {}
 
@@ -73,7 +73,7 @@ class AllowedOrigins:
         if hit is not None and hit[1] > now:
             return hit[0]
         try:
-            allowed = bool(await self.redis.sismember(self.key, origin))
+            allowed = await has_origin(self.redis, self.settings, origin)
         except (RedisError, OSError) as exc:
             log.warning("cors origins unavailable; refusing cross-origin access", extra={"error": type(exc).__name__})
             allowed = False

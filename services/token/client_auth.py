@@ -28,12 +28,9 @@ from aiohttp import web
 
 from libs.contracts.account import get_client
 from libs.oauth.clients import Client
-from libs.oauth.errors import OAuthError
+from libs.oauth.errors import InvalidClient, InvalidRequest
 from libs.platform.web import PG, SETTINGS
 
-from .form import invalid_request
-
-BASIC_CHALLENGE = 'Basic realm="oauth"'
 MAX_AUTHORIZATION_CHARS = 4096
 
 
@@ -44,16 +41,10 @@ class ClientCredentials:
     via_basic: bool
 
 
-def invalid_client(description: str, *, via_basic: bool) -> OAuthError:
-    return OAuthError(
-        "invalid_client", description, status=401, www_authenticate=BASIC_CHALLENGE if via_basic else None
-    )
-
-
 def _basic(header: str) -> tuple[str, str]:
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() != "basic":
-        raise invalid_client(
+        raise InvalidClient(
             "Only HTTP Basic client authentication is supported in the Authorization header", via_basic=True
         )
     try:
@@ -64,9 +55,9 @@ def _basic(header: str) -> tuple[str, str]:
         # RFC 6749 2.3.1: both parts are application/x-www-form-urlencoded before Basic encoding.
         client_id, secret = unquote_plus(raw_id, errors="strict"), unquote_plus(raw_secret, errors="strict")
     except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
-        raise invalid_client("The Basic credentials are malformed", via_basic=True) from None
+        raise InvalidClient("The Basic credentials are malformed", via_basic=True) from None
     if any(ord(c) < 32 or ord(c) == 127 for c in client_id + secret):
-        raise invalid_client("The Basic credentials are malformed", via_basic=True)
+        raise InvalidClient("The Basic credentials are malformed", via_basic=True)
     return client_id, secret
 
 
@@ -80,31 +71,31 @@ def presented_credentials(authorization: str | None, form: dict[str, str]) -> Cl
     if not authorization:
         return ClientCredentials(body_id, body_secret, via_basic=False)
     if len(authorization) > MAX_AUTHORIZATION_CHARS:
-        raise invalid_client("The Authorization header is too long", via_basic=True)
+        raise InvalidClient("The Authorization header is too long", via_basic=True)
     basic_id, basic_secret = _basic(authorization)
     if body_secret is not None:
-        raise invalid_request("Use one client authentication method: HTTP Basic or client_secret in the body, not both")
+        raise InvalidRequest("Use one client authentication method: HTTP Basic or client_secret in the body, not both")
     if body_id is not None and body_id != basic_id:
-        raise invalid_request("client_id in the body does not match the HTTP Basic credentials")
+        raise InvalidRequest("client_id in the body does not match the HTTP Basic credentials")
     return ClientCredentials(basic_id, basic_secret or None, via_basic=True)
 
 
 def check_client(client: Client | None, creds: ClientCredentials, pepper: bytes, *, public_allowed: bool) -> Client:
     """The decision: ``client`` (looked up by ``creds.client_id``) may call, or ``invalid_client``."""
     if client is None:
-        raise invalid_client("Unknown client", via_basic=creds.via_basic)
+        raise InvalidClient("Unknown client", via_basic=creds.via_basic, detail=f"client_id {creds.client_id!r}")
     if client.is_public:
         if creds.secret is not None:
-            raise invalid_client("This is a public client: it has no client_secret", via_basic=creds.via_basic)
+            raise InvalidClient("This is a public client: it has no client_secret", via_basic=creds.via_basic)
         if not public_allowed:
-            raise invalid_client(
+            raise InvalidClient(
                 "Introspection needs client authentication; public clients cannot use it", via_basic=creds.via_basic
             )
         return client
     if creds.secret is None:
-        raise invalid_client("client_secret is missing", via_basic=creds.via_basic)
+        raise InvalidClient("client_secret is missing", via_basic=creds.via_basic)
     if not client.verify_secret(pepper, creds.secret):
-        raise invalid_client("Client authentication failed", via_basic=creds.via_basic)
+        raise InvalidClient("Client authentication failed", via_basic=creds.via_basic)
     return client
 
 
@@ -112,7 +103,7 @@ async def authenticate_client(
     lookup: ClientLookup, pepper: bytes, creds: ClientCredentials, *, public_allowed: bool = True
 ) -> Client:
     if not creds.client_id:
-        raise invalid_client(
+        raise InvalidClient(
             "Client authentication is missing: send client_id and client_secret", via_basic=creds.via_basic
         )
     client = await lookup(creds.client_id)

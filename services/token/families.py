@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from libs.oauth.access_tokens import mark_revoked
 from libs.oauth.events import outbox
+from libs.oauth.events.types import TokenRevoked
 from libs.oauth.metrics import TOKEN_FAMILIES_REVOKED
 from libs.platform.config import Settings
 
@@ -38,15 +39,14 @@ async def _revoke_rows(conn: asyncpg.Connection, family_id: uuid.UUID, reason: s
     await store.expire_family_refresh_tokens(conn, family_id)
     await outbox.enqueue(
         conn,
-        "token.revoked",
-        {
-            "family_id": str(family_id),
-            "jti": None,
-            "token_type": "refresh_token",
-            "reason": reason,
-            "client_id": row["client_id"],
-            "user_id": row["user_id"],
-        },
+        TokenRevoked(
+            family_id=str(family_id),
+            jti=None,
+            token_type="refresh_token",
+            reason=reason,
+            client_id=row["client_id"],
+            user_id=row["user_id"],
+        ),
     )
     return True
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from libs.oauth.errors import OAuthError
+from libs.oauth.errors import InvalidRequest
 from libs.platform.params import is_clean
 
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -26,19 +26,15 @@ MAX_FIELDS = 32
 MAX_VALUE_CHARS = 2048  # redirect URIs are at most 2000 characters (services/account/apps.py)
 
 
-def invalid_request(description: str, status: int = 400) -> OAuthError:
-    return OAuthError("invalid_request", description, status=status)
-
-
 async def _read_bounded(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise invalid_request(f"The request body is larger than {limit} bytes", status=413)
+        raise InvalidRequest(f"The request body is larger than {limit} bytes", status=413)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(4096):
         size += len(chunk)
         if size > limit:
-            raise invalid_request(f"The request body is larger than {limit} bytes", status=413)
+            raise InvalidRequest(f"The request body is larger than {limit} bytes", status=413)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -51,21 +47,21 @@ def parse_form(raw: bytes, known: Collection[str]) -> dict[str, str]:
             text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS, separator="&"
         )
     except UnicodeDecodeError:
-        raise invalid_request("The request body is not valid UTF-8") from None
+        raise InvalidRequest("The request body is not valid UTF-8") from None
     except ValueError:
-        raise invalid_request(f"The request has more than {MAX_FIELDS} parameters") from None
+        raise InvalidRequest(f"The request has more than {MAX_FIELDS} parameters") from None
     seen: set[str] = set()
     form: dict[str, str] = {}
     for name, value in pairs:
         if name not in known:
             continue  # RFC 6749 3.2: unrecognized parameters are ignored
         if name in seen:
-            raise invalid_request(f"The parameter {name} is included more than once")
+            raise InvalidRequest(f"The parameter {name} is included more than once")
         seen.add(name)
         if len(value) > MAX_VALUE_CHARS:
-            raise invalid_request(f"The parameter {name} is too long")
+            raise InvalidRequest(f"The parameter {name} is too long")
         if not is_clean(value, MAX_VALUE_CHARS):  # the shared rule (libs/platform/params.py)
-            raise invalid_request(f"The parameter {name} contains control characters")
+            raise InvalidRequest(f"The parameter {name} contains control characters")
         if value:  # RFC 6749 3.1: a parameter without a value is treated as omitted
             form[name] = value
     return form
@@ -73,15 +69,15 @@ def parse_form(raw: bytes, known: Collection[str]) -> dict[str, str]:
 
 async def read_form(request: web.Request, known: Collection[str]) -> dict[str, str]:
     if request.content_type != FORM_TYPE:
-        raise invalid_request(f"The request body must be {FORM_TYPE}")
+        raise InvalidRequest(f"The request body must be {FORM_TYPE}")
     charset = (request.charset or "utf-8").lower()
     if charset not in ("utf-8", "utf8", "us-ascii"):
-        raise invalid_request("The request body must be UTF-8")
+        raise InvalidRequest("The request body must be UTF-8")
     return parse_form(await _read_bounded(request, MAX_BODY_BYTES), known)
 
 
 def required(form: dict[str, str], name: str) -> str:
     value = form.get(name)
     if value is None:
-        raise invalid_request(f"The parameter {name} is missing")
+        raise InvalidRequest(f"The parameter {name} is missing")
     return value

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,7 +29,6 @@ from typing import Any
 from aiohttp import web
 
 from libs.contracts.token import SIGNING_KEYS
-from libs.oauth.access_tokens import KEYS
 from libs.oauth.keys import KeyStore, sign_jwt
 from libs.platform.config import Settings
 from libs.platform.web import PG, SETTINGS
@@ -99,21 +97,16 @@ async def mint_id_token(
     return sign_jwt(signing, claims, "JWT")
 
 
-def setup_id_tokens(app: web.Application) -> None:
-    """``app[ID_KEYS]``: the access tokens' KeyStore, or an RS256 one in the legacy HS256 mode.
-    Must be set up after ``setup_tokens`` (it uses ``app[KEYS]``)."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        settings = app[SETTINGS]
-        alg = id_token_algorithm(settings)
-        if alg == settings.jwt_algorithm:
-            app[ID_KEYS] = app[KEYS]
-        else:
-            await SIGNING_KEYS.ensure(app[PG], alg)
-            store = KeyStore(app[PG], alg, verify_window(settings), SIGNING_KEYS)
-            await store.load()
-            await app[KEYS].load()  # publish the new key in the JWKS now, not at the next reload
-            app[ID_KEYS] = store
-        yield
-
-    app.cleanup_ctx.append(ctx)
+async def load_id_keys(app: web.Application, access_keys: KeyStore) -> None:
+    """``app[ID_KEYS]``: the access tokens' KeyStore, or an RS256 one in the legacy HS256 mode
+    (``setup_tokens(then=load_id_keys)``, which hands over the loaded access-token KeyStore)."""
+    settings = app[SETTINGS]
+    alg = id_token_algorithm(settings)
+    if alg == settings.jwt_algorithm:
+        app[ID_KEYS] = access_keys
+        return
+    await SIGNING_KEYS.ensure(app[PG], alg)
+    store = KeyStore(app[PG], alg, verify_window(settings), SIGNING_KEYS)
+    await store.load()
+    await access_keys.load()  # publish the new key in the JWKS now, not at the next reload
+    app[ID_KEYS] = store

@@ -40,13 +40,13 @@ import asyncpg
 from aiohttp import web
 
 from libs.contracts import account
-from libs.oauth.access_tokens import REVOCATIONS, VERIFIER, AccessTokenVerifier
+from libs.oauth.access_tokens import VERIFIER, AccessTokenVerifier
 from libs.oauth.caches import LiveCache
 from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
-from libs.oauth.events.bus import EVENTS
-from libs.oauth.events.types import Event
-from libs.oauth.revocation import REVOKING_EVENTS, RevocationCache, revoked_by
+from libs.oauth.events.bus import EventBus
+from libs.oauth.events.types import EventData
+from libs.oauth.revocation import RevocationCache, revoked_by
 from libs.oauth.vocabulary import NO_STORE, REFRESH_PREFIX
 from libs.platform.config import Settings
 from libs.platform.security import token_hash
@@ -171,29 +171,28 @@ async def handle_introspect(request: web.Request) -> web.Response:
     return json_response(body, headers=NO_STORE)
 
 
-def setup_cache(app: web.Application) -> LiveCache[str, Checked] | None:
-    """The per-token cache of the PostgreSQL checks (after setup_events and setup_revocation). Not
-    set up without the verifier's event-fed revocation check, which it relies on for families."""
-    if REVOCATIONS not in app or not isinstance(app[REVOCATIONS], RevocationCache):
-        return None
-    bus = app[EVENTS]
-    cache: LiveCache[str, Checked] = LiveCache(
-        bus, ttl=app[SETTINGS].cache_ttl_seconds, max_entries=100_000, name="introspection"
-    )
+class IntrospectionCache(LiveCache[str, Checked]):
+    """The per-token cache of the PostgreSQL checks, kept by the revoking and user.* events (the
+    token service's event table, app.py)."""
 
-    async def on_revoked(event: Event) -> None:
+    revocations: RevocationCache  # the family check this cache relies on
+
+    async def on_revoked(self, event: EventData) -> None:
         jtis, families = revoked_by(event)
         for jti in jtis:
-            cache.invalidate(jti)
+            self.invalidate(jti)
         if families:
-            cache.fence()  # entries stay: the verifier rejects these families from now on
+            self.fence()  # entries stay: the verifier rejects these families from now on
 
-    async def on_user(event: Event) -> None:
-        cache.clear()  # a status (or name) may have changed; these events are rare
+    async def on_user(self, event: EventData) -> None:
+        self.clear()  # a status (or name) may have changed; these events are rare
 
-    for event_type in REVOKING_EVENTS:
-        bus.subscribe(event_type, on_revoked)
-    bus.subscribe("user.*", on_user)
+
+def setup_cache(app: web.Application, bus: EventBus, revocations: RevocationCache) -> IntrospectionCache:
+    """``app[INTROSPECTED]``. It relies on ``revocations`` (the verifier's event-fed revocation
+    check) for families: an entry stays valid only while that check rejects revoked families."""
+    cache = IntrospectionCache(bus, ttl=app[SETTINGS].cache_ttl_seconds, max_entries=100_000, name="introspection")
+    cache.revocations = revocations
     bus.on_reset(cache.clear)
     app[INTROSPECTED] = cache
     return cache

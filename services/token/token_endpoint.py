@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from libs.oauth.access_tokens import KEYS
-from libs.oauth.errors import OAuthError
+from libs.oauth.errors import UnsupportedGrantType
 from libs.oauth.metrics import TOKENS_ISSUED
 from libs.oauth.vocabulary import NO_STORE
 from libs.platform.web import PG, REDIS, SETTINGS, json_response
@@ -37,7 +37,7 @@ async def handle_token(request: web.Request) -> web.Response:
     grant_type = required(form, "grant_type")
     grant = GRANTS.get(grant_type)
     if grant is None:
-        raise OAuthError("unsupported_grant_type", f"Supported grant types: {', '.join(GRANTS)}")
+        raise UnsupportedGrantType(f"Supported grant types: {', '.join(GRANTS)}")
     client = await authenticate(request, form)
     body = await grant.issue(deps_of(request.app), client, grant.validate(client, form))
     TOKENS_ISSUED.labels(grant_type).inc()

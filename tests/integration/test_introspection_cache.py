@@ -92,6 +92,7 @@ async def test_a_user_event_drops_the_cache(stack, http, db, settings, app) -> N
     """A user.* event (here user.updated, after a status change) is enough on its own."""
     from libs.oauth.events import outbox
     from libs.oauth.events.bus import EventWaiter
+    from libs.oauth.events.types import UserUpdated
 
     tokens = await obtain_tokens(http, stack.base, db, settings, app)
     async with token_instance(stack, settings) as (base, instance):
@@ -99,7 +100,7 @@ async def test_a_user_event_drops_the_cache(stack, http, db, settings, app) -> N
         await cached_second_instance(http, base, instance, app, tokens["access_token"])
         async with EventWaiter(settings, ["user.updated"]), db.acquire() as conn, conn.transaction():
             await account_store.set_user_status(conn, app.user_id, UserStatus.DISABLED)
-            await outbox.enqueue(conn, "user.updated", {"user_id": app.user_id, "fields": ["status"]})
+            await outbox.enqueue(conn, UserUpdated(user_id=app.user_id, fields=("status",)))
         await until(lambda: len(instance[INTROSPECTED]) == 0, within=5)
         assert await introspect(http, base, app, tokens["access_token"]) == {"active": False}
 

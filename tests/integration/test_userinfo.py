@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from libs.contracts.token import SIGNING_KEYS, ensure_signing_key
 from libs.oauth.access_tokens import KEYS, mark_revoked, mint
 from libs.oauth.events.bus import EventWaiter
+from libs.oauth.events.types import QuotaChanged
 from libs.oauth.keys import KeyStore
 from libs.oauth.revocation import revoke_access_token
 from libs.platform.config import Settings
@@ -132,14 +133,8 @@ async def test_balance_is_read_fresh(stack: Stack, http, keys, settings, db) -> 
     for quota, used, shown in ((0, 0, "0.00"), (1, 0, "0.00"), (1234567, 0, "1234.56"), (5000, 4990, "0.01")):
         # Balances change with a quota.changed event (top-up, internal quota API): userinfo's cache
         # on every instance follows it.
-        event = {"user_id": user.id, "quota": quota, "used_quota": used, "reason": "test"}
-        await changed(
-            db,
-            settings,
-            "quota.changed",
-            event,
-            lambda conn, q=quota, u=used: account_store.set_balance(conn, user.id, q, u),
-        )
+        event = QuotaChanged(user_id=user.id, delta=0, quota=quota, used_quota=used, reason="test")
+        await changed(db, settings, event, lambda conn, q=quota, u=used: account_store.set_balance(conn, user.id, q, u))
         _, _, body = await userinfo(http, stack, bearer(token))
         assert (body["quota"], body["used_quota"], body["balance_formatted"]) == (quota, used, shown)
 

@@ -16,6 +16,7 @@ import orjson
 
 from libs.oauth.events import outbox
 from libs.oauth.events.bus import EventWaiter
+from libs.oauth.events.types import EventData
 from libs.platform.config import Settings
 from libs.platform.migrate import apply_all
 from oauthctl.components import MIGRATIONS
@@ -24,16 +25,15 @@ from oauthctl.components import MIGRATIONS
 async def changed(
     db: asyncpg.Pool,
     settings: Settings,
-    event_type: str,
-    data: dict[str, Any],
+    event: EventData,
     change: Callable[[asyncpg.Connection], Awaitable[Any]],
 ) -> None:
-    """Run ``change`` (a call into the owning service's store) and write ``event_type`` in one
+    """Run ``change`` (a call into the owning service's store) and write ``event`` in one
     transaction, the way the services change things, and return once the event came round through
     RabbitMQ (so every instance's cache has it)."""
-    async with EventWaiter(settings, [event_type]), db.acquire() as conn, conn.transaction():
+    async with EventWaiter(settings, [event.type]), db.acquire() as conn, conn.transaction():
         await change(conn)
-        await outbox.enqueue(conn, event_type, data)
+        await outbox.enqueue(conn, event)
 
 
 DEFAULT_PORTS = {"amqp": 5672, "postgresql": 5432, "postgres": 5432, "redis": 6379}

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from libs.platform.params import InvalidInput, is_clean, is_kid, object_id, text
+from libs.platform.params import InvalidInput, integer, is_clean, is_kid, object_id, text
 
 BAD_TEXT = [
     ("a\x00b", "control"),
@@ -70,3 +70,25 @@ def test_kid_accepts(kid: str) -> None:
 @pytest.mark.parametrize("kid", ["", "k\x00", "k" * 65, "k\u202e", "ключ", 1, None, ["k"], "a b"])
 def test_kid_refuses(kid: object) -> None:
     assert not is_kid(kid)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("1", "must be an integer"),
+        (1.5, "must be an integer"),
+        (True, "must be an integer"),
+        (None, "must be an integer"),
+        (0, "must be between 1 and 10"),
+        (11, "must be between 1 and 10"),
+    ],
+)
+def test_integer_refuses(value: object, problem: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        integer(value, "amount", minimum=1, maximum=10)
+    assert caught.value.problem == problem and "amount" in caught.value.message
+
+
+@pytest.mark.parametrize("value", [1, 10])
+def test_integer_accepts(value: int) -> None:
+    assert integer(value, "amount", minimum=1, maximum=10) == value

@@ -25,12 +25,12 @@ from libs.platform.config import Settings
 from libs.platform.redis import create_redis
 from libs.platform.web import AMQP, PG, READY_CHECKS, REDIS, SERVICE, SETTINGS
 
-from ..caches import CLIENTS, attach_client_cache, detach_client_cache
+from ..caches import CLIENTS, attach_client_cache, detach_client_cache, drop_client
 from ..lease import await_delivery, unregister
 from . import outbox
 from .consumer import BUS_LEASE_AGE, EventConsumer
 from .relay import OutboxRelay
-from .types import Event, Handler
+from .types import CLIENT_EVENTS, Event, EventData, Handler, Subscriptions, TypedHandler, decode
 
 log = logging.getLogger("oauth.events")
 
@@ -45,19 +45,29 @@ class EventBus:
         self.consumer: EventConsumer | None = None
         self._pending_handlers: list[tuple[str, Handler]] = []
         self._pending_resets: list[Callable[[], None]] = []
-        self._after_commit: list[Handler] = []
+        self._after_commit: Subscriptions = {}
+        self._subscribed = False
 
-    # --- registration (at build time) -------------------------------------------------------------
-    def subscribe(self, pattern: str, handler: Handler) -> None:
-        self._pending_handlers.append((pattern, handler))
+    # --- registration (at build time, once: the service's table in its app.py) --------------------
+    def subscribe(self, handlers: Subscriptions, *, after_commit: Subscriptions | None = None) -> None:
+        """The service's whole event table: ``handlers[cls]`` run, in order, for every event of
+        type ``cls`` this instance receives (its own included, at once); ``after_commit[cls]`` for
+        each event a request of this instance committed, before it answers (e.g. write revocations
+        to Redis at once; the consumers repeat it, idempotently). Each message is decoded once;
+        an unknown or invalid one is logged and dropped. The client cache needs every client.*
+        event (``caches.drop_client``)."""
+        if self._subscribed:
+            raise RuntimeError("an event bus takes one subscription table (the service's app.py)")
+        missing = [cls.type for cls in CLIENT_EVENTS if drop_client not in handlers.get(cls, ())]
+        if missing:
+            raise ValueError(f"the client cache needs caches.drop_client on {', '.join(missing)}")
+        self._subscribed = True
+        for cls, typed in handlers.items():
+            self._pending_handlers.append((cls.type, _dispatcher(cls, tuple(typed))))
+        self._after_commit = dict(after_commit or {})
 
     def on_reset(self, hook: Callable[[], None]) -> None:
         self._pending_resets.append(hook)
-
-    def after_commit(self, handler: Handler) -> None:
-        """``handler(event)`` for each event a request of this instance committed, before it answers
-        (e.g. write revocations to Redis at once; consumers repeat it, idempotently)."""
-        self._after_commit.append(handler)
 
     # --- liveness, for caches ---------------------------------------------------------------------
     @property
@@ -113,11 +123,7 @@ class EventBus:
             return  # rolled back: nothing happened, nothing to tell
         events = [Event.from_row(r) for r in rows]
         for event in events:
-            for handler in self._after_commit:
-                try:
-                    await handler(event)
-                except Exception:
-                    log.exception("after-commit handler failed", extra={"type": event.type})
+            await self._run_after_commit(event)
         consumer = self.consumer
         if consumer is not None:
             for event in events:
@@ -131,6 +137,45 @@ class EventBus:
             committed_at,
             exclude=consumer.name if consumer is not None else "",
         )
+
+    async def _run_after_commit(self, event: Event) -> None:
+        handlers = [h for cls, hs in self._after_commit.items() if cls.type == event.type for h in hs]
+        if not handlers:
+            return
+        data = _decoded(event)
+        for handler in handlers if data is not None else ():
+            try:
+                await handler(data)
+            except Exception:
+                log.exception("after-commit handler failed", extra={"type": event.type})
+
+
+def _decoded(event: Event) -> EventData | None:
+    try:
+        return decode(event)
+    except ValueError as exc:
+        log.error("dropping an invalid event", extra={"type": event.type, "event_id": event.id, "error": str(exc)})
+        return None
+
+
+def _dispatcher(cls: type[EventData], handlers: tuple[TypedHandler, ...]) -> Handler:
+    """The consumer's handler for ``cls``: decode once, then every typed handler in order (a failure
+    is re-raised after the others ran, so the consumer drops its caches)."""
+
+    async def dispatch(event: Event) -> None:
+        data = _decoded(event)
+        if data is None or not isinstance(data, cls):
+            return
+        failure: Exception | None = None
+        for handler in handlers:
+            try:
+                await handler(data)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    return dispatch
 
 
 EVENTS = web.AppKey("events", EventBus)
@@ -154,21 +199,15 @@ async def settle_middleware(
                 log.warning("could not settle the request's events", extra={"error": type(exc).__name__})
 
 
-def setup_events(app: web.Application, *, relay: bool = True, client_cache: bool = True) -> EventBus:
+def setup_events(app: web.Application, *, relay: bool = True) -> EventBus:
     """Give a service instance its event bus (``app[EVENTS]``): the outbox relay (when the service
-    writes events), the cache-invalidation consumer, the settle middleware, and (``client_cache``)
-    the client cache of ``libs.contracts.account.get_client`` kept by client.* events. Call after ``create_app``;
-    subscribe handlers with ``app[EVENTS].subscribe`` before the app starts."""
+    writes events), the cache-invalidation consumer, the settle middleware, and the client cache of
+    ``libs.contracts.account.get_client``. Call after ``create_app``; the service's app.py then hands
+    the bus its event table (``EventBus.subscribe``, client.* events to ``caches.drop_client``)."""
     bus = EventBus(app, relay=relay)
     app[EVENTS] = bus
     app.middlewares.append(settle_middleware)
-    if client_cache:
-
-        async def drop_client(event: Event) -> None:
-            CLIENTS.invalidate(str(event.data.get("client_id", "")))
-
-        bus.subscribe("client.*", drop_client)
-        bus.on_reset(CLIENTS.clear)
+    bus.on_reset(CLIENTS.clear)
 
     async def bus_ready() -> str | None:
         return None if bus.live else "degraded"  # the caches are bypassed, not wrong
@@ -176,13 +215,11 @@ def setup_events(app: web.Application, *, relay: bool = True, client_cache: bool
     app[READY_CHECKS]["bus"] = bus_ready
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if client_cache:
-            attach_client_cache(bus, app[SETTINGS].cache_ttl_seconds)
+        attach_client_cache(bus, app[SETTINGS].cache_ttl_seconds)
         await bus.start()
         yield
         await bus.stop()
-        if client_cache:
-            detach_client_cache(bus)
+        detach_client_cache(bus)
 
     app.cleanup_ctx.append(ctx)
     return bus
@@ -193,7 +230,7 @@ class EventWaiter:
     """Make a change from outside the services (``oauthctl``) visible everywhere before returning:
 
         async with EventWaiter(settings, ["user.disabled"]), conn.transaction():
-            ...  # outbox.enqueue(conn, "user.disabled", ...)
+            ...  # outbox.enqueue(conn, UserDisabled(...))
 
     On entry it binds a temporary exclusive queue to ``routing_keys`` and collects the ids that
     ``outbox.enqueue`` writes; on a clean exit it waits (at most ``wait_seconds``) until those

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextvars
 import uuid
-from typing import Any
 
 import asyncpg
 import orjson
+
+from .types import EventData
 
 _collected: contextvars.ContextVar[list[uuid.UUID] | None] = contextvars.ContextVar("outbox_collected", default=None)
 
@@ -25,8 +26,14 @@ def stop_collecting(token: contextvars.Token[list[uuid.UUID] | None]) -> None:
     _collected.reset(token)
 
 
-async def enqueue(conn: asyncpg.Connection, type_: str, data: dict[str, Any]) -> uuid.UUID:
-    """Record event ``type_`` in the caller's transaction: it is published only if that commits."""
+async def enqueue(conn: asyncpg.Connection, event: EventData) -> uuid.UUID:
+    """Record ``event`` (its type from its class, types.py) in the caller's transaction: it is
+    published only if that commits."""
+    return await enqueue_message(conn, event.type, event.to_data())
+
+
+async def enqueue_message(conn: asyncpg.Connection, type_: str, data: object) -> uuid.UUID:
+    """The untyped form, for the bus's own tests and tools only: services publish with ``enqueue``."""
     event_id = uuid.uuid4()
     # Cast through text so this works whether or not the connection has a jsonb codec.
     await conn.execute(

@@ -1,35 +1,186 @@
-"""The event message (docs/events.md has every type's schema): ``Event`` is ``{id, type,
-occurred_at, data}`` as persistent JSON on the durable topic exchange ``settings.events_exchange``,
-routing key = type, ``message_id`` = id. Publishers write events with ``outbox.enqueue``; the relay
-(relay.py) publishes them, each instance's consumer (consumer.py) applies them, bus.py ties both
-to a service instance."""
+"""The events (docs/events.md has every type's schema): one frozen dataclass per type
+(``EventData`` subclasses: ``TokenRevoked``, ``QuotaChanged`` ...), and the message ``Event``,
+``{id, type, occurred_at, data}`` as persistent JSON on the durable topic exchange
+``settings.events_exchange``, routing key = type, ``message_id`` = id. Publishers write an event
+object with ``outbox.enqueue``; the relay (relay.py) publishes it, each instance's consumer
+(consumer.py) receives the message, and the bus (bus.py) decodes it once and hands the typed
+object to the service's subscribers."""
 
 from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from types import UnionType
+from typing import Any, ClassVar, Self, get_args, get_origin, get_type_hints
 
 import aio_pika
 import asyncpg
 import orjson
 
-# The event types of docs/events.md.
-EVENT_TYPES = (
-    "authorization.revoked",
-    "token.revoked",
-    "client.updated",
-    "client.deleted",
-    "client.secret_rotated",
-    "user.updated",
-    "user.disabled",
-    "quota.changed",
-)
 
-Handler = Callable[["Event"], Awaitable[None]]
+# --- the events (docs/events.md "Types"): one frozen dataclass per type, used by publishers
+# (``outbox.enqueue(conn, TokenRevoked(...))``) and subscribers (handlers receive the object).
+@dataclass(frozen=True)
+class EventData:
+    """The ``data`` of one event type; ``type`` (the routing key) comes from the class.
+
+    ``to_data`` is the wire form (docs/events.md): fields in order, tuples as lists, and a field
+    listed in ``OMIT_WHEN_NONE`` left out when None. ``from_data`` checks each field's JSON type
+    (extra keys are ignored: newer publishers may add fields) and raises ``ValueError``."""
+
+    type: ClassVar[str]
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
+
+    def to_data(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name in self.OMIT_WHEN_NONE:
+                continue
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                if f.default is MISSING:
+                    raise ValueError(f"{cls.type}: {f.name} is missing")
+                continue
+            values[f.name] = _checked(cls.type, f.name, hints[f.name], data[f.name])
+        return cls(**values)
+
+
+def _checked(event_type: str, name: str, hint: Any, value: Any) -> Any:
+    """``value`` if it has the JSON type ``hint`` says (int, str, bool, X | None, tuple[str, ...])."""
+    options = get_args(hint) if isinstance(hint, UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is str and isinstance(value, str):
+            return value
+        if get_origin(option) is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    raise ValueError(f"{event_type}: {name} has the wrong type")
+
+
+@dataclass(frozen=True)
+class AuthorizationRevoked(EventData):
+    """A user revoked an app (``user_revoked``), or the app was deleted (``client_deleted``,
+    ``user_id`` None: every user)."""
+
+    type: ClassVar[str] = "authorization.revoked"
+    user_id: int | None
+    client_id: str
+    family_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class TokenRevoked(EventData):
+    """A whole family (``family_id``) or one access token (``jti``, with ``expires_at``)."""
+
+    type: ClassVar[str] = "token.revoked"
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"expires_at"})
+    family_id: str | None
+    jti: str | None
+    token_type: str  # refresh_token | access_token
+    reason: str  # revoked_by_client | refresh_reuse | code_replay
+    client_id: str
+    user_id: int | None
+    expires_at: int | None = None  # unix seconds, with jti only
+
+
+@dataclass(frozen=True)
+class ClientUpdated(EventData):
+    type: ClassVar[str] = "client.updated"
+    app_id: int
+    client_id: str
+    change: str  # created | updated | internal | verified | unverified
+
+
+@dataclass(frozen=True)
+class ClientDeleted(EventData):
+    type: ClassVar[str] = "client.deleted"
+    app_id: int
+    client_id: str
+    family_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClientSecretRotated(EventData):
+    type: ClassVar[str] = "client.secret_rotated"
+    app_id: int
+    client_id: str
+
+
+@dataclass(frozen=True)
+class UserUpdated(EventData):
+    type: ClassVar[str] = "user.updated"
+    user_id: int
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UserDisabled(EventData):
+    type: ClassVar[str] = "user.disabled"
+    user_id: int
+    family_ids: tuple[str, ...]
+    was_active: bool
+
+
+@dataclass(frozen=True)
+class QuotaChanged(EventData):
+    type: ClassVar[str] = "quota.changed"
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"idempotency_key"})
+    user_id: int
+    delta: int
+    quota: int
+    used_quota: int
+    reason: str  # topup | consume | credit | the caller's label
+    idempotency_key: str | None = None  # the internal API only
+
+
+EVENT_CLASSES: dict[str, type[EventData]] = {
+    cls.type: cls
+    for cls in (
+        AuthorizationRevoked,
+        TokenRevoked,
+        ClientUpdated,
+        ClientDeleted,
+        ClientSecretRotated,
+        UserUpdated,
+        UserDisabled,
+        QuotaChanged,
+    )
+}
+EVENT_TYPES = tuple(EVENT_CLASSES)  # the event types of docs/events.md
+
+# The client.* events: every service's client cache needs them all (bus.EventBus.subscribe).
+ClientEvent = ClientUpdated | ClientDeleted | ClientSecretRotated
+CLIENT_EVENTS: tuple[type[EventData], ...] = (ClientUpdated, ClientDeleted, ClientSecretRotated)
+
+Handler = Callable[["Event"], Awaitable[None]]  # the consumer's: a raw message (consumer.py)
+TypedHandler = Callable[[Any], Awaitable[None]]  # a subscriber's: one EventData subclass
+# A service's subscriptions: event class -> its handlers, in order (each service's app.py).
+Subscriptions = Mapping[type[EventData], Sequence[TypedHandler]]
+
+
+def decode(event: Event) -> EventData:
+    """The typed data of ``event``; ``ValueError`` for an unknown type or an invalid payload."""
+    cls = EVENT_CLASSES.get(event.type)
+    if cls is None:
+        raise ValueError(f"unknown event type {event.type}")
+    return cls.from_data(event.data)
 
 
 # --- the message ---------------------------------------------------------------------------------
@@ -97,8 +248,3 @@ def topic_matches(pattern: str, routing_key: str) -> bool:
         return (p[i] == "*" or p[i] == k[j]) and match(i + 1, j + 1)
 
     return match(0, 0)
-
-
-def event_ids(values: Iterable[object]) -> list[str]:
-    """Family ids and the like from event data, as strings (tolerates missing/None)."""
-    return [str(v) for v in values if v]

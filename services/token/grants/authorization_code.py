@@ -28,7 +28,7 @@ from typing import Any
 
 from libs.contracts import authz as codes
 from libs.oauth.clients import Client
-from libs.oauth.errors import OAuthError
+from libs.oauth.errors import InvalidGrant
 from libs.platform.security import same, token_hash
 
 from ..families import create_family, revoke_family
@@ -65,10 +65,6 @@ class ConsumedCode:
         return cls(row["redirect_uri"], row["code_challenge"], row["code_challenge_method"], row["user_status"])
 
 
-def invalid_grant(description: str) -> OAuthError:
-    return OAuthError("invalid_grant", description)
-
-
 def s256(verifier: str) -> str:
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
@@ -78,30 +74,30 @@ def verify_pkce(challenge: str | None, method: str | None, verifier: str | None,
     """RFC 7636 4.6, and no downgrade (RFC 9700 2.1.1): a verifier without a challenge fails."""
     if challenge is None:
         if verifier is not None:
-            raise invalid_grant("code_verifier was sent, but the authorization request had no code_challenge")
+            raise InvalidGrant("code_verifier was sent, but the authorization request had no code_challenge")
         if public_client:
-            raise invalid_grant("Public clients must use PKCE (code_challenge_method=S256)")
+            raise InvalidGrant("Public clients must use PKCE (code_challenge_method=S256)")
         return
     # The authorize endpoint accepts only S256; a missing method is read as S256, which can only
     # make a "plain" verifier fail, never pass.
     if method not in (None, "S256"):
-        raise invalid_grant("Unsupported code_challenge_method")
+        raise InvalidGrant("Unsupported code_challenge_method")
     if verifier is None:
-        raise invalid_grant("code_verifier is missing")
+        raise InvalidGrant("code_verifier is missing")
     if not VERIFIER_RE.fullmatch(verifier):
-        raise invalid_grant("code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~")
+        raise InvalidGrant("code_verifier must be 43-128 characters of A-Z a-z 0-9 - . _ ~")
     if not same(s256(verifier), challenge):
-        raise invalid_grant("code_verifier does not match the code_challenge")
+        raise InvalidGrant("code_verifier does not match the code_challenge")
 
 
 def check_bindings(code: ConsumedCode, client: Client, redirect_uri: str, code_verifier: str | None) -> None:
     """RFC 6749 4.1.3 (redirect_uri identical), RFC 7636 4.6 (PKCE), and an active user. The client
     binding and single use are in the consuming statement (libs/contracts/authz.consume_code)."""
     if not same(redirect_uri, code.redirect_uri):
-        raise invalid_grant("redirect_uri is not identical to the one of the authorization request")
+        raise InvalidGrant("redirect_uri is not identical to the one of the authorization request")
     verify_pkce(code.code_challenge, code.code_challenge_method, code_verifier, public_client=client.is_public)
     if code.user_status != ACTIVE:
-        raise invalid_grant("The user account is disabled")
+        raise InvalidGrant("The user account is disabled")
 
 
 async def exchange_code(
@@ -135,15 +131,19 @@ async def exchange_code(
                 return issued.body
         known = await codes.diagnose_code(conn, code_hash)
     if known is None or known["client_id"] != client.client_id:
-        raise invalid_grant("The authorization code is invalid or was issued to another client")
+        why = "unknown code" if known is None else f"code of client {known['client_id']}"
+        raise InvalidGrant("The authorization code is invalid or was issued to another client", detail=why)
     if known["used_at"] is not None:
         log.warning("authorization code replayed", extra={"client_id": client.client_id})
         if known["family_id"] is not None:
             await revoke_family(deps.pool, deps.redis, deps.settings, known["family_id"], "code_replay")
-        raise invalid_grant("The authorization code was already used; the tokens issued from it are revoked")
+        raise InvalidGrant(
+            "The authorization code was already used; the tokens issued from it are revoked",
+            detail=f"code replay: family {known['family_id']} revoked",
+        )
     if known["expired"]:
-        raise invalid_grant("The authorization code expired")
-    raise invalid_grant("The authorization code is invalid")
+        raise InvalidGrant("The authorization code expired")
+    raise InvalidGrant("The authorization code is invalid")
 
 
 class AuthorizationCodeGrant:

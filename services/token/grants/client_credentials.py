@@ -22,7 +22,7 @@ from typing import Any
 
 from libs.oauth.access_tokens import mint
 from libs.oauth.clients import Client
-from libs.oauth.errors import OAuthError
+from libs.oauth.errors import InvalidScope, UnauthorizedClient
 
 from ..issuance import Deps
 
@@ -35,8 +35,7 @@ def machine_scope(requested: str | None) -> str:
     wanted = (requested or DEFAULT_SCOPE).split()
     unknown = [s for s in wanted if s not in MACHINE_SCOPES]
     if unknown:
-        raise OAuthError(
-            "invalid_scope",
+        raise InvalidScope(
             f"Unknown scope for client_credentials: {' '.join(unknown)[:200]}; allowed: {', '.join(MACHINE_SCOPES)}",
         )
     return " ".join(s for s in MACHINE_SCOPES if s in wanted)
@@ -50,8 +49,7 @@ class MachineRequest:
 def check_machine_client(client: Client) -> None:
     """Only internal confidential apps (RFC 6749 4.4, 5.2 unauthorized_client)."""
     if client.is_public or not client.internal:
-        raise OAuthError(
-            "unauthorized_client",
+        raise UnauthorizedClient(
             "This client may not use client_credentials: only internal confidential apps may "
             "(an operator enables it with 'oauthctl app set-internal')",
         )

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from libs.contracts import account
 from libs.oauth.clients import Client
-from libs.oauth.errors import OAuthError
+from libs.oauth.errors import InvalidGrant, InvalidScope
 from libs.oauth.vocabulary import REFRESH_PREFIX
 from libs.platform.security import token_hash
 
@@ -88,10 +88,6 @@ class Unconsumed:
         )
 
 
-def invalid_grant(description: str) -> OAuthError:
-    return OAuthError("invalid_grant", description)
-
-
 # --- scope ---------------------------------------------------------------------------------------
 def narrowed_scope(granted: str, requested: str | None) -> str:
     """The scope of the new access token: ``requested`` if within ``granted`` (else invalid_scope)."""
@@ -100,7 +96,7 @@ def narrowed_scope(granted: str, requested: str | None) -> str:
         return granted
     granted_list = granted.split()
     if not wanted <= set(granted_list):
-        raise OAuthError("invalid_scope", "The requested scope exceeds the scope originally granted")
+        raise InvalidScope("The requested scope exceeds the scope originally granted")
     return " ".join(s for s in granted_list if s in wanted)
 
 
@@ -132,14 +128,14 @@ def decide_unconsumed(known: Unconsumed | None, client_id: str) -> Literal["grac
     """RFC 9700 4.14.2: why a token could not be consumed. "grace": a concurrent refresh within the
     window (answer the sealed response again); "reuse": revoke the family; else invalid_grant."""
     if known is None or known.client_id != client_id:
-        raise invalid_grant("The refresh token is invalid or was issued to another client")
+        raise InvalidGrant("The refresh token is invalid or was issued to another client")
     if known.family_revoked:
-        raise invalid_grant("The refresh token was revoked")
+        raise InvalidGrant("The refresh token was revoked")
     if not known.used:
-        raise invalid_grant("The refresh token expired" if known.expired else "The refresh token is invalid")
+        raise InvalidGrant("The refresh token expired" if known.expired else "The refresh token is invalid")
     if known.in_grace and known.child_live and known.has_grace_response:
         if not known.user_active:
-            raise invalid_grant("The user account is disabled")
+            raise InvalidGrant("The user account is disabled")
         return "grace"
     return "reuse"
 
@@ -153,7 +149,7 @@ async def rotate(deps: Deps, client: Client, *, refresh_token: str, scope: str |
             if row is not None:
                 # Failures below roll the consumption back: the token stays usable.
                 if row["user_status"] != ACTIVE:
-                    raise invalid_grant("The user account is disabled")
+                    raise InvalidGrant("The user account is disabled")
                 access_scope = narrowed_scope(row["scope"], scope)
                 issued = await issue_pair(
                     conn,
@@ -184,7 +180,10 @@ async def _not_consumed(deps: Deps, client: Client, refresh_token: str, known: A
     assert family_id is not None  # decide_unconsumed raised for an unknown token
     log.warning("refresh token reused", extra={"client_id": client.client_id, "family_id": str(family_id)})
     await revoke_family(deps.pool, deps.redis, deps.settings, family_id, "refresh_reuse")
-    raise invalid_grant("The refresh token was already used; all tokens of this grant are revoked")
+    raise InvalidGrant(
+        "The refresh token was already used; all tokens of this grant are revoked",
+        detail=f"refresh token reuse: family {family_id} revoked",
+    )
 
 
 class RefreshTokenGrant:
@@ -195,7 +194,7 @@ class RefreshTokenGrant:
     def validate(self, client: Client, form: dict[str, str]) -> RefreshRequest:
         token = required(form, "refresh_token")
         if not token.startswith(REFRESH_PREFIX + "_") or len(token) > MAX_TOKEN_CHARS:
-            raise invalid_grant("The refresh token is invalid")
+            raise InvalidGrant("The refresh token is invalid")
         return RefreshRequest(token, form.get("scope"))
 
     async def issue(self, deps: Deps, client: Client, request: RefreshRequest) -> dict[str, Any]:

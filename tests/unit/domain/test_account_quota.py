@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from libs.oauth.events.types import QuotaChanged
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.errors import ApiError
 from services.account.quota import Account, QuotaRequest, apply_quota
@@ -20,7 +21,7 @@ class FakeQuotaStore:
     def __init__(self, accounts: dict[int, Account]) -> None:
         self.accounts = dict(accounts)
         self.keys: dict[str, tuple[tuple[str, int, int], dict[str, Any]]] = {}
-        self.events: list[dict[str, Any]] = []
+        self.events: list[QuotaChanged] = []
 
     async def claim(self, req: QuotaRequest) -> bool:
         if req.key in self.keys:
@@ -50,7 +51,7 @@ class FakeQuotaStore:
     async def account(self, user_id: int) -> Account | None:
         return self.accounts.get(user_id)
 
-    async def record(self, key: str, result: dict[str, Any], event: dict[str, Any]) -> None:
+    async def record(self, key: str, result: dict[str, Any], event: QuotaChanged) -> None:
         self.keys[key] = (self.keys[key][0], result)
         self.events.append(event)
 
@@ -86,7 +87,7 @@ async def test_applied(request_: QuotaRequest, quota: int, used: int, formatted:
     assert (result["quota"], result["used_quota"], result["balance"]) == (quota, used, quota - used)
     assert result["balance_formatted"] == formatted
     delta = -request_.amount if request_.operation == "consume" else request_.amount
-    assert fake.events == [
+    assert [e.to_data() for e in fake.events] == [
         {"user_id": request_.user_id, "delta": delta, "quota": quota, "used_quota": used}
         | {"reason": request_.operation, "idempotency_key": "k1"}
     ]

@@ -9,14 +9,13 @@ from multidict import MultiDict
 from libs.oauth.clients import Client
 from services.authz.authrequest import (
     CHECKS,
-    AuthorizePageError,
-    AuthorizeRedirectError,
     AuthRequest,
     check_client,
     check_max_age,
     check_redirect_uri,
     validate,
 )
+from services.authz.responses import ClientRedirectError, ErrorPage
 
 REDIRECT = "https://app.example/cb"
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
@@ -96,10 +95,9 @@ PAGE_CASES = [
 async def test_untrusted_client_or_redirect_uri_is_an_error_page(
     name: str, q: MultiDict[str], key: str, args: dict[str, str]
 ) -> None:
-    with pytest.raises(AuthorizePageError) as exc:
+    with pytest.raises(ErrorPage) as exc:
         await validate(clients, q)
-    assert (exc.value.key, exc.value.args_) == (key, args)
-    assert not isinstance(exc.value, AuthorizeRedirectError)
+    assert (exc.value.status, exc.value.key, exc.value.message_args) == (400, key, args)
 
 
 LONG_STATE = "s" * 2049
@@ -156,10 +154,10 @@ REDIRECT_CASES = [
 async def test_later_errors_go_back_to_the_redirect_uri(
     name: str, q: MultiDict[str], error: str, fragment: str, state: str | None
 ) -> None:
-    with pytest.raises(AuthorizeRedirectError) as exc:
+    with pytest.raises(ClientRedirectError) as exc:
         await validate(clients, q)
-    assert exc.value.error == error
-    assert fragment in exc.value.description
+    assert exc.value.oauth.error == error
+    assert fragment in exc.value.oauth.description
     assert (exc.value.redirect_uri, exc.value.state) == (REDIRECT, state)
 
 

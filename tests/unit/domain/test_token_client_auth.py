@@ -7,9 +7,9 @@ import base64
 import pytest
 
 from libs.oauth.clients import Client
-from libs.oauth.errors import OAuthError
+from libs.oauth.errors import BASIC_CHALLENGE, OAuthError
 from libs.platform.security import token_hash
-from services.token.client_auth import BASIC_CHALLENGE, authenticate_client, presented_credentials
+from services.token.client_auth import authenticate_client, presented_credentials
 
 PEPPER = b"p" * 32
 

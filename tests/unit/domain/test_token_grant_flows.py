@@ -1,10 +1,11 @@
-"""The code and refresh grants end to end over their storage protocols (services/token/grants/
+"""The grants end to end over their storage protocols (services/token/grants/
 storage.py), against an in-memory fake with the same semantics as the SQL: a consume matches only
 a live code or token of the calling client, the transaction rolls back on any exception, the
 diagnosis sees what is left. What the rules must guarantee (RFC 6749 4.1.2, 4.1.3, 6, 10.5;
 RFC 7636 4.6; RFC 9700 4.14.2): a failed binding check does not burn the code; a replayed code
 revokes what it issued; rotation issues a child and seals the grace response; a concurrent retry
-in the window gets the same answer; any other reuse revokes the family."""
+in the window gets the same answer; any other reuse revokes the family; a machine token (RFC 6749
+4.4.3) is the client's own and comes without a refresh token."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
 from libs.platform.security import token_hash
 from services.token.grants.authorization_code import exchange, s256
+from services.token.grants.client_credentials import MachineRequest, machine_token
 from services.token.grants.refresh_token import rotate_with, seal_response
 from services.token.grants.storage import NewPair, Row
 from services.token.id_tokens import Authentication
@@ -415,3 +417,16 @@ async def test_invalid_refresh_tokens(name: str, arrange: str, who: Client, frag
         await refresh(store, token, who=who)
     assert refused(caught, "invalid_grant", fragment)
     assert store.revoked == revoked_before  # nothing more revoked
+
+
+# --- client_credentials --------------------------------------------------------------------------
+async def test_a_machine_token_is_the_clients_own_and_has_no_refresh_token() -> None:
+    minted: list[dict[str, str]] = []
+
+    async def minter(*, sub: str, client_id: str, scope: str) -> str:
+        minted.append({"sub": sub, "client_id": client_id, "scope": scope})
+        return "at_machine"
+
+    body = await machine_token(minter, 900, client("svc", "client_secret_basic"), MachineRequest("quota:read"))
+    assert body == {"access_token": "at_machine", "token_type": "Bearer", "expires_in": 900, "scope": "quota:read"}
+    assert minted == [{"sub": "svc", "client_id": "svc", "scope": "quota:read"}]  # RFC 9068 2.2: sub is the client

@@ -43,7 +43,7 @@ test: install ## the whole suite (starts PostgreSQL, Redis, RabbitMQ and install
 	@$(PY) -m oauthctl.deps --for test --browser
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: install ## unit tests only (no I/O)
+test-unit: install ## unit tests only: no I/O, no server needed, a few seconds (README "Tests")
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy over everything that ships

@@ -315,67 +315,84 @@ def create_app(
         app.router.add_get("/metrics", metrics)
 
     if postgres:
-
-        async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
-            pool = await create_pool(settings)
-            app[PG] = pool
-
-            async def check() -> None:
-                await pool.fetchval("SELECT 1")
-
-            app[READY_CHECKS]["postgres"] = check
-            yield
-            try:  # a graceful close waits for the server; a silent server must not hold the shutdown
-                await asyncio.wait_for(pool.close(), timeout=settings.shutdown_timeout_seconds or 1.0)
-            except TimeoutError:
-                pool.terminate()
-
-        app.cleanup_ctx.append(pg_ctx)
-
+        app.cleanup_ctx.append(_postgres_lifetime(settings))
     if redis:
-
-        async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-            client = create_redis(settings)
-            app[REDIS] = client
-
-            async def check() -> None:
-                await client.ping()
-
-            app[READY_CHECKS]["redis"] = check
-            yield
-            await client.aclose()
-
-        app.cleanup_ctx.append(redis_ctx)
-
+        app.cleanup_ctx.append(_redis_lifetime(settings))
     if amqp:
-
-        async def amqp_ctx(app: web.Application) -> AsyncIterator[None]:
-            link = AmqpLink(
-                settings.amqp_url,
-                name=f"{service}-{uuid.uuid4().hex[:6]}",
-                retry_initial_seconds=settings.events_retry_initial_seconds,
-                retry_max_seconds=settings.events_retry_max_seconds,
-                connect_timeout_seconds=settings.amqp_connect_timeout_seconds,
-                heartbeat_seconds=settings.amqp_heartbeat_seconds,
-            )
-            app[AMQP] = link
-
-            async def rabbitmq() -> str | None:
-                # Degraded, not down: every request is served without the broker (caches fall
-                # back to the shared state, events wait in the outbox).
-                return None if link.is_up else "degraded"
-
-            app[READY_CHECKS]["rabbitmq"] = rabbitmq
-            yield
-            await link.close()
-
-        async def amqp_start(app: web.Application) -> None:
-            # After every cleanup_ctx, so the event bus has registered its connect hooks.
-            await app[AMQP].start()
-
-        app.cleanup_ctx.append(amqp_ctx)
-        app.on_startup.append(amqp_start)
+        app.cleanup_ctx.append(_amqp_lifetime(service, settings))
+        app.on_startup.append(_amqp_start)
     return app
+
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def _postgres_lifetime(settings: Settings) -> CleanupContext:
+    """The app's asyncpg pool (``app[PG]``) and its readiness check, closed on shutdown."""
+
+    async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(settings)
+        app[PG] = pool
+
+        async def check() -> None:
+            await pool.fetchval("SELECT 1")
+
+        app[READY_CHECKS]["postgres"] = check
+        yield
+        try:  # a graceful close waits for the server; a silent server must not hold the shutdown
+            await asyncio.wait_for(pool.close(), timeout=settings.shutdown_timeout_seconds or 1.0)
+        except TimeoutError:
+            pool.terminate()
+
+    return pg_ctx
+
+
+def _redis_lifetime(settings: Settings) -> CleanupContext:
+    """The app's Redis client (``app[REDIS]``) and its readiness check, closed on shutdown."""
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = create_redis(settings)
+        app[REDIS] = client
+
+        async def check() -> None:
+            await client.ping()
+
+        app[READY_CHECKS]["redis"] = check
+        yield
+        await client.aclose()
+
+    return redis_ctx
+
+
+def _amqp_lifetime(service: str, settings: Settings) -> CleanupContext:
+    """The app's RabbitMQ link (``app[AMQP]``, started by ``_amqp_start``) and its readiness check."""
+
+    async def amqp_ctx(app: web.Application) -> AsyncIterator[None]:
+        link = AmqpLink(
+            settings.amqp_url,
+            name=f"{service}-{uuid.uuid4().hex[:6]}",
+            retry_initial_seconds=settings.events_retry_initial_seconds,
+            retry_max_seconds=settings.events_retry_max_seconds,
+            connect_timeout_seconds=settings.amqp_connect_timeout_seconds,
+            heartbeat_seconds=settings.amqp_heartbeat_seconds,
+        )
+        app[AMQP] = link
+
+        async def rabbitmq() -> str | None:
+            # Degraded, not down: every request is served without the broker (caches fall
+            # back to the shared state, events wait in the outbox).
+            return None if link.is_up else "degraded"
+
+        app[READY_CHECKS]["rabbitmq"] = rabbitmq
+        yield
+        await link.close()
+
+    return amqp_ctx
+
+
+async def _amqp_start(app: web.Application) -> None:
+    # After every cleanup_ctx, so the event bus has registered its connect hooks.
+    await app[AMQP].start()
 
 
 def create_admin_app(app: web.Application) -> web.Application:

@@ -4,12 +4,17 @@ A validated request waiting for the user's answer is kept in Redis under a rando
 CONSENT_REQUEST_TTL_SECONDS, default 10 min), bound to the user it was shown to:
 ``consent:<sha256(id)>`` -> ``{"user_id", "request"}``. The page's form carries the id and the CSRF
 token. ``POST /consent`` accepts an id only for the same (still active) user, and only once.
+
+That rule (``keep``, ``take_from``) works over the ``ConsentRequests`` protocol, tested against an
+in-memory fake (tests/unit/domain/test_authz_consent_requests.py); ``RedisConsentRequests`` is the
+real store, and ``store`` / ``take`` are what the handlers call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -34,31 +39,74 @@ from .responses import ErrorPage, error_page, lang_url, redirect_error, to_clien
 MAX_REQUEST_ID = 100
 
 
+class ConsentRequests(Protocol):
+    """Where validated requests wait for the user's answer (Redis: ``RedisConsentRequests``)."""
+
+    async def put(self, request_id: str, user_id: int, request: dict[str, Any]) -> None:
+        """Store one (it expires after CONSENT_REQUEST_TTL_SECONDS)."""
+
+    async def get(self, request_id: str) -> tuple[int, dict[str, Any]] | None:
+        """The user it was shown to and the request, if it is still there."""
+
+    async def remove(self, request_id: str) -> bool:
+        """Delete it; True only for the one call that did (single use under concurrent submits)."""
+
+
+class RedisConsentRequests:
+    """``consent:<sha256(id)>`` -> ``{"user_id", "request"}`` (the module docstring)."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+
+    async def put(self, request_id: str, user_id: int, request: dict[str, Any]) -> None:
+        value = orjson.dumps({"user_id": user_id, "request": request})
+        await self.redis.set(_rkey(self.settings, request_id), value, ex=self.settings.consent_request_ttl_seconds)
+
+    async def get(self, request_id: str) -> tuple[int, dict[str, Any]] | None:
+        raw = await self.redis.get(_rkey(self.settings, request_id))
+        if raw is None:
+            return None
+        data = orjson.loads(raw)
+        return data["user_id"], data["request"]
+
+    async def remove(self, request_id: str) -> bool:
+        return bool(await self.redis.delete(_rkey(self.settings, request_id)) == 1)
+
+
 def _rkey(settings: Settings, request_id: str) -> str:
     return key(settings, "consent", hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest())
 
 
-async def store(redis: aioredis.Redis, settings: Settings, req: AuthRequest, user_id: int) -> str:
+async def keep(requests: ConsentRequests, req: AuthRequest, user_id: int) -> str:
+    """Keep ``req``, shown to ``user_id``, under a new random id; return the id."""
     request_id = secrets.token_urlsafe(32)
-    value = orjson.dumps({"user_id": user_id, "request": req.to_json()})
-    await redis.set(_rkey(settings, request_id), value, ex=settings.consent_request_ttl_seconds)
+    await requests.put(request_id, user_id, req.to_json())
     return request_id
+
+
+async def take_from(requests: ConsentRequests, request_id: str, user_id: int) -> AuthRequest:
+    """The stored request, consumed: it must exist, belong to ``user_id``, and not be taken yet."""
+    if not request_id or len(request_id) > MAX_REQUEST_ID:
+        raise ErrorPage(400, "error.request_expired")
+    data = await requests.get(request_id)
+    if data is None:
+        raise ErrorPage(400, "error.request_expired")
+    owner, stored = data
+    if owner != user_id:
+        raise ErrorPage(403, "error.request_not_yours")
+    if not await requests.remove(request_id):  # another submit won the race: single use
+        raise ErrorPage(400, "error.request_expired")
+    return AuthRequest.from_json(stored)
+
+
+async def store(redis: aioredis.Redis, settings: Settings, req: AuthRequest, user_id: int) -> str:
+    return await keep(RedisConsentRequests(redis, settings), req, user_id)
 
 
 async def take(redis: aioredis.Redis, settings: Settings, request_id: str, user_id: int) -> AuthRequest:
     """The stored request, consumed: it must exist, belong to ``user_id``, and not be taken yet."""
-    if not request_id or len(request_id) > MAX_REQUEST_ID:
-        raise ErrorPage(400, "error.request_expired")
-    rkey = _rkey(settings, request_id)
-    raw = await redis.get(rkey)
-    if raw is None:
-        raise ErrorPage(400, "error.request_expired")
-    data = orjson.loads(raw)
-    if data["user_id"] != user_id:
-        raise ErrorPage(403, "error.request_not_yours")
-    if await redis.delete(rkey) != 1:  # another submit won the race: single use
-        raise ErrorPage(400, "error.request_expired")
-    return AuthRequest.from_json(data["request"])
+    return await take_from(RedisConsentRequests(redis, settings), request_id, user_id)
 
 
 async def render_page(

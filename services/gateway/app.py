@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NoReturn
 
 import aiohttp
 from aiohttp import web
@@ -127,17 +128,12 @@ def _is_unsafe_path(request: web.Request) -> bool:
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
+    """Forward one request to the service that owns its path, in steps: route lookup, the size
+    limit, header filtering, the body, the upstream call and relaying its answer (rate limits ran
+    before, in edge_middleware). A failure maps to 413 / 408 / 502 / 504 (``_failed``)."""
     settings = request.app[SETTINGS]
-    if _is_unsafe_path(request):
-        raise web.HTTPBadRequest(reason="Path contains dot-segments or encoded separators")
-    service = route_for(request.path)
-    if service is None:
-        raise web.HTTPNotFound(reason="No such endpoint")
-
-    limit = settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-
+    service = _route(request)
+    limit = _check_declared_size(request, settings.max_body_bytes)
     headers = _forward_headers(request, settings)
     upload = _Upload()
     data = await _request_body(request, headers, limit, upload)
@@ -150,16 +146,41 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         async with upload.watch:
             return await _exchange(request, url, headers, data, upload, sent)
     except (TimeoutError, BodyTooLarge, BodyTimeout, aiohttp.ClientError) as exc:
-        if upload.too_large:  # the upload passed the limit while streaming (no or a false Content-Length)
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1) from None
-        if upload.timed_out or upload.watch.expired():
-            raise BodyTimeout from None
-        if sent and sent[0].prepared:
-            # Headers already went out: the client sees a truncated body, never a second status.
-            log.warning("upstream failed mid-response", extra={"upstream": service, "error": type(exc).__name__})
-            return sent[0]
-        _raise_upstream_error(service, exc)
-        raise
+        return _failed(service, exc, upload, limit, sent)
+
+
+def _route(request: web.Request) -> str:
+    """The service owning the request's path (routes.py), after refusing paths that could slip
+    from one prefix into another."""
+    if _is_unsafe_path(request):
+        raise web.HTTPBadRequest(reason="Path contains dot-segments or encoded separators")
+    service = route_for(request.path)
+    if service is None:
+        raise web.HTTPNotFound(reason="No such endpoint")
+    return service
+
+
+def _check_declared_size(request: web.Request, limit: int) -> int:
+    """Refuse a declared Content-Length over MAX_BODY_BYTES before reading anything; the limit."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    return limit
+
+
+def _failed(
+    service: str, exc: BaseException, upload: _Upload, limit: int, sent: list[web.StreamResponse]
+) -> web.StreamResponse:
+    """What a failed exchange answers: 413 for an upload that passed the limit while streaming (no
+    or a false Content-Length), 408 for a body that missed its deadline, the truncated response if
+    its headers already went out (never a second status), else 502 / 504 for the upstream."""
+    if upload.too_large:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1) from None
+    if upload.timed_out or upload.watch.expired():
+        raise BodyTimeout from None
+    if sent and sent[0].prepared:
+        log.warning("upstream failed mid-response", extra={"upstream": service, "error": type(exc).__name__})
+        return sent[0]
+    _raise_upstream_error(service, exc)
 
 
 class _Upload:
@@ -235,32 +256,46 @@ async def _exchange(
     client = request.app[CLIENT]
     async with client.request(request.method, url, headers=headers, data=data, allow_redirects=False) as upstream:
         upload.done()
-        length = upstream.content_length
-        if (
-            length is not None
-            and length <= SMALL_BODY
-            and request.method != "HEAD"
-            and upstream.status not in NO_BODY_STATUSES
-            and "Content-Encoding" not in upstream.headers
-        ):
-            # Small and of a known length: headers and body go out in one write.
-            payload = await upstream.read()
-            small = web.Response(status=upstream.status, reason=upstream.reason, body=payload)
-            small.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
-            return small
+        if _is_small_answer(request, upstream):
+            return await _relay_small(upstream)
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         sent.append(resp)
-        resp.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
-        if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
-            resp.content_length = upstream.content_length
-        await resp.prepare(request)
-        async for chunk in upstream.content.iter_chunked(CHUNK):
-            await resp.write(chunk)
-        await resp.write_eof()
+        await _relay_stream(request, upstream, resp)
         return resp
 
 
-def _raise_upstream_error(service: str, exc: BaseException) -> None:
+def _is_small_answer(request: web.Request, upstream: aiohttp.ClientResponse) -> bool:
+    """A body of a known length up to SMALL_BODY, not compressed, where a body is allowed."""
+    length = upstream.content_length
+    return (
+        length is not None
+        and length <= SMALL_BODY
+        and request.method != "HEAD"
+        and upstream.status not in NO_BODY_STATUSES
+        and "Content-Encoding" not in upstream.headers
+    )
+
+
+async def _relay_small(upstream: aiohttp.ClientResponse) -> web.Response:
+    """Small and of a known length: headers and body go out in one write."""
+    payload = await upstream.read()
+    small = web.Response(status=upstream.status, reason=upstream.reason, body=payload)
+    small.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
+    return small
+
+
+async def _relay_stream(request: web.Request, upstream: aiohttp.ClientResponse, resp: web.StreamResponse) -> None:
+    """Stream the upstream's answer through ``resp`` chunk by chunk."""
+    resp.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
+    if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
+        resp.content_length = upstream.content_length
+    await resp.prepare(request)
+    async for chunk in upstream.content.iter_chunked(CHUNK):
+        await resp.write(chunk)
+    await resp.write_eof()
+
+
+def _raise_upstream_error(service: str, exc: BaseException) -> NoReturn:
     if isinstance(exc, aiohttp.ClientPayloadError):
         log.warning("upstream payload error", extra={"upstream": service, "error": type(exc).__name__})
         raise web.HTTPBadGateway(reason=f"The {service} service sent a broken response; try again") from None

@@ -260,6 +260,11 @@ APP_ID = {"name": "app_id", "in": "path", "required": True, "schema": {"type": "
 
 # --- operations ----------------------------------------------------------------------------------
 def developer_api() -> dict[str, Schema]:
+    """The guide's developer API: apps (developer token) and creating a developer token (session)."""
+    return _app_paths() | _developer_token_path()
+
+
+def _app_paths() -> dict[str, Schema]:
     sec: list[dict[str, list[str]]] = [{"developerToken": []}]
     one = ok_envelope(ref("App"))
     errors = envelope_errors(400, 401, 404)
@@ -305,6 +310,11 @@ def developer_api() -> dict[str, Schema]:
                 security=sec,
             ),
         },
+    }
+
+
+def _developer_token_path() -> dict[str, Schema]:
+    return {
         "/api/user/developer_token": {
             "post": _op(
                 "Create a developer token from the browser session (shown once)",
@@ -342,16 +352,11 @@ def developer_api() -> dict[str, Schema]:
 
 
 def oauth_endpoints() -> dict[str, Schema]:
-    token_form = {
-        "grant_type": {"enum": ["authorization_code", "refresh_token", "client_credentials"]},
-        "code": _str(255),
-        "redirect_uri": _str(2000),
-        "code_verifier": _str(128),
-        "refresh_token": _str(255),
-        "scope": _str(500),
-        **CLIENT_FORM,
-    }
-    token_param_form = {"token": _str(8192), "token_type_hint": {"enum": ["access_token", "refresh_token"]}}
+    """The OAuth 2.0 / OIDC endpoints: authorize, the token-taking endpoints, keys and metadata."""
+    return _authorize_path() | _token_paths() | _metadata_paths()
+
+
+def _authorize_path() -> dict[str, Schema]:
     return {
         "/api/oauth2/authorize": {
             "get": _op(
@@ -382,6 +387,22 @@ def oauth_endpoints() -> dict[str, Schema]:
                 ],
             )
         },
+    }
+
+
+def _token_paths() -> dict[str, Schema]:
+    """Token, revocation and introspection: form bodies with client authentication."""
+    token_form = {
+        "grant_type": {"enum": ["authorization_code", "refresh_token", "client_credentials"]},
+        "code": _str(255),
+        "redirect_uri": _str(2000),
+        "code_verifier": _str(128),
+        "refresh_token": _str(255),
+        "scope": _str(500),
+        **CLIENT_FORM,
+    }
+    token_param_form = {"token": _str(8192), "token_type_hint": {"enum": ["access_token", "refresh_token"]}}
+    return {
         "/api/oauth2/token": {
             "post": _op(
                 "Token endpoint (RFC 6749 3.2, 4.1.3, 4.4, 6)",
@@ -410,6 +431,11 @@ def oauth_endpoints() -> dict[str, Schema]:
                 requestBody=_form_body(token_param_form | CLIENT_FORM, ["token"]),
             )
         },
+    }
+
+
+def _metadata_paths() -> dict[str, Schema]:
+    return {
         "/api/oauth2/jwks": {
             "get": _op(
                 "Public signing keys (RFC 7517)", "oauth", {"200": _json(ref("JWKS"), "JWK set")} | oauth_errors()

@@ -1,18 +1,14 @@
 """The browser tests without a browser: skipped with one loud line on a developer's machine, failed
-under CI=true (tests/browser/conftest.py). Chromium stays installed: CHROMIUM_PATH points elsewhere."""
+under CI=true (tests/browser/conftest.py). Chromium stays installed: CHROMIUM_PATH points elsewhere.
+The child-pytest runs of tests/browser are in tests/integration/test_browser_gate.py."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.browser.conftest import browser_verdict
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_present_browser_runs(tmp_path: Path) -> None:
@@ -34,27 +30,6 @@ def test_a_missing_browser_skips_unless_ci(tmp_path: Path, ci: str | None, kind:
 def test_a_file_that_is_not_executable_is_no_browser(tmp_path: Path) -> None:
     (tmp_path / "chromium").write_text("")
     assert browser_verdict({"CHROMIUM_PATH": str(tmp_path / "chromium")}) is not None
-
-
-def run_browser_tests(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if k != "CI"} | {"CHROMIUM_PATH": str(tmp_path / "none"), **env}
-    cmd = [sys.executable, "-m", "pytest", "tests/browser", "-q", "-p", "no:cacheprovider", "-rs"]
-    return subprocess.run(cmd, cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
-
-
-def test_the_suite_skips_them_with_one_loud_line(tmp_path: Path) -> None:
-    done = run_browser_tests(tmp_path)
-    assert done.returncode == 0, done.stdout[-2000:]
-    assert " passed" not in done.stdout and " skipped" in done.stdout
-    assert done.stdout.count("BROWSER TESTS SKIPPED: no Chromium at") == 1
-    assert "sudo apt-get install -y chromium" in done.stdout
-
-
-def test_under_ci_the_suite_fails_them(tmp_path: Path) -> None:
-    done = run_browser_tests(tmp_path, CI="true")
-    assert done.returncode == 1, done.stdout[-2000:]
-    assert " skipped" not in done.stdout and "BROWSER TESTS SKIPPED" not in done.stdout
-    assert "a missing browser is a failure" in done.stdout
 
 
 @pytest.mark.parametrize("may_install, installs", [(True, True), (False, False)])

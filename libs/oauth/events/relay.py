@@ -151,7 +151,6 @@ class OutboxRelay:
         if exchange is None or not self.link.is_up:
             return False  # the link's connect hook wakes us
         batch = self.settings.events_relay_batch_size
-        error: BaseException | None = None
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(CLAIM_SQL, batch)
             if not rows:
@@ -159,25 +158,40 @@ class OutboxRelay:
             # Marking rows published need not wait for the WAL flush: a mark lost in a crash only
             # republishes the event, which consumers skip by id.
             await conn.execute("SET LOCAL synchronous_commit TO OFF")
-            events = [Event.from_row(r) for r in rows]
-            results = await asyncio.gather(
-                *(self._publish(exchange, e) for e in events),
-                return_exceptions=True,
+            done, error = await self._publish_claimed(conn, exchange, [Event.from_row(r) for r in rows])
+        self._count_published(rows, done)
+        if error is not None:
+            raise error
+        return len(rows) == batch
+
+    async def _publish_claimed(
+        self, conn: asyncpg.Connection, exchange: aio_pika.abc.AbstractExchange, events: list[Event]
+    ) -> tuple[list[Event], BaseException | None]:
+        """Publish the claimed events concurrently and mark each outcome in the claiming
+        transaction; the events published and the first failure, if any."""
+        results = await asyncio.gather(
+            *(self._publish(exchange, e) for e in events),
+            return_exceptions=True,
+        )
+        done = [e for e, r in zip(events, results, strict=True) if not isinstance(r, BaseException)]
+        failed = [e for e, r in zip(events, results, strict=True) if isinstance(r, BaseException)]
+        if done:
+            await conn.execute(
+                "UPDATE event_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1::uuid[])",
+                [e.id for e in done],
             )
-            done = [e for e, r in zip(events, results, strict=True) if not isinstance(r, BaseException)]
-            failed = [e for e, r in zip(events, results, strict=True) if isinstance(r, BaseException)]
-            if done:
-                await conn.execute(
-                    "UPDATE event_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1::uuid[])",
-                    [e.id for e in done],
-                )
-            if failed:
-                await conn.execute(
-                    "UPDATE event_outbox SET attempts = attempts + 1 WHERE id = ANY($1::uuid[])",
-                    [e.id for e in failed],
-                )
-                first = next(r for r in results if isinstance(r, BaseException))
-                error = first
+        if failed:
+            await conn.execute(
+                "UPDATE event_outbox SET attempts = attempts + 1 WHERE id = ANY($1::uuid[])",
+                [e.id for e in failed],
+            )
+            first = next(r for r in results if isinstance(r, BaseException))
+            return done, first
+        return done, None
+
+    def _count_published(self, rows: Sequence[asyncpg.Record], done: list[Event]) -> None:
+        """Metrics for the published events (count, lag since they occurred) and the recent-ids
+        memory (at most 10,000)."""
         occurred = {str(r["id"]): r["occurred_at"] for r in rows}
         now = datetime.now(UTC)
         for e in done:
@@ -186,9 +200,6 @@ class OutboxRelay:
             self._recent[e.id] = None
         while len(self._recent) > 10_000:
             self._recent.popitem(last=False)
-        if error is not None:
-            raise error
-        return len(rows) == batch
 
     async def _publish(self, exchange: aio_pika.abc.AbstractExchange, event: Event) -> None:
         await exchange.publish(

@@ -56,20 +56,25 @@ class EventData:
         return cls(**values)
 
 
+def _fits(option: Any, value: Any) -> bool:
+    """Does ``value`` have the JSON type of one type-hint ``option``?"""
+    if option is bool:
+        return isinstance(value, bool)
+    if option is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if option is str:
+        return isinstance(value, str)
+    return get_origin(option) is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def _checked(event_type: str, name: str, hint: Any, value: Any) -> Any:
     """``value`` if it has the JSON type ``hint`` says (int, str, bool, X | None, tuple[str, ...])."""
     options = get_args(hint) if isinstance(hint, UnionType) else (hint,)
     if value is None and type(None) in options:
         return None
     for option in options:
-        if option is bool and isinstance(value, bool):
-            return value
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option is str and isinstance(value, str):
-            return value
-        if get_origin(option) is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
+        if _fits(option, value):
+            return tuple(value) if isinstance(value, list) else value
     raise ValueError(f"{event_type}: {name} has the wrong type")
 
 

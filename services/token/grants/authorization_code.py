@@ -24,17 +24,16 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
-from libs.contracts import authz as codes
 from libs.oauth.clients import Client
 from libs.oauth.errors import InvalidGrant
 from libs.platform.security import same, token_hash
 
-from ..families import create_family, revoke_family
 from ..form import required
 from ..id_tokens import Authentication
-from ..issuance import Deps, issue_pair
+from ..issuance import Deps
+from .storage import CodeGrantStore, NewPair, PgGrantStore, Row
 
 log = logging.getLogger("oauth.token")
 
@@ -103,40 +102,56 @@ def check_bindings(code: ConsumedCode, client: Client, redirect_uri: str, code_v
 async def exchange_code(
     deps: Deps, client: Client, *, code: str, redirect_uri: str, code_verifier: str | None
 ) -> dict[str, object]:
-    code_hash = token_hash(deps.settings.pepper_bytes, code)
+    return await exchange(
+        PgGrantStore(deps),
+        deps.settings.pepper_bytes,
+        client,
+        code=code,
+        redirect_uri=redirect_uri,
+        code_verifier=code_verifier,
+    )
+
+
+async def exchange(
+    grants: CodeGrantStore, pepper: bytes, client: Client, *, code: str, redirect_uri: str, code_verifier: str | None
+) -> dict[str, Any]:
+    """Consume the code, check its bindings, start the family and issue the first pair, in one
+    transaction (storage.py); a code that could not be consumed is diagnosed (``_not_consumed``)."""
+    code_hash = token_hash(pepper, code)
     family_id = uuid.uuid4()
-    async with deps.pool.acquire() as conn:
-        async with conn.transaction():
-            row = await codes.consume_code(conn, code_hash, client.client_id, family_id)
-            if row is not None:
-                # raises: rolled back, not burned
-                check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)
-                await create_family(
-                    conn,
+    async with grants.transaction() as tx:
+        row = await tx.consume_code(code_hash, client.client_id, family_id)
+        if row is not None:
+            check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)  # raises: rolled back, not burned
+            await tx.create_family(
+                family_id,
+                client_id=client.client_id,
+                user_id=row["user_id"],
+                scope=row["scope"],
+                auth_time=row["auth_time"],
+            )
+            issued = await tx.issue_pair(
+                NewPair(
                     family_id,
-                    client_id=client.client_id,
-                    user_id=row["user_id"],
-                    scope=row["scope"],
-                    auth_time=row["auth_time"],
-                )
-                issued = await issue_pair(
-                    conn,
-                    deps,
-                    family_id=family_id,
-                    client_id=client.client_id,
-                    user_id=row["user_id"],
-                    scope=row["scope"],
+                    client.client_id,
+                    row["user_id"],
+                    row["scope"],
                     auth=Authentication(auth_time=row["auth_time"], nonce=row["nonce"], email=row["email"]),
                 )
-                return issued.body
-        known = await codes.diagnose_code(conn, code_hash)
+            )
+            return issued.body
+    return await _not_consumed(grants, client, await grants.diagnose_code(code_hash))
+
+
+async def _not_consumed(grants: CodeGrantStore, client: Client, known: Row | None) -> NoReturn:
+    """Why the code could not be consumed; a replay revokes the family issued from it."""
     if known is None or known["client_id"] != client.client_id:
         why = "unknown code" if known is None else f"code of client {known['client_id']}"
         raise InvalidGrant("The authorization code is invalid or was issued to another client", detail=why)
     if known["used_at"] is not None:
         log.warning("authorization code replayed", extra={"client_id": client.client_id})
         if known["family_id"] is not None:
-            await revoke_family(deps.pool, deps.redis, deps.settings, known["family_id"], "code_replay")
+            await grants.revoke_family(known["family_id"], "code_replay")
         raise InvalidGrant(
             "The authorization code was already used; the tokens issued from it are revoked",
             detail=f"code replay: family {known['family_id']} revoked",

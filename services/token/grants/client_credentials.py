@@ -18,7 +18,7 @@ database, so issuing one costs a client lookup and a signature.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from libs.oauth.access_tokens import mint
 from libs.oauth.clients import Client
@@ -66,12 +66,29 @@ class ClientCredentialsGrant:
 
     async def issue(self, deps: Deps, client: Client, request: MachineRequest) -> dict[str, Any]:
         settings = deps.settings
-        access, _claims = await mint(
-            deps.keys, settings, sub=client.client_id, client_id=client.client_id, scope=request.scope, family=None
-        )
-        return {
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": settings.access_token_ttl_seconds,
-            "scope": request.scope,
-        }
+
+        async def minter(*, sub: str, client_id: str, scope: str) -> str:
+            access, _claims = await mint(deps.keys, settings, sub=sub, client_id=client_id, scope=scope, family=None)
+            return access
+
+        return await machine_token(minter, settings.access_token_ttl_seconds, client, request)
+
+
+class MachineMinter(Protocol):
+    """Signs an access token with no token family (libs/oauth/access_tokens.mint, ``family=None``)."""
+
+    async def __call__(self, *, sub: str, client_id: str, scope: str) -> str: ...
+
+
+async def machine_token(
+    minter: MachineMinter, ttl_seconds: int, client: Client, request: MachineRequest
+) -> dict[str, Any]:
+    """RFC 6749 4.4.3: an access token whose subject is the client itself (RFC 9068 2.2), and no
+    refresh token; nothing is stored."""
+    access = await minter(sub=client.client_id, client_id=client.client_id, scope=request.scope)
+    return {
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": ttl_seconds,
+        "scope": request.scope,
+    }

@@ -34,17 +34,15 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from libs.contracts import account
 from libs.oauth.clients import Client
 from libs.oauth.errors import InvalidGrant, InvalidScope
 from libs.oauth.vocabulary import REFRESH_PREFIX
 from libs.platform.security import token_hash
 
-from .. import store
-from ..families import revoke_family
 from ..form import required
 from ..id_tokens import Authentication
-from ..issuance import Deps, issue_pair
+from ..issuance import Deps
+from .storage import NewPair, PgGrantStore, RefreshGrantStore, Row
 
 log = logging.getLogger("oauth.token")
 
@@ -142,44 +140,67 @@ def decide_unconsumed(known: Unconsumed | None, client_id: str) -> Literal["grac
 
 async def rotate(deps: Deps, client: Client, *, refresh_token: str, scope: str | None) -> dict[str, Any]:
     settings = deps.settings
-    presented_hash = token_hash(settings.pepper_bytes, refresh_token)
-    async with deps.pool.acquire() as conn:
-        async with conn.transaction():
-            row = await account.consume_refresh_token(conn, presented_hash, client.client_id)
-            if row is not None:
-                # Failures below roll the consumption back: the token stays usable.
-                if row["user_status"] != ACTIVE:
-                    raise InvalidGrant("The user account is disabled")
-                access_scope = narrowed_scope(row["scope"], scope)
-                issued = await issue_pair(
-                    conn,
-                    deps,
-                    family_id=row["family_id"],
-                    client_id=client.client_id,
-                    user_id=row["user_id"],
-                    scope=access_scope,
+    return await rotate_with(
+        PgGrantStore(deps),
+        settings.pepper_bytes,
+        float(settings.refresh_grace_seconds),
+        client,
+        refresh_token=refresh_token,
+        scope=scope,
+    )
+
+
+async def rotate_with(
+    grants: RefreshGrantStore,
+    pepper: bytes,
+    grace_seconds: float,
+    client: Client,
+    *,
+    refresh_token: str,
+    scope: str | None,
+) -> dict[str, Any]:
+    """Consume the token and issue its child with the sealed grace response, in one transaction
+    (storage.py); a token that could not be consumed is diagnosed (``_not_consumed``)."""
+    presented_hash = token_hash(pepper, refresh_token)
+    async with grants.transaction() as tx:
+        row = await tx.consume_refresh_token(presented_hash, client.client_id)
+        if row is not None:
+            # Failures below roll the consumption back: the token stays usable.
+            if row["user_status"] != ACTIVE:
+                raise InvalidGrant("The user account is disabled")
+            access_scope = narrowed_scope(row["scope"], scope)
+            issued = await tx.issue_pair(
+                NewPair(
+                    row["family_id"],
+                    client.client_id,
+                    row["user_id"],
+                    access_scope,
                     parent_id=row["id"],
                     # OIDC 12.2: a refreshed id_token keeps the original auth_time and has no nonce.
                     auth=Authentication(auth_time=row["auth_time"], nonce=None, email=row["email"]),
                 )
-                sealed = seal_response(settings.pepper_bytes, refresh_token, row["id"], issued.body)
-                await store.store_grace_response(conn, row["id"], sealed)
-                return issued.body
-        known = await account.diagnose_refresh_token(conn, presented_hash, float(settings.refresh_grace_seconds))
-    return await _not_consumed(deps, client, refresh_token, known)
+            )
+            sealed = seal_response(pepper, refresh_token, row["id"], issued.body)
+            await tx.store_grace_response(row["id"], sealed)
+            return issued.body
+    known = await grants.diagnose_refresh_token(presented_hash, grace_seconds)
+    return await _not_consumed(grants, pepper, client, refresh_token, known)
 
 
-async def _not_consumed(deps: Deps, client: Client, refresh_token: str, known: Any) -> dict[str, Any]:
+async def _not_consumed(
+    grants: RefreshGrantStore, pepper: bytes, client: Client, refresh_token: str, known: Row | None
+) -> dict[str, Any]:
     """Why the token could not be consumed: a retry within the grace window, reuse, or just invalid."""
     family_id: uuid.UUID | None = known["family_id"] if known is not None else None
     if decide_unconsumed(Unconsumed.of(known) if known is not None else None, client.client_id) == "grace":
-        body = open_response(deps.settings.pepper_bytes, refresh_token, known["id"], bytes(known["grace_response"]))
+        assert known is not None  # decide_unconsumed raised for an unknown token
+        body = open_response(pepper, refresh_token, known["id"], bytes(known["grace_response"]))
         if body is not None:
             return body
         log.error("grace response unreadable", extra={"family_id": str(family_id)})
     assert family_id is not None  # decide_unconsumed raised for an unknown token
     log.warning("refresh token reused", extra={"client_id": client.client_id, "family_id": str(family_id)})
-    await revoke_family(deps.pool, deps.redis, deps.settings, family_id, "refresh_reuse")
+    await grants.revoke_family(family_id, "refresh_reuse")
     raise InvalidGrant(
         "The refresh token was already used; all tokens of this grant are revoked",
         detail=f"refresh token reuse: family {family_id} revoked",

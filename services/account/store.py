@@ -2,7 +2,7 @@
 "account inside"). Rules and handlers call these; nothing else in services/account holds SQL.
 
 Tables owned by account: ``users``, ``oauth_apps``, ``developer_tokens``, ``topup_codes``,
-``quota_operations``. Queries on other owners' tables are in the marked section at the end.
+``quota_operations``, ``spend_charges``. Queries on other owners' tables are in the marked section at the end.
 """
 
 from __future__ import annotations
@@ -121,6 +121,82 @@ async def quota_operation(conn: asyncpg.Connection, key: str) -> asyncpg.Record 
 async def save_quota_result(conn: asyncpg.Connection, key: str, result_json: str) -> None:
     await conn.execute(
         "UPDATE quota_operations SET result = $2::text::jsonb WHERE idempotency_key = $1", key, result_json
+    )
+
+
+# --- spend_charges (docs/spending.md) ------------------------------------------------------------
+async def lock_user_balance(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
+    """(status, quota, used_quota) with the user's row lock: serialises the charges of one user, so
+    the period's sum and the balance read next stay true until the commit (users before grants,
+    the order user_status.py locks them in too)."""
+    return await conn.fetchrow("SELECT status, quota, used_quota FROM users WHERE id = $1 FOR UPDATE", user_id)
+
+
+async def spend_charge_by_key(conn: Conn, user_id: int, client_id: str, key: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT amount, description, result::text AS result FROM spend_charges
+           WHERE user_id = $1 AND client_id = $2 AND idempotency_key = $3""",
+        user_id,
+        client_id,
+        key,
+    )
+
+
+async def spent_since(conn: Conn, user_id: int, client_id: str, since: Any) -> int:
+    return int(
+        await conn.fetchval(
+            """SELECT coalesce(sum(amount), 0) FROM spend_charges
+               WHERE user_id = $1 AND client_id = $2 AND created_at >= $3""",
+            user_id,
+            client_id,
+            since,
+        )
+    )
+
+
+async def insert_spend_charge(
+    conn: asyncpg.Connection,
+    user_id: int,
+    client_id: str,
+    family_id: str | None,
+    amount: int,
+    key: str,
+    description: str,
+    result_json: str,
+    at: Any,
+) -> None:
+    await conn.execute(
+        """INSERT INTO spend_charges (user_id, client_id, family_id, amount, idempotency_key, description, result,
+                                      created_at)
+           VALUES ($1, $2, $3::uuid, $4, $5, $6, $7::text::jsonb, $8)""",
+        user_id,
+        client_id,
+        family_id,
+        amount,
+        key,
+        description,
+        result_json,
+        at,
+    )
+
+
+async def spend_totals_of_user(conn: Conn, user_id: int) -> list[asyncpg.Record]:
+    """Per app: the total charged and the number of charges."""
+    return await conn.fetch(
+        """SELECT client_id, sum(amount) AS total, count(*) AS charges FROM spend_charges
+           WHERE user_id = $1 GROUP BY client_id""",
+        user_id,
+    )
+
+
+async def spend_totals_of_owner(conn: Conn, owner_id: int) -> list[asyncpg.Record]:
+    """Per app of a developer: total charged, charges and paying users (aggregates only)."""
+    return await conn.fetch(
+        """SELECT a.id AS app_id, coalesce(sum(c.amount), 0) AS total, count(c.id) AS charges,
+                  count(DISTINCT c.user_id) AS users
+           FROM oauth_apps a LEFT JOIN spend_charges c ON c.client_id = a.client_id
+           WHERE a.owner_id = $1 GROUP BY a.id""",
+        owner_id,
     )
 
 
@@ -301,3 +377,33 @@ async def touch_developer_token(conn: Conn, token_id: int) -> None:
 async def delete_user_grants(conn: asyncpg.Connection, user_id: int) -> None:
     # owner: authz (grants): a disabled user's consents go (libs/contracts/authz.py).
     await conn.execute("DELETE FROM grants WHERE user_id = $1", user_id)
+
+
+async def spend_grant(conn: asyncpg.Connection, user_id: int, client_id: str) -> asyncpg.Record | None:
+    """owner: authz (grants). The consent record's scopes and spending limit, for a charge."""
+    return await conn.fetchrow(
+        """SELECT scopes, spend_limit, spend_period, spend_since FROM grants
+           WHERE user_id = $1 AND client_id = $2""",
+        user_id,
+        client_id,
+    )
+
+
+async def token_still_live(
+    conn: asyncpg.Connection, user_id: int, client_id: str, family_id: str | None, jti: str
+) -> bool:
+    """owner: token (token_families) and libs/oauth (revoked_access_tokens). PostgreSQL is the
+    truth for revocations (libs/oauth/revocation.py): read in the charge's transaction, so a charge
+    that starts after a revocation committed is refused on every instance."""
+    return bool(
+        await conn.fetchval(
+            """SELECT NOT EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = $4)
+                      AND ($3::uuid IS NULL OR EXISTS (
+                          SELECT 1 FROM token_families WHERE id = $3::uuid AND user_id = $1 AND client_id = $2
+                                                         AND revoked_at IS NULL))""",
+            user_id,
+            client_id,
+            family_id,
+            jti,
+        )
+    )

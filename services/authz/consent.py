@@ -20,6 +20,7 @@ from multidict import MultiMapping
 from libs.oauth.clients import get_client
 from libs.oauth.pages import render
 from libs.oauth.sessions import CSRF_FIELD, check_csrf
+from libs.oauth.vocabulary import SPEND_SCOPE
 from libs.platform.config import Settings
 from libs.platform.params import post_form
 from libs.platform.redis import key
@@ -29,6 +30,7 @@ from .authrequest import AuthRequest
 from .codes import issue_code
 from .identity import SignedIn, signed_in
 from .responses import error_page, lang_url, to_client
+from .spend_limits import chosen_limit, consent_context
 
 MAX_REQUEST_ID = 100
 
@@ -84,6 +86,7 @@ async def render_page(
         request_id=request_id,
         switch_url=switch_url,
         lang_url=lang_url(request),
+        **consent_context(req, request.app[SETTINGS].quota_per_unit),
     )
 
 
@@ -118,7 +121,12 @@ async def post_consent(request: web.Request) -> web.Response:
             error="access_denied",
             error_description="the user denied the request",
         )
-    code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time)
+    spend = None
+    if SPEND_SCOPE in req.scopes:  # the limit the user chose on the page (docs/spending.md)
+        spend = chosen_limit(form, settings.quota_per_unit)
+        if spend is None:
+            return await error_page(request, 400, "spend.bad_amount")
+    code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time, spend=spend)
     return to_client(req.redirect_uri, settings.issuer, req.state, code=code)
 
 

@@ -36,3 +36,38 @@ async def list_consents_with_apps(db: asyncpg.Pool, user_id: int) -> list[asyncp
            ORDER BY g.last_authorized_at DESC, g.client_id""",
         user_id,
     )
+
+
+async def balance_of(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
+    """(quota, used_quota): the state a ``quota.changed`` event for a limit change carries."""
+    return await conn.fetchrow("SELECT quota, used_quota FROM users WHERE id = $1", user_id)
+
+
+async def spent_since(db: asyncpg.Pool, user_id: int, client_id: str, since: object) -> int:
+    """account's spend_charges: what the app charged the user since ``since`` (the period)."""
+    return int(
+        await db.fetchval(
+            """SELECT coalesce(sum(amount), 0) FROM spend_charges
+               WHERE user_id = $1 AND client_id = $2 AND created_at >= $3""",
+            user_id,
+            client_id,
+            since,
+        )
+    )
+
+
+async def spend_totals(db: asyncpg.Pool, user_id: int) -> dict[str, int]:
+    rows = await db.fetch(
+        "SELECT client_id, sum(amount) AS total FROM spend_charges WHERE user_id = $1 GROUP BY client_id", user_id
+    )
+    return {r["client_id"]: int(r["total"]) for r in rows}
+
+
+async def recent_charges(db: asyncpg.Pool, user_id: int, client_id: str, limit: int = 10) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT amount, description, created_at FROM spend_charges
+           WHERE user_id = $1 AND client_id = $2 ORDER BY created_at DESC, id DESC LIMIT $3""",
+        user_id,
+        client_id,
+        limit,
+    )

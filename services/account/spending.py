@@ -16,6 +16,8 @@ limit nor the balance can be overspent by parallel charges, and a refusal change
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -76,18 +78,27 @@ def _not_allowed(description: str) -> OAuthError:
     )
 
 
-async def _allowance(conn: asyncpg.Connection, token: AccessToken, user_id: int, now: datetime) -> Allowance:
-    """The grant's allowance now; 401 when the token was revoked, 403 when it may not spend."""
-    if token.family is None or not await store.token_still_live(
-        conn, user_id, token.client_id, token.family, token.jti
-    ):
+def _user_of(token: AccessToken) -> int:
+    if token.user_id is None or token.family is None:
+        raise _not_allowed("Only an access token a user granted can spend (not a client_credentials token)")
+    return token.user_id
+
+
+async def _limit(conn: asyncpg.Connection, token: AccessToken, user_id: int) -> tuple[int, str, datetime]:
+    """The grant's (limit, period, since); 401 when the token was revoked, 403 when it may not spend."""
+    grant = await store.spend_grant(conn, user_id, token.client_id, token.family, token.jti)
+    if grant is None or not grant["live"]:
         raise invalid_token("The access token was revoked")
-    grant = await store.spend_grant(conn, user_id, token.client_id)
-    if grant is None or SPEND_SCOPE not in grant["scopes"] or grant["spend_limit"] is None:
+    if SPEND_SCOPE not in grant["scopes"] or grant["spend_limit"] is None:
         raise _not_allowed("The user has not allowed this app to spend (or stopped it); ask again with scope spend")
-    start, end = period_window(grant["spend_period"], now, grant["spend_since"])
-    spent = await store.spent_since(conn, user_id, token.client_id, start)
-    return Allowance(int(grant["spend_limit"]), grant["spend_period"], spent, start, end)
+    return int(grant["spend_limit"]), grant["spend_period"], grant["spend_since"]
+
+
+async def _active_balance(conn: asyncpg.Connection, user_id: int, *, lock: bool) -> tuple[int, int]:
+    row = await (store.lock_user_balance if lock else store.user_balance_row)(conn, user_id)
+    if row is None or row["status"] != UserStatus.ACTIVE:
+        raise OAuthError("access_denied", "The user's account is disabled", status=403)
+    return int(row["quota"]), int(row["used_quota"])
 
 
 def allowance_json(a: Allowance, per_unit: int) -> dict[str, Any]:
@@ -103,23 +114,7 @@ def allowance_json(a: Allowance, per_unit: int) -> dict[str, Any]:
     }
 
 
-def _user_of(token: AccessToken) -> int:
-    if token.user_id is None:
-        raise _not_allowed("Only a user's access token can spend (not a client_credentials token)")
-    return token.user_id
-
-
-async def _locked_balance(conn: asyncpg.Connection, user_id: int) -> int:
-    row = await store.lock_user_balance(conn, user_id)
-    if row is None or row["status"] != UserStatus.ACTIVE:
-        raise OAuthError("access_denied", "The user's account is disabled", status=403)
-    return int(row["quota"]) - int(row["used_quota"])
-
-
-async def _replay(conn: asyncpg.Connection, user_id: int, token: AccessToken, amount: int, key: str) -> dict | None:
-    seen = await store.spend_charge_by_key(conn, user_id, token.client_id, key)
-    if seen is None:
-        return None
+def _replayed(seen: asyncpg.Record, amount: int) -> dict[str, Any]:
     if int(seen["amount"]) != amount:
         raise OAuthError(
             "invalid_request",
@@ -130,63 +125,118 @@ async def _replay(conn: asyncpg.Connection, user_id: int, token: AccessToken, am
     return first
 
 
+class ChargeQueues:
+    """One asyncio lock per user in this process: a process's concurrent charges of one user wait
+    here, not holding a pooled connection while PostgreSQL's row lock makes them wait anyway (with
+    100 at once they would empty the pool and get 503s). Across instances the row lock decides."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def of(self, user_id: int) -> asyncio.Lock:
+        lock = self._locks.get(user_id)
+        if lock is None:
+            lock = self._locks[user_id] = asyncio.Lock()
+        return lock
+
+
+QUEUES: web.AppKey[ChargeQueues] = web.AppKey("spend_queues", ChargeQueues)
+
+
 async def charge(
-    pool: asyncpg.Pool, token: AccessToken, amount: int, key: str, description: str, *, per_unit: int, now: datetime
+    pool: asyncpg.Pool,
+    token: AccessToken,
+    amount: int,
+    key: str,
+    description: str,
+    *,
+    per_unit: int,
+    now: datetime,
+    queues: ChargeQueues | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Charge ``amount`` to the token's grant once per ``key``: (result, replayed)."""
     user_id = _user_of(token)
-    async with pool.acquire() as conn, conn.transaction():
-        balance = await _locked_balance(conn, user_id)
-        allowance = await _allowance(conn, token, user_id, now)
-        first = await _replay(conn, user_id, token, amount, key)
-        if first is not None:
-            return first, True
-        refused = refusal(allowance, balance, amount)
-        if refused is not None:
-            error = "spend_limit_exceeded" if refused.what == "spend_limit" else "insufficient_balance"
-            raise OAuthError(error, describe(refused, allowance, per_unit), status=402)
-        after = await store.consume_quota_if_covered(conn, user_id, amount, UserStatus.ACTIVE)
-        assert after is not None  # the row is locked and the balance was checked above
-        quota, used = int(after["quota"]), int(after["used_quota"])
-        spent = Allowance(allowance.limit, allowance.period, allowance.spent + amount, allowance.start, allowance.end)
-        result = {
-            "amount": amount,
-            "amount_formatted": format_amount(amount, per_unit),
+    async with (queues or ChargeQueues()).of(user_id):
+        async with pool.acquire() as conn, conn.transaction():
+            return await _charge(conn, token, user_id, amount, key, description, per_unit, now)
+
+
+async def _charge(
+    conn: asyncpg.Connection,
+    token: AccessToken,
+    user_id: int,
+    amount: int,
+    key: str,
+    description: str,
+    per_unit: int,
+    now: datetime,
+) -> tuple[dict[str, Any], bool]:
+    # The user's row lock first (held until the commit), then the grant and the revocations: a
+    # charge that was waiting for the lock when a revocation committed sees it.
+    quota, used = await _active_balance(conn, user_id, lock=True)
+    limit, period, since = await _limit(conn, token, user_id)
+    start, end = period_window(period, now, since)
+    found = await store.spent_and_charge_by_key(conn, user_id, token.client_id, start, key)
+    if found["amount"] is not None:
+        return _replayed(found, amount), True
+    allowance = Allowance(limit, period, int(found["spent"]), start, end)
+    refused = refusal(allowance, quota - used, amount)
+    if refused is not None:
+        error = "spend_limit_exceeded" if refused.what == "spend_limit" else "insufficient_balance"
+        raise OAuthError(error, describe(refused, allowance, per_unit), status=402)
+    spent = Allowance(limit, period, allowance.spent + amount, start, end)
+    balance = quota - used - amount
+    result = {
+        "amount": amount,
+        "amount_formatted": format_amount(amount, per_unit),
+        "idempotency_key": key,
+        "description": description,
+        "charged_at": int(now.timestamp()),
+        "balance": balance,
+        "balance_formatted": format_amount(balance, per_unit),
+        "allowance": allowance_json(spent, per_unit),
+    }
+    after = await store.debit_and_record_charge(
+        conn,
+        user_id,
+        token.client_id,
+        token.family,
+        amount,
+        key,
+        description,
+        orjson.dumps(result).decode(),
+        now,
+        UserStatus.ACTIVE,
+    )
+    assert after is not None  # the row is locked and the balance was checked above
+    await outbox.enqueue(
+        conn,
+        "quota.changed",
+        {
+            "user_id": user_id,
+            "delta": -amount,
+            "quota": int(after["quota"]),
+            "used_quota": int(after["used_quota"]),
+            "reason": "spend",
             "idempotency_key": key,
-            "description": description,
-            "charged_at": int(now.timestamp()),
-            "balance": quota - used,
-            "balance_formatted": format_amount(quota - used, per_unit),
-            "allowance": allowance_json(spent, per_unit),
-        }
-        await store.insert_spend_charge(
-            conn, user_id, token.client_id, token.family, amount, key, description, orjson.dumps(result).decode(), now
-        )
-        await outbox.enqueue(
-            conn,
-            "quota.changed",
-            {
-                "user_id": user_id,
-                "delta": -amount,
-                "quota": quota,
-                "used_quota": used,
-                "reason": "spend",
-                "idempotency_key": key,
-                "client_id": token.client_id,
-                "grant": {"user_id": user_id, "client_id": token.client_id, "family_id": token.family},
-                "spend_limit": spent.limit,
-                "spend_period": spent.period,
-                "spent_in_period": spent.spent,
-            },
-        )
+            "client_id": token.client_id,
+            "grant": {"user_id": user_id, "client_id": token.client_id, "family_id": token.family},
+            "spend_limit": limit,
+            "spend_period": period,
+            "spent_in_period": spent.spent,
+        },
+    )
     return result, False
 
 
 async def current_allowance(pool: asyncpg.Pool, token: AccessToken, *, per_unit: int, now: datetime) -> dict[str, Any]:
     user_id = _user_of(token)
-    async with pool.acquire() as conn, conn.transaction():
-        balance = await _locked_balance(conn, user_id)
-        allowance = await _allowance(conn, token, user_id, now)
+    async with pool.acquire() as conn:
+        limit, period, since = await _limit(conn, token, user_id)
+        start, end = period_window(period, now, since)
+        quota, used = await _active_balance(conn, user_id, lock=False)
+        allowance = Allowance(limit, period, await store.spent_since(conn, user_id, token.client_id, start), start, end)
+    balance = quota - used
     return allowance_json(allowance, per_unit) | {
         "balance": balance,
         "balance_formatted": format_amount(balance, per_unit),
@@ -218,6 +268,7 @@ async def handle_charge(request: web.Request) -> web.Response:
         description,
         per_unit=request.app[SETTINGS].quota_per_unit,
         now=_now(request),
+        queues=request.app[QUEUES],
     )
     headers = dict(NO_STORE) | ({"Idempotent-Replayed": "true"} if replayed else {})
     return json_response(result, headers=headers)
@@ -250,6 +301,7 @@ async def handle_internal_charge(request: web.Request) -> web.Response:
             description,
             per_unit=request.app[SETTINGS].quota_per_unit,
             now=_now(request),
+            queues=request.app[QUEUES],
         )
     except OAuthError as exc:
         raise ApiError(exc.status, f"{exc.error}: {exc.description}") from None
@@ -261,6 +313,7 @@ async def handle_internal_charge(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    app[QUEUES] = ChargeQueues()
     app.router.add_post("/api/oauth2/spend", handle_charge)
     app.router.add_get("/api/oauth2/spend", handle_allowance)
     app.router.add_post("/internal/quota/spend", handle_internal_charge)

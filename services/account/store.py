@@ -127,19 +127,29 @@ async def save_quota_result(conn: asyncpg.Connection, key: str, result_json: str
 # --- spend_charges (docs/spending.md) ------------------------------------------------------------
 async def lock_user_balance(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
     """(status, quota, used_quota) with the user's row lock: serialises the charges of one user, so
-    the period's sum and the balance read next stay true until the commit (users before grants,
-    the order user_status.py locks them in too)."""
+    the period's sum and the balance read next stay true until the commit."""
     return await conn.fetchrow("SELECT status, quota, used_quota FROM users WHERE id = $1 FOR UPDATE", user_id)
 
 
-async def spend_charge_by_key(conn: Conn, user_id: int, client_id: str, key: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        """SELECT amount, description, result::text AS result FROM spend_charges
-           WHERE user_id = $1 AND client_id = $2 AND idempotency_key = $3""",
+async def spent_and_charge_by_key(
+    conn: asyncpg.Connection, user_id: int, client_id: str, since: Any, key: str
+) -> asyncpg.Record:
+    """What the grant charged since ``since``, and the charge recorded under ``key`` if any (amount
+    and result; NULLs otherwise). Run after ``lock_user_balance``: a new statement, so its snapshot
+    sees every charge committed before the lock was granted."""
+    row = await conn.fetchrow(
+        """SELECT (SELECT coalesce(sum(amount), 0) FROM spend_charges
+                   WHERE user_id = $1 AND client_id = $2 AND created_at >= $3) AS spent,
+                  k.amount, k.result::text AS result
+           FROM (SELECT 1) AS one
+           LEFT JOIN spend_charges k ON k.user_id = $1 AND k.client_id = $2 AND k.idempotency_key = $4""",
         user_id,
         client_id,
+        since,
         key,
     )
+    assert row is not None
+    return row
 
 
 async def spent_since(conn: Conn, user_id: int, client_id: str, since: Any) -> int:
@@ -154,7 +164,7 @@ async def spent_since(conn: Conn, user_id: int, client_id: str, since: Any) -> i
     )
 
 
-async def insert_spend_charge(
+async def debit_and_record_charge(
     conn: asyncpg.Connection,
     user_id: int,
     client_id: str,
@@ -164,11 +174,20 @@ async def insert_spend_charge(
     description: str,
     result_json: str,
     at: Any,
-) -> None:
-    await conn.execute(
-        """INSERT INTO spend_charges (user_id, client_id, family_id, amount, idempotency_key, description, result,
-                                      created_at)
-           VALUES ($1, $2, $3::uuid, $4, $5, $6, $7::text::jsonb, $8)""",
+    status: int,
+) -> asyncpg.Record | None:
+    """``used_quota += amount`` (a user with ``status``) if the balance covers it, and the charge's row, in one statement;
+    (quota, used_quota) after, or None (nothing written) when the balance does not cover it."""
+    return await conn.fetchrow(
+        """WITH debit AS (
+               UPDATE users SET used_quota = used_quota + $4, updated_at = now()
+               WHERE id = $1 AND status = $9 AND quota - used_quota >= $4
+               RETURNING quota, used_quota),
+           charge AS (
+               INSERT INTO spend_charges (user_id, client_id, family_id, amount, idempotency_key, description,
+                                          result, created_at)
+               SELECT $1, $2, $3::uuid, $4, $5, $6, $7::text::jsonb, $8 FROM debit)
+           SELECT quota, used_quota FROM debit""",
         user_id,
         client_id,
         family_id,
@@ -177,15 +196,7 @@ async def insert_spend_charge(
         description,
         result_json,
         at,
-    )
-
-
-async def spend_totals_of_user(conn: Conn, user_id: int) -> list[asyncpg.Record]:
-    """Per app: the total charged and the number of charges."""
-    return await conn.fetch(
-        """SELECT client_id, sum(amount) AS total, count(*) AS charges FROM spend_charges
-           WHERE user_id = $1 GROUP BY client_id""",
-        user_id,
+        status,
     )
 
 
@@ -379,31 +390,22 @@ async def delete_user_grants(conn: asyncpg.Connection, user_id: int) -> None:
     await conn.execute("DELETE FROM grants WHERE user_id = $1", user_id)
 
 
-async def spend_grant(conn: asyncpg.Connection, user_id: int, client_id: str) -> asyncpg.Record | None:
-    """owner: authz (grants). The consent record's scopes and spending limit, for a charge."""
+async def spend_grant(
+    conn: Conn, user_id: int, client_id: str, family_id: str | None, jti: str
+) -> asyncpg.Record | None:
+    """owner: authz (grants), token (token_families), libs/oauth (revoked_access_tokens). The consent
+    record's scopes and spending limit, and ``live``: the token is neither revoked itself nor of a
+    revoked family. PostgreSQL is the truth for revocations (libs/oauth/revocation.py): read in the
+    charge's transaction, so a charge that starts after a revocation committed is refused on every
+    instance. None: no consent record (revoked in the user center, or the app deleted)."""
     return await conn.fetchrow(
-        """SELECT scopes, spend_limit, spend_period, spend_since FROM grants
-           WHERE user_id = $1 AND client_id = $2""",
+        """SELECT scopes, spend_limit, spend_period, spend_since,
+                  NOT EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = $4)
+                  AND EXISTS (SELECT 1 FROM token_families WHERE id = $3::uuid AND user_id = $1 AND client_id = $2
+                                                              AND revoked_at IS NULL) AS live
+           FROM grants WHERE user_id = $1 AND client_id = $2""",
         user_id,
         client_id,
-    )
-
-
-async def token_still_live(
-    conn: asyncpg.Connection, user_id: int, client_id: str, family_id: str | None, jti: str
-) -> bool:
-    """owner: token (token_families) and libs/oauth (revoked_access_tokens). PostgreSQL is the
-    truth for revocations (libs/oauth/revocation.py): read in the charge's transaction, so a charge
-    that starts after a revocation committed is refused on every instance."""
-    return bool(
-        await conn.fetchval(
-            """SELECT NOT EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = $4)
-                      AND ($3::uuid IS NULL OR EXISTS (
-                          SELECT 1 FROM token_families WHERE id = $3::uuid AND user_id = $1 AND client_id = $2
-                                                         AND revoked_at IS NULL))""",
-            user_id,
-            client_id,
-            family_id,
-            jti,
-        )
+        family_id,
+        jti,
     )

@@ -21,12 +21,13 @@ import asyncpg
 from aiohttp import web
 from multidict import MultiMapping
 
+from libs.oauth.clients import get_client
 from libs.oauth.events import outbox
 from libs.oauth.pages import add_strings
 from libs.oauth.sessions import CSRF_FIELD, check_csrf
 from libs.oauth.spending import format_amount, parse_display_amount, parse_period, period_window
 from libs.oauth.vocabulary import NO_STORE, SPEND_PERIODS, SPEND_SCOPE
-from libs.platform.params import post_form
+from libs.platform.params import is_clean, post_form
 from libs.platform.validation import has_control_chars
 from libs.platform.web import PG, SETTINGS
 
@@ -146,6 +147,25 @@ async def stop(pool: asyncpg.Pool, user_id: int, client_id: str) -> bool:
 
 
 # --- the user center -----------------------------------------------------------------------------
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def spend_notices(request: web.Request) -> dict[str, Any]:
+    """The page's notice after a change (``?spend_changed=<client_id>`` ...), by the app's name."""
+    out: dict[str, Any] = {
+        "spend_error": request.query.get("spend_error") == "1",
+        "spend_changed": "",
+        "spend_stopped": "",
+    }
+    for name in ("spend_changed", "spend_stopped"):
+        client_id = request.query.get(name)
+        if client_id and is_clean(client_id, 100):
+            client = await get_client(request.app[PG], client_id)
+            out[name] = client.name if client is not None else client_id
+    return out
+
+
 def _when(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 

@@ -20,7 +20,7 @@ from .vocabulary import SPEND_PERIODS
 
 # The most a limit (or one charge) may be, in minor units: far below bigint, so sums cannot overflow.
 MAX_AMOUNT = 10**15
-_DISPLAY_RE = re.compile(r"^(\d{1,15})(?:\.(\d{1,2}))?$")
+_DISPLAY_RE = re.compile(r"^([0-9]{1,15})(?:\.([0-9]{1,2}))?$")
 
 
 def parse_display_amount(text: str, quota_per_unit: int) -> int | None:

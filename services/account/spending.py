@@ -29,6 +29,7 @@ from aiohttp import web
 from libs.oauth.access_tokens import VERIFIER, AccessToken, authenticate, invalid_token, require_scope
 from libs.oauth.errors import OAuthError
 from libs.oauth.events import outbox
+from libs.oauth.pages import add_strings
 from libs.oauth.spending import MAX_AMOUNT, Allowance, describe, format_amount, period_window, refusal
 from libs.oauth.vocabulary import NO_STORE, SPEND_SCOPE, UserStatus
 from libs.platform.errors import ApiError
@@ -242,6 +243,23 @@ async def current_allowance(pool: asyncpg.Pool, token: AccessToken, *, per_unit:
         "balance_formatted": format_amount(balance, per_unit),
         # What one charge may be right now: the smaller of the allowance and the balance.
         "available": min(allowance.remaining, max(balance, 0)),
+    }
+
+
+# --- the developer console -----------------------------------------------------------------------
+add_strings(
+    {
+        "zh": {"acct.dev.spend": "用户在该应用中的消费:共 {total},{charges} 笔扣费,{users} 位用户"},
+        "en": {"acct.dev.spend": "Spent by users through this app: {total} in {charges} charges by {users} users"},
+    }
+)
+
+
+async def spend_totals(pool: asyncpg.Pool, owner_id: int, per_unit: int) -> dict[int, dict[str, Any]]:
+    """Per app of a developer (app id): total charged, charges and paying users; aggregates only."""
+    return {
+        r["app_id"]: {"total": format_amount(int(r["total"]), per_unit), "charges": r["charges"], "users": r["users"]}
+        for r in await store.spend_totals_of_owner(pool, owner_id)
     }
 
 

@@ -395,3 +395,20 @@ async def test_second_consent_can_change_the_limit(stack, http, db, settings, gr
     assert code
     row = await db.fetchrow("SELECT spend_limit, spend_period FROM grants WHERE user_id = $1", grant.user_id)
     assert (row["spend_limit"], row["spend_period"]) == (4000, "once")
+
+
+async def test_developer_console_shows_aggregates_only(stack, http, db, settings) -> None:
+    g = await make_spend_grant(http, stack, db, settings, amount="10.00", period="daily")
+    assert (await spend(http, stack.base, g.access_token, 1500, description="secret-ish detail"))[0] == 200
+    assert (await spend(http, stack.base, g.access_token, 500))[0] == 200
+    owner_id = await db.fetchval("SELECT owner_id FROM oauth_apps WHERE client_id = $1", g.client_id)
+    owner = await db.fetchval("SELECT username FROM users WHERE id = $1", owner_id)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as dev:
+        from tests.support.oauth import login
+
+        await login(dev, stack.base, owner, "correct horse battery")
+        async with dev.get(f"{stack.base}/developer?lang=en") as r:
+            page = await r.text()
+    assert r.status == 200
+    assert "Spent by users through this app: 2.00 in 2 charges by 1 users" in page
+    assert "secret-ish detail" not in page and g.username not in page

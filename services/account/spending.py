@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -144,6 +145,17 @@ class ChargeQueues:
 QUEUES: web.AppKey[ChargeQueues] = web.AppKey("spend_queues", ChargeQueues)
 
 
+@dataclass(frozen=True)
+class Charge:
+    """One charge asked for: the token's grant, the amount (minor units), the key, the description."""
+
+    token: AccessToken
+    user_id: int
+    amount: int
+    key: str
+    description: str
+
+
 async def charge(
     pool: asyncpg.Pool,
     token: AccessToken,
@@ -156,78 +168,75 @@ async def charge(
     queues: ChargeQueues | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Charge ``amount`` to the token's grant once per ``key``: (result, replayed)."""
-    user_id = _user_of(token)
-    async with (queues or ChargeQueues()).of(user_id):
+    asked = Charge(token, _user_of(token), amount, key, description)
+    async with (queues or ChargeQueues()).of(asked.user_id):
         async with pool.acquire() as conn, conn.transaction():
-            return await _charge(conn, token, user_id, amount, key, description, per_unit, now)
+            return await _charge(conn, asked, per_unit, now)
 
 
-async def _charge(
-    conn: asyncpg.Connection,
-    token: AccessToken,
-    user_id: int,
-    amount: int,
-    key: str,
-    description: str,
-    per_unit: int,
-    now: datetime,
-) -> tuple[dict[str, Any], bool]:
+async def _charge(conn: asyncpg.Connection, c: Charge, per_unit: int, now: datetime) -> tuple[dict[str, Any], bool]:
     # The user's row lock first (held until the commit), then the grant and the revocations: a
     # charge that was waiting for the lock when a revocation committed sees it.
-    quota, used = await _active_balance(conn, user_id, lock=True)
-    limit, period, since = await _limit(conn, token, user_id)
+    quota, used = await _active_balance(conn, c.user_id, lock=True)
+    limit, period, since = await _limit(conn, c.token, c.user_id)
     start, end = period_window(period, now, since)
-    found = await store.spent_and_charge_by_key(conn, user_id, token.client_id, start, key)
+    found = await store.spent_and_charge_by_key(conn, c.user_id, c.token.client_id, start, c.key)
     if found["amount"] is not None:
-        return _replayed(found, amount), True
+        return _replayed(found, c.amount), True
     allowance = Allowance(limit, period, int(found["spent"]), start, end)
-    refused = refusal(allowance, quota - used, amount)
+    refused = refusal(allowance, quota - used, c.amount)
     if refused is not None:
         error = "spend_limit_exceeded" if refused.what == "spend_limit" else "insufficient_balance"
         raise OAuthError(error, describe(refused, allowance, per_unit), status=402)
-    spent = Allowance(limit, period, allowance.spent + amount, start, end)
-    balance = quota - used - amount
+    after = replace(allowance, spent=allowance.spent + c.amount)
+    balance = quota - used - c.amount
     result = {
-        "amount": amount,
-        "amount_formatted": format_amount(amount, per_unit),
-        "idempotency_key": key,
-        "description": description,
+        "amount": c.amount,
+        "amount_formatted": format_amount(c.amount, per_unit),
+        "idempotency_key": c.key,
+        "description": c.description,
         "charged_at": int(now.timestamp()),
         "balance": balance,
         "balance_formatted": format_amount(balance, per_unit),
-        "allowance": allowance_json(spent, per_unit),
+        "allowance": allowance_json(after, per_unit),
     }
-    after = await store.debit_and_record_charge(
+    await _record(conn, c, result, after, now)
+    return result, False
+
+
+async def _record(conn: asyncpg.Connection, c: Charge, result: dict[str, Any], after: Allowance, now: datetime) -> None:
+    """Debit, the ledger row and ``quota.changed``, in the charge's transaction."""
+    row = await store.debit_and_record_charge(
         conn,
-        user_id,
-        token.client_id,
-        token.family,
-        amount,
-        key,
-        description,
+        c.user_id,
+        c.token.client_id,
+        c.token.family,
+        c.amount,
+        c.key,
+        c.description,
         orjson.dumps(result).decode(),
         now,
         UserStatus.ACTIVE,
     )
-    assert after is not None  # the row is locked and the balance was checked above
+    assert row is not None  # the row is locked and the balance was checked above
+    grant = {"user_id": c.user_id, "client_id": c.token.client_id, "family_id": c.token.family}
     await outbox.enqueue(
         conn,
         "quota.changed",
         {
-            "user_id": user_id,
-            "delta": -amount,
-            "quota": int(after["quota"]),
-            "used_quota": int(after["used_quota"]),
+            "user_id": c.user_id,
+            "delta": -c.amount,
+            "quota": int(row["quota"]),
+            "used_quota": int(row["used_quota"]),
             "reason": "spend",
-            "idempotency_key": key,
-            "client_id": token.client_id,
-            "grant": {"user_id": user_id, "client_id": token.client_id, "family_id": token.family},
-            "spend_limit": limit,
-            "spend_period": period,
-            "spent_in_period": spent.spent,
+            "idempotency_key": c.key,
+            "client_id": c.token.client_id,
+            "grant": grant,
+            "spend_limit": after.limit,
+            "spend_period": after.period,
+            "spent_in_period": after.spent,
         },
     )
-    return result, False
 
 
 async def current_allowance(pool: asyncpg.Pool, token: AccessToken, *, per_unit: int, now: datetime) -> dict[str, Any]:

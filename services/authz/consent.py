@@ -105,6 +105,11 @@ async def post_consent(request: web.Request) -> web.Response:
     if who is None:
         return await error_page(request, 401, "error.not_logged_in")
     settings = request.app[SETTINGS]
+    # The limit the user chose (docs/spending.md), checked before the request is taken, so that the
+    # browser's Back button and a corrected amount still find it.
+    spend = chosen_limit(form, settings.quota_per_unit)
+    if decision == "allow" and "spend_amount" in form and spend is None:
+        return await error_page(request, 400, "spend.bad_amount")
     try:
         req = await take(request.app[REDIS], settings, _field(form, "request"), who.user_id)
     except ConsentError as exc:
@@ -121,11 +126,10 @@ async def post_consent(request: web.Request) -> web.Response:
             error="access_denied",
             error_description="the user denied the request",
         )
-    spend = None
-    if SPEND_SCOPE in req.scopes:  # the limit the user chose on the page (docs/spending.md)
-        spend = chosen_limit(form, settings.quota_per_unit)
-        if spend is None:
-            return await error_page(request, 400, "spend.bad_amount")
+    if SPEND_SCOPE not in req.scopes:
+        spend = None
+    elif spend is None:  # a form without the page's limit block
+        return await error_page(request, 400, "spend.bad_amount")
     code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time, spend=spend)
     return to_client(req.redirect_uri, settings.issuer, req.state, code=code)
 

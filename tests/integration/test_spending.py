@@ -116,6 +116,11 @@ async def test_consent_page_prefills_the_apps_suggestion(stack, http, db, settin
     async with http.post(f"{stack.base}/consent?lang=en", data=data, allow_redirects=False) as r:
         assert r.status == 400 and "Invalid amount" in await r.text()
     assert await db.fetchval("SELECT count(*) FROM grants WHERE client_id = $1", client_id) == 0
+    # The request was not used up: back on the page, a corrected amount is accepted.
+    async with http.post(f"{stack.base}/consent", data=data | {"spend_amount": "3"}, allow_redirects=False) as r:
+        assert r.status == 302 and "code=" in r.headers["Location"]
+    limit = await db.fetchval("SELECT spend_limit FROM grants WHERE client_id = $1", client_id)
+    assert limit == 3000
 
 
 # --- charges -------------------------------------------------------------------------------------

@@ -99,6 +99,7 @@ def print_demo(settings: Settings, info: DemoInfo) -> None:
    user center          {base}/user
    developer console    {base}/developer
    example app          http://localhost:{settings.example_port}/
+   resource server      http://127.0.0.1:{settings.example_resource_server_port}/api/answer (spend, docs/spending.md)
 
  demo user              {info.username} / {info.password}
  developer token        {info.developer_token}

@@ -56,6 +56,17 @@ async def run_stack(settings: Settings, with_example: bool = True) -> int:
             )
         for name in order:
             await _wait_healthy(f"http://127.0.0.1:{settings.port_of(name)}/healthz", procs[name], name)
+        if with_example and settings.internal_service_token:
+            port = settings.example_resource_server_port
+            print(f"run: starting the example resource server on port {port} ...", flush=True)
+            procs["resource_server"] = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "examples.resource_server",
+                env=_resource_server_env(settings),
+                start_new_session=True,
+            )
+            await _wait_healthy(f"http://127.0.0.1:{port}/healthz", procs["resource_server"], "resource server")
         if with_example:
             example = _example_command(settings, info)
             if example is not None:
@@ -96,7 +107,23 @@ def _example_command(settings: Settings, info: DemoInfo) -> tuple[list[str], dic
         OAUTH_REDIRECT_URI=info.redirect_uris[0],
         EXAMPLE_PORT=str(settings.example_port),
     )
+    if settings.internal_service_token:  # the spend button calls the example resource server
+        env["RESOURCE_SERVER_URL"] = f"http://127.0.0.1:{settings.example_resource_server_port}"
     return [sys.executable, "-m", "examples.third_party_app"], env
+
+
+def _resource_server_env(settings: Settings) -> dict[str, str]:
+    """docs/spending.md "A resource server": it verifies tokens with the platform's JWKS and charges
+    through the account service's internal API (never through the gateway)."""
+    env = os.environ.copy()
+    env.update(
+        OAUTH_SERVER=settings.public_base_url,
+        ACCOUNT_INTERNAL_URL=settings.upstream_url("account"),
+        INTERNAL_SERVICE_TOKEN=settings.internal_service_token,
+        RESOURCE_SERVER_PORT=str(settings.example_resource_server_port),
+        ACCESS_TOKEN_AUDIENCE=settings.resource_audience,
+    )
+    return env
 
 
 async def _stop_all(procs: dict[str, asyncio.subprocess.Process]) -> None:

@@ -8,6 +8,7 @@ OAUTH_REDIRECT_URI   the registered callback of this app     (default http://loc
 EXAMPLE_PORT         port to listen on                        (default 3000)
 EXAMPLE_HOST         address to bind                          (default 127.0.0.1)
 EXAMPLE_SDK_PAGE     serve the guide's browser SDK page at /sdk/ (default 1; 0 turns it off)
+RESOURCE_SERVER_URL  the example paid API (examples/resource_server) behind the spend button (default: none)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def config_from_env(env: Mapping[str, str]) -> Config:
         port=port,
         host=env.get("EXAMPLE_HOST", "127.0.0.1"),
         serve_sdk_page=env.get("EXAMPLE_SDK_PAGE", "1").strip().lower() not in ("0", "false", "no", "off"),
+        resource_server_url=env.get("RESOURCE_SERVER_URL", ""),
     )
     missing = [
         name

@@ -66,7 +66,14 @@ ERROR_MESSAGES = {
     "topup_failed": "获取充值链接失败,请稍后再试。",
     "userinfo_failed": "获取用户信息失败,请稍后再试。",
     "invalid_csrf": "请求已失效(CSRF 校验失败),请刷新页面后重试。",
+    "spend_limit_exceeded": "本周期的消费额度已用完(额度由您在授权时设定,可在平台的“授权管理”中修改)。",
+    "insufficient_balance": "账户余额不足,请先充值。",
+    "spend_failed": "扣费失败,请稍后再试。",
 }
+# docs/spending.md: the app's suggested limit on the consent page (the user chooses the real one).
+SPEND_SCOPE = "spend"
+SPEND_SUGGESTION = {"spend_limit": "1000", "spend_period": "daily"}
+AMOUNT_RE = re.compile(r"^[0-9]{1,16}\.[0-9]{2}$")
 NOTICES = {"login": {"success": "登录成功!"}, "logout": {"1": "已退出登录。"}}
 
 
@@ -81,6 +88,7 @@ class Config:
     port: int = 3000
     host: str = "127.0.0.1"
     serve_sdk_page: bool = True  # /sdk/ puts client_secret into a page, as the guide's SDK does
+    resource_server_url: str = ""  # the example paid API (examples/resource_server); empty: no spend button
     timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
@@ -385,6 +393,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/oauth/callback", oauth_callback)
     app.router.add_get("/api/user/info", api_user_info)
     app.router.add_get("/topup", topup)
+    app.router.add_post("/spend", spend)
     app.router.add_post("/logout", logout)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/sdk", sdk_slash)
@@ -456,6 +465,11 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, headers={"Cache-Control": "no-store"})
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _message_for(error: str) -> str:
     return ERROR_MESSAGES.get(error, f"登录出错:{error[:200]}")
 
@@ -471,6 +485,9 @@ async def index(request: web.Request) -> web.Response:
 
     errors = [_message_for(e) for e in query.getall("error", [])[:3]]
     notices = [NOTICES[k][v] for k, v in query.items() if v in NOTICES.get(k, {})]
+    spent, left = query.get("spent", ""), query.get("left", "")
+    if AMOUNT_RE.match(spent) and AMOUNT_RE.match(left):
+        notices.append(f"已扣费 {spent},本周期剩余额度 {left}")
     user: dict[str, Any] | None = None
     logged_in = bool(session and session.access_token)
     if session is not None and logged_in:
@@ -505,14 +522,17 @@ async def index(request: web.Request) -> web.Response:
             balance=shown("balance_formatted"),
             csrf_token=session.csrf_token if session else "",
             sdk_page=app[CONFIG].serve_sdk_page,
+            can_spend=bool(app[CONFIG].resource_server_url),
         )
     )
     return _html(
         page,
         headers={
             "Cache-Control": "no-store",
+            # form-action covers the redirects after a post too: the spend button may send the
+            # browser on to the platform's consent page (docs/spending.md).
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
-            "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            f"form-action 'self' {_origin(app[CONFIG].oauth_server)}; frame-ancestors 'none'; base-uri 'none'",
         },
     )
 
@@ -524,7 +544,8 @@ async def oauth_start(request: web.Request) -> web.Response:
     if request.host.lower() != callback.netloc.lower() and "same_host" not in request.query:
         # The session cookie must be set on the host the platform will send the browser back to
         # (http://127.0.0.1:3000 and http://localhost:3000 do not share cookies).
-        return _redirect(f"{callback.scheme}://{callback.netloc}/auth/oauth/start?same_host=1")
+        again = "same_host=1&spend=1" if request.query.get("spend") == "1" else "same_host=1"
+        return _redirect(f"{callback.scheme}://{callback.netloc}/auth/oauth/start?{again}")
     session = _session(request) or sessions.create()
     state = secrets.token_urlsafe(32)
     verifier, challenge = pkce_pair()
@@ -533,12 +554,14 @@ async def oauth_start(request: web.Request) -> web.Response:
         "client_id": config.client_id,
         "redirect_uri": config.redirect_uri,
         "response_type": "code",
-        "scope": SCOPE,
+        "scope": f"{SCOPE} {SPEND_SCOPE}" if request.query.get("spend") == "1" else SCOPE,
         "state": state,
         "auto_authorize": "true",  # guide FAQ Q1: one-click login
         "code_challenge": challenge,
         "code_challenge_method": "S256",
     }
+    if request.query.get("spend") == "1":  # the spend button: ask for spend, suggesting a limit
+        params |= SPEND_SUGGESTION
     response = _redirect(f"{config.oauth_server}/api/oauth2/authorize?{urlencode(params, quote_via=quote)}")
     _set_session_cookie(response, config, session)
     return response
@@ -609,6 +632,55 @@ async def topup(request: web.Request) -> web.Response:
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
         return _home(error="topup_failed")
     return _redirect(url)
+
+
+# POST /spend (docs/spending.md) -------------------------------------------------------------------
+async def _call_resource_server(request: web.Request, session: Session) -> tuple[int, Any]:
+    """POST the example paid API with the session's access token (refreshed once after a 401)."""
+    platform, config = request.app[PLATFORM], request.app[CONFIG]
+    for attempt in range(2):
+        token = session.access_token
+        if not token:
+            raise NotAuthenticated
+        try:
+            async with platform.http.post(
+                config.resource_server_url.rstrip("/") + "/api/answer",
+                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "ex-" + secrets.token_urlsafe(16)},
+            ) as resp:
+                status, data = resp.status, await _read_json(resp)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise PlatformUnavailable from exc
+        if status != 401 or attempt:
+            return status, data
+        await refresh_tokens(platform, session, token)
+    raise NotAuthenticated  # pragma: no cover - the loop always returns
+
+
+async def spend(request: web.Request) -> web.Response:
+    """The spend button: one paid call; without the spend scope yet, ask the user for it first."""
+    session = _session(request)
+    form = await request.post()
+    if session is None or not session.access_token:
+        return _home(error="not_logged_in")
+    token = form.get("csrf_token")
+    if not isinstance(token, str) or not _same(token, session.csrf_token):
+        return _home(error="invalid_csrf")
+    if not request.app[CONFIG].resource_server_url:
+        return _home(error="spend_failed")
+    try:
+        status, data = await _call_resource_server(request, session)
+    except NotAuthenticated:
+        return _home(error="session_expired")
+    except PlatformUnavailable:
+        return _home(error="platform_unavailable")
+    if status == 403 and _error_code(data, "") == "insufficient_scope":
+        return _redirect("/auth/oauth/start?spend=1")  # the consent page, where the user sets a limit
+    if status == 200 and isinstance(data, dict):
+        left = data.get("allowance", {}).get("remaining_formatted", "")
+        return _home(spent=str(data.get("charged", "")), left=str(left))
+    if status == 402:
+        return _home(error=_error_code(data, "spend_failed"))
+    return _home(error="spend_failed")
 
 
 # POST /logout ------------------------------------------------------------------------------------

@@ -131,3 +131,39 @@ async def live_refresh_token(db: DB, refresh_hash: bytes) -> asyncpg.Record | No
            WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now() AND f.revoked_at IS NULL""",
         refresh_hash,
     )
+
+
+# --- spending (docs/spending.md): authz shows the user what an app spent ----------------------
+async def balance_of(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
+    """(quota, used_quota): the state a ``quota.changed`` event for a limit change carries."""
+    return await conn.fetchrow("SELECT quota, used_quota FROM users WHERE id = $1", user_id)
+
+
+async def spent_since(db: DB, user_id: int, client_id: str, since: object) -> int:
+    """account's spend_charges: what the app charged the user since ``since`` (the period)."""
+    return int(
+        await db.fetchval(
+            """SELECT coalesce(sum(amount), 0) FROM spend_charges
+               WHERE user_id = $1 AND client_id = $2 AND created_at >= $3""",
+            user_id,
+            client_id,
+            since,
+        )
+    )
+
+
+async def spend_totals(db: DB, user_id: int) -> dict[str, int]:
+    rows = await db.fetch(
+        "SELECT client_id, sum(amount) AS total FROM spend_charges WHERE user_id = $1 GROUP BY client_id", user_id
+    )
+    return {r["client_id"]: int(r["total"]) for r in rows}
+
+
+async def recent_charges(db: DB, user_id: int, client_id: str, limit: int = 10) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT amount, description, created_at FROM spend_charges
+           WHERE user_id = $1 AND client_id = $2 ORDER BY created_at DESC, id DESC LIMIT $3""",
+        user_id,
+        client_id,
+        limit,
+    )

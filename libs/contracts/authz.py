@@ -67,3 +67,25 @@ async def delete_client_consents(conn: asyncpg.Connection, client_id: str) -> in
         "WITH d AS (DELETE FROM grants WHERE client_id = $1 RETURNING 1) SELECT count(*) FROM d", client_id
     )
     return count
+
+
+# --- spending (docs/spending.md) ----------------------------------------------------------------
+async def spend_grant(
+    conn: asyncpg.Connection, user_id: int, client_id: str, family_id: str | None, jti: str
+) -> asyncpg.Record | None:
+    """owner: authz (grants), token (token_families), libs/oauth (revoked_access_tokens). The consent
+    record's scopes and spending limit, and ``live``: the token is neither revoked itself nor of a
+    revoked family. PostgreSQL is the truth for revocations (libs/oauth/revocation.py): read in the
+    charge's transaction, so a charge that starts after a revocation committed is refused on every
+    instance. None: no consent record (revoked in the user center, or the app deleted)."""
+    return await conn.fetchrow(
+        """SELECT scopes, spend_limit, spend_period, spend_since,
+                  NOT EXISTS (SELECT 1 FROM revoked_access_tokens WHERE jti = $4)
+                  AND EXISTS (SELECT 1 FROM token_families WHERE id = $3::uuid AND user_id = $1 AND client_id = $2
+                                                              AND revoked_at IS NULL) AS live
+           FROM grants WHERE user_id = $1 AND client_id = $2""",
+        user_id,
+        client_id,
+        family_id,
+        jti,
+    )

@@ -227,6 +227,21 @@ class ExpiredToken(OAuthError):
     default_description = "The device code expired; start a new device authorization"
 
 
+# -- docs/spending.md: an app's charge refused (402 Payment Required, RFC 9110 15.5.3)
+
+
+class SpendLimitExceeded(OAuthError):
+    error = "spend_limit_exceeded"
+    default_status = 402
+    default_description = "The charge would pass the spending limit the user chose for this period"
+
+
+class InsufficientBalance(OAuthError):
+    error = "insufficient_balance"
+    default_status = 402
+    default_description = "The user's balance does not cover the charge"
+
+
 # Every concrete class, for documentation and tests.
 ERRORS: tuple[type[OAuthError], ...] = (
     InvalidRequest,
@@ -249,4 +264,6 @@ ERRORS: tuple[type[OAuthError], ...] = (
     AuthorizationPending,
     SlowDown,
     ExpiredToken,
+    SpendLimitExceeded,
+    InsufficientBalance,
 )

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-# The scopes a user can grant an app (the integration guide's list; docs/api.md "Scopes"). The order
+# The scopes a user can grant an app (the integration guide's list, and ``spend``: charging the
+# user's balance within a limit the user chose, docs/spending.md; docs/api.md "Scopes"). The order
 # is the one error messages list them in.
-SCOPES = ("profile", "balance", "openid", "email")
+SCOPES = ("profile", "balance", "openid", "email", "spend")
+SPEND_SCOPE = "spend"
+# The periods of a spending limit (docs/spending.md "Limits"): one budget since consent, or one per
+# calendar day / month in UTC.
+SPEND_PERIODS = ("once", "daily", "monthly")
 # OpenID Connect Core 3.1.2.1 prompt values the authorize endpoint supports.
 PROMPTS = ("none", "login", "consent")
 

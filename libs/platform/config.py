@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     access_log: bool = True
 
+    # --- spending (docs/spending.md): `make run`'s example resource server -------------------------
+    example_resource_server_port: int = 3001
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

@@ -35,6 +35,7 @@ from . import (
     developer_console,
     internal_quota,
     register,
+    spending,
     strings,
     user_cache,
     user_center,
@@ -79,4 +80,5 @@ def build(settings: Settings) -> web.Application:
     user_center.add_routes(app)
     developer_console.add_routes(app)
     internal_quota.add_routes(app)
+    spending.add_routes(app)
     return app

@@ -30,6 +30,7 @@ from .developer_tokens import (
     revoke_developer_token,
     validate_token_name,
 )
+from .spending import spend_totals
 from .users import User
 
 NOTICES = ("app_deleted", "token_revoked")
@@ -74,6 +75,7 @@ async def console(
         status=status,
         apps=await apps.list_apps(pool, user.id),
         verified_ids=await apps.verified_app_ids(pool, user.id),
+        spend_totals=await spend_totals(pool, user.id, request.app[SETTINGS].quota_per_unit),
         tokens=tokens,
         error=error,
         notice=notice,

@@ -2,8 +2,8 @@
 "account inside"). Rules and handlers call these; nothing else in services/account holds SQL.
 
 Tables owned by account: ``users``, ``oauth_apps``, ``developer_tokens``, ``topup_codes``,
-``quota_operations``. What this service does on other owners' tables (deleting consent records,
-revoking token families) goes through ``libs/contracts/``.
+``quota_operations``, ``spend_charges``. What this service does on other owners' tables (deleting
+consent records, revoking token families, reading a spending grant) goes through ``libs/contracts/``.
 """
 
 from __future__ import annotations
@@ -148,6 +148,93 @@ async def quota_operation(conn: asyncpg.Connection, key: str) -> asyncpg.Record 
 async def save_quota_result(conn: asyncpg.Connection, key: str, result_json: str) -> None:
     await conn.execute(
         "UPDATE quota_operations SET result = $2::text::jsonb WHERE idempotency_key = $1", key, result_json
+    )
+
+
+# --- spend_charges (docs/spending.md) ------------------------------------------------------------
+async def lock_user_balance(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
+    """(status, quota, used_quota) with the user's row lock: serialises the charges of one user, so
+    the period's sum and the balance read next stay true until the commit."""
+    return await conn.fetchrow("SELECT status, quota, used_quota FROM users WHERE id = $1 FOR UPDATE", user_id)
+
+
+async def spent_and_charge_by_key(
+    conn: asyncpg.Connection, user_id: int, client_id: str, since: Any, key: str
+) -> asyncpg.Record:
+    """What the grant charged since ``since``, and the charge recorded under ``key`` if any (amount
+    and result; NULLs otherwise). Run after ``lock_user_balance``: a new statement, so its snapshot
+    sees every charge committed before the lock was granted."""
+    row = await conn.fetchrow(
+        """SELECT (SELECT coalesce(sum(amount), 0) FROM spend_charges
+                   WHERE user_id = $1 AND client_id = $2 AND created_at >= $3) AS spent,
+                  k.amount, k.result::text AS result
+           FROM (SELECT 1) AS one
+           LEFT JOIN spend_charges k ON k.user_id = $1 AND k.client_id = $2 AND k.idempotency_key = $4""",
+        user_id,
+        client_id,
+        since,
+        key,
+    )
+    assert row is not None
+    return row
+
+
+async def spent_since(conn: Conn, user_id: int, client_id: str, since: Any) -> int:
+    return int(
+        await conn.fetchval(
+            """SELECT coalesce(sum(amount), 0) FROM spend_charges
+               WHERE user_id = $1 AND client_id = $2 AND created_at >= $3""",
+            user_id,
+            client_id,
+            since,
+        )
+    )
+
+
+async def debit_and_record_charge(
+    conn: asyncpg.Connection,
+    user_id: int,
+    client_id: str,
+    family_id: str | None,
+    amount: int,
+    key: str,
+    description: str,
+    result_json: str,
+    at: Any,
+    status: int,
+) -> asyncpg.Record | None:
+    """``used_quota += amount`` (a user with ``status``) if the balance covers it, and the charge's row, in one statement;
+    (quota, used_quota) after, or None (nothing written) when the balance does not cover it."""
+    return await conn.fetchrow(
+        """WITH debit AS (
+               UPDATE users SET used_quota = used_quota + $4, updated_at = now()
+               WHERE id = $1 AND status = $9 AND quota - used_quota >= $4
+               RETURNING quota, used_quota),
+           charge AS (
+               INSERT INTO spend_charges (user_id, client_id, family_id, amount, idempotency_key, description,
+                                          result, created_at)
+               SELECT $1, $2, $3::uuid, $4, $5, $6, $7::text::jsonb, $8 FROM debit)
+           SELECT quota, used_quota FROM debit""",
+        user_id,
+        client_id,
+        family_id,
+        amount,
+        key,
+        description,
+        result_json,
+        at,
+        status,
+    )
+
+
+async def spend_totals_of_owner(conn: Conn, owner_id: int) -> list[asyncpg.Record]:
+    """Per app of a developer: total charged, charges and paying users (aggregates only)."""
+    return await conn.fetch(
+        """SELECT a.id AS app_id, coalesce(sum(c.amount), 0) AS total, count(c.id) AS charges,
+                  count(DISTINCT c.user_id) AS users
+           FROM oauth_apps a LEFT JOIN spend_charges c ON c.client_id = a.client_id
+           WHERE a.owner_id = $1 GROUP BY a.id""",
+        owner_id,
     )
 
 

@@ -43,6 +43,7 @@ from libs.platform.web import PG, REDIS, SETTINGS, envelope
 
 from .identity import signed_in
 from .responses import found
+from .spend_limits import spend_notices, spend_views, utc_now
 from .store import consent_records
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -136,6 +137,9 @@ async def handle_page(request: web.Request) -> web.Response:
     for app in apps:
         app["first"] = _when(app["first_authorized_time"])
         app["last"] = _when(app["last_authorized_time"])
+    spend = await spend_views(request.app[PG], who.user_id, request.app[SETTINGS].quota_per_unit, utc_now())
+    for app in apps:
+        app["spend"] = spend.get(app["client_id"])
     notice = ""
     revoked = request.query.get("revoked")
     if revoked and is_clean(revoked, 100):  # only a notice: a value that could name no app is ignored
@@ -148,6 +152,7 @@ async def handle_page(request: web.Request) -> web.Response:
         username=who.username,
         revoked_app=notice,
         nothing=request.query.get("nothing") == "1",
+        **await spend_notices(request),
     )
 
 

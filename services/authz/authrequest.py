@@ -26,7 +26,8 @@ from multidict import MultiMapping
 from libs.contracts.account import get_client
 from libs.oauth.clients import Client
 from libs.oauth.errors import InvalidRequest, InvalidScope, OAuthError, UnsupportedResponseType
-from libs.oauth.vocabulary import PROMPTS, SCOPES
+from libs.oauth.spending import MAX_AMOUNT
+from libs.oauth.vocabulary import PROMPTS, SCOPES, SPEND_PERIODS, SPEND_SCOPE
 from libs.platform.validation import has_control_chars
 
 from .responses import ClientRedirectError, ErrorPage
@@ -55,6 +56,10 @@ class AuthRequest:
     max_age: int | None
     auto_authorize: bool
     client_verified: bool = False  # an operator vouches for the app (docs/operations.md)
+    # The app's suggested spending limit (minor units) and period, pre-filled on the consent page
+    # when it asks for ``spend`` (docs/spending.md); the user chooses the limit that is stored.
+    spend_limit: int | None = None
+    spend_period: str | None = None
 
     @property
     def scope(self) -> str:
@@ -108,6 +113,8 @@ class Draft:
     nonce: str | None = None
     prompt: tuple[str, ...] = ()
     max_age: int | None = None
+    spend_limit: int | None = None
+    spend_period: str | None = None
 
     def get(self, name: str) -> str | None:
         return _single(self.query, name)[0]
@@ -224,6 +231,26 @@ def check_max_age(d: Draft) -> None:
     d.max_age = int(raw)
 
 
+def check_spend_suggestion(d: Draft) -> None:
+    """``spend_limit`` (minor units) and ``spend_period`` (once, daily, monthly): the app's suggested
+    spending limit for the consent page (docs/spending.md); only with ``scope`` containing spend."""
+    raw_limit, period = d.get("spend_limit"), d.get("spend_period")
+    if raw_limit is None and period is None:
+        return
+    if SPEND_SCOPE not in d.scopes:
+        raise d.fail(InvalidRequest("spend_limit and spend_period need scope spend"))
+    if raw_limit is not None:
+        if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 16) or not (
+            0 < int(raw_limit) <= MAX_AMOUNT
+        ):
+            raise d.fail(InvalidRequest(f"spend_limit must be an integer number of minor units, 1-{MAX_AMOUNT}"))
+        d.spend_limit = int(raw_limit)
+    if period is not None:
+        if period not in SPEND_PERIODS:
+            raise d.fail(InvalidRequest("spend_period must be once, daily or monthly"))
+        d.spend_period = period
+
+
 # The order of the checks, in one place (see the module docstring).
 CHECKS: tuple[Callable[[Draft], None], ...] = (
     check_client,
@@ -233,6 +260,7 @@ CHECKS: tuple[Callable[[Draft], None], ...] = (
     check_response_type,
     check_state_present,
     check_scope,
+    check_spend_suggestion,
     check_pkce,
     check_nonce,
     check_prompt,
@@ -266,6 +294,8 @@ def build(d: Draft) -> AuthRequest:
         max_age=d.max_age,
         auto_authorize=(d.get("auto_authorize") or "").lower() == "true",
         client_verified=client.verified,
+        spend_limit=d.spend_limit,
+        spend_period=d.spend_period,
     )
 
 

@@ -14,15 +14,27 @@ from libs.platform.config import Settings
 from libs.platform.security import token_hash
 
 from .authrequest import AuthRequest
+from .spend_limits import record_limit
 from .store import consent_records
 from .store.codes import CodeRow, insert_code
 
 
-async def issue_code(pool: asyncpg.Pool, settings: Settings, req: AuthRequest, user_id: int, auth_time: int) -> str:
-    """Record the consent and store a new code, in one transaction; return the code (shown once)."""
+async def issue_code(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    req: AuthRequest,
+    user_id: int,
+    auth_time: int,
+    *,
+    spend: tuple[int, str] | None = None,
+) -> str:
+    """Record the consent (with the spending limit the user chose, if any: docs/spending.md) and
+    store a new code, in one transaction; return the code (shown once)."""
     code = secrets.token_urlsafe(32)
     async with pool.acquire() as conn, conn.transaction():
         await consent_records.upsert(conn, user_id, req.client_id, req.scopes)
+        if spend is not None:
+            await record_limit(conn, user_id, req.client_id, *spend)
         row = CodeRow(
             code_hash=token_hash(settings.pepper_bytes, code),
             client_id=req.client_id,

@@ -26,6 +26,7 @@ from libs.contracts.account import get_client
 from libs.oauth.errors import AccessDenied
 from libs.oauth.pages import render
 from libs.oauth.sessions import CSRF_FIELD, check_csrf
+from libs.oauth.vocabulary import SPEND_SCOPE
 from libs.platform.config import Settings
 from libs.platform.params import post_form
 from libs.platform.redis import key
@@ -35,6 +36,7 @@ from .authrequest import AuthRequest
 from .codes import issue_code
 from .identity import SignedIn, signed_in
 from .responses import ErrorPage, error_page, lang_url, redirect_error, to_client
+from .spend_limits import chosen_limit, consent_context
 
 MAX_REQUEST_ID = 100
 
@@ -126,6 +128,7 @@ async def render_page(
         request_id=request_id,
         switch_url=switch_url,
         lang_url=lang_url(request),
+        **consent_context(req, request.app[SETTINGS].quota_per_unit),
     )
 
 
@@ -144,6 +147,11 @@ async def post_consent(request: web.Request) -> web.Response:
     if who is None:
         return await error_page(request, 401, "error.not_logged_in")
     settings = request.app[SETTINGS]
+    # The limit the user chose (docs/spending.md), checked before the request is taken, so that the
+    # browser's Back button and a corrected amount still find it.
+    spend = chosen_limit(form, settings.quota_per_unit)
+    if decision == "allow" and "spend_amount" in form and spend is None:
+        return await error_page(request, 400, "spend.bad_amount")
     req = await take(request.app[REDIS], settings, _field(form, "request"), who.user_id)  # or ErrorPage
     # The app may have been deleted or its redirect URIs changed while the page was open.
     client = await get_client(request.app[PG], req.client_id)
@@ -151,7 +159,11 @@ async def post_consent(request: web.Request) -> web.Response:
         return await error_page(request, 400, "error.unknown_client")
     if decision == "deny":
         return redirect_error(request, req.redirect_uri, req.state, AccessDenied("the user denied the request"))
-    code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time)
+    if SPEND_SCOPE not in req.scopes:
+        spend = None
+    elif spend is None:  # a form without the page's limit block
+        return await error_page(request, 400, "spend.bad_amount")
+    code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time, spend=spend)
     return to_client(req.redirect_uri, settings.issuer, req.state, code=code)
 
 

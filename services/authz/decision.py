@@ -5,7 +5,8 @@ prompt/max_age; docs/operations.md "App verification"): plain rules over typed v
   and this very request's login has not supplied it -> ``login`` (``login_required`` when
   ``prompt=none``);
 - ``consent_step``: no ``prompt=consent`` and either a one-click login allowed by the settings for
-  a verified app, or a consent record that covers the scopes -> ``issue``; else ``consent``
+  a verified app (never for the ``spend`` scope), or a consent record that covers the scopes ->
+  ``issue``; else ``consent``
   (``consent_required`` when ``prompt=none``).
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from libs.oauth.vocabulary import SPEND_SCOPE
 from libs.platform.config import Settings
 
 from .authrequest import AuthRequest
@@ -40,9 +42,12 @@ class OneClickPolicy:
 
 def one_click_allowed(policy: OneClickPolicy, req: AuthRequest) -> bool:
     """``auto_authorize=true`` may skip the consent page: allowed globally and for the app, and the
-    app verified by an operator, unless the operator keeps the guide's permissive behaviour."""
+    app verified by an operator, unless the operator keeps the guide's permissive behaviour. Never
+    for ``spend``: only a consent record whose limit the user chose on the page covers it
+    (docs/spending.md)."""
     return (
         req.auto_authorize
+        and SPEND_SCOPE not in req.scopes
         and policy.enabled
         and req.client_auto_authorize
         and (req.client_verified or policy.unverified_apps)

@@ -201,6 +201,39 @@ METADATA: Schema = {
 }
 
 
+_INT = {"type": "integer"}
+# docs/spending.md: amounts in minor units, *_formatted in display units (two decimals).
+ALLOWANCE_FIELDS: Schema = {
+    "limit": _INT,
+    "limit_formatted": _str(),
+    "period": {"enum": ["once", "daily", "monthly"]},
+    "period_start": _INT,
+    "period_end": {"type": ["integer", "null"]},
+    "spent": _INT,
+    "remaining": _INT,
+    "remaining_formatted": _str(),
+}
+SPEND_ALLOWANCE = {
+    "type": "object",
+    "required": [*ALLOWANCE_FIELDS, "balance", "balance_formatted", "available"],
+    "properties": ALLOWANCE_FIELDS | {"balance": _INT, "balance_formatted": _str(), "available": _INT},
+}
+CHARGE = {
+    "type": "object",
+    "required": ["amount", "idempotency_key", "description", "charged_at", "balance", "allowance"],
+    "properties": {
+        "amount": _INT,
+        "amount_formatted": _str(),
+        "idempotency_key": _str(),
+        "description": _str(),
+        "charged_at": _INT,
+        "balance": _INT,
+        "balance_formatted": _str(),
+        "allowance": {"type": "object", "required": list(ALLOWANCE_FIELDS), "properties": ALLOWANCE_FIELDS},
+    },
+}
+
+
 def ok_envelope(data: Schema) -> Schema:
     return {
         "type": "object",
@@ -383,6 +416,8 @@ def _authorize_path() -> dict[str, Schema]:
                         ("prompt", _str(100, pattern=SCOPE)),
                         ("max_age", {"type": "integer", "minimum": 0}),
                         ("auto_authorize", {"enum": ["true", "false"]}),
+                        ("spend_limit", {"type": "string", "pattern": "^[0-9]{1,16}$"}),
+                        ("spend_period", {"enum": ["once", "daily", "monthly"]}),
                     )
                 ],
             )
@@ -456,6 +491,33 @@ def _metadata_paths() -> dict[str, Schema]:
     }
 
 
+def _spend_operation(sec: list[dict[str, list[str]]]) -> Schema:
+    """POST /api/oauth2/spend (docs/spending.md)."""
+    return _op(
+        "Charge the user's balance within the limit the user chose (docs/spending.md)",
+        "resource",
+        {
+            "200": _json(ref("Charge"), "Charged (or, with Idempotent-Replayed: true, the first result for the key)"),
+            "402": _json(ref("OAuthError"), "spend_limit_exceeded or insufficient_balance; nothing was charged"),
+            "409": _json(ref("OAuthError"), "The idempotency_key was used for another amount"),
+        }
+        | oauth_errors(400, 401, 403, bearer=True),
+        security=sec,
+        requestBody=_json_body(
+            {
+                "type": "object",
+                "required": ["amount", "idempotency_key"],
+                "additionalProperties": False,
+                "properties": {
+                    "amount": {"type": "integer", "minimum": 1, "maximum": 10**15},
+                    "idempotency_key": _str(200, minLength=1, pattern=PRINTABLE),
+                    "description": _str(200, pattern=PRINTABLE),
+                },
+            }
+        ),
+    )
+
+
 def resource_endpoints() -> dict[str, Schema]:
     sec: list[dict[str, list[str]]] = [{"accessToken": []}]
     userinfo = _op(
@@ -475,9 +537,17 @@ def resource_endpoints() -> dict[str, Schema]:
         | oauth_errors(400, 401, 403, bearer=True),
         security=sec,
     )
+    spend = _spend_operation(sec)
+    allowance = _op(
+        "What the token's grant may still spend in the current period",
+        "resource",
+        {"200": _json(ref("SpendAllowance"), "The allowance")} | oauth_errors(400, 401, 403, bearer=True),
+        security=sec,
+    )
     return {
         "/api/oauth2/userinfo": {"get": userinfo, "post": dict(userinfo)},
         "/api/oauth2/topup": {"get": topup},
+        "/api/oauth2/spend": {"post": spend, "get": allowance},
     }
 
 
@@ -543,6 +613,8 @@ OPERATION_IDS = {
     ("get", "/api/oauth2/userinfo"): "userinfo",
     ("post", "/api/oauth2/userinfo"): "userinfoPost",
     ("get", "/api/oauth2/topup"): "topupUrl",
+    ("post", "/api/oauth2/spend"): "spend",
+    ("get", "/api/oauth2/spend"): "spendAllowance",
     ("get", "/api/user/authorizations"): "listAuthorizations",
     ("delete", "/api/user/authorizations/{client_id}"): "revokeAuthorization",
     ("get", PATH): "openapi",
@@ -582,6 +654,8 @@ def document(server_url: str = "/") -> dict[str, Any]:
                 "Authorization": AUTHORIZATION,
                 "JWKS": JWKS,
                 "Metadata": METADATA,
+                "SpendAllowance": SPEND_ALLOWANCE,
+                "Charge": CHARGE,
             },
             "securitySchemes": {
                 "developerToken": {"type": "http", "scheme": "bearer", "description": "A developer token"},

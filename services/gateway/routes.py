@@ -22,6 +22,7 @@ ROUTES: dict[str, str] = {
     "/api/oauth_apps": "account",
     "/api/oauth2/userinfo": "account",
     "/api/oauth2/topup": "account",
+    "/api/oauth2/spend": "account",
     "/api/user/developer_token": "account",
     "/register": "account",
     "/user": "account",

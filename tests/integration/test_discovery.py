@@ -89,7 +89,9 @@ async def test_grant_types_are_the_token_endpoints(metadata: dict) -> None:
 
 
 async def test_what_the_authorize_endpoint_supports(metadata: dict) -> None:
-    assert set(metadata["scopes_supported"]) == set(AUTHORIZE_SCOPES) == {"openid", "profile", "email", "balance"}
+    assert (
+        set(metadata["scopes_supported"]) == set(AUTHORIZE_SCOPES) == {"openid", "profile", "email", "balance", "spend"}
+    )
     assert metadata["response_types_supported"] == ["code"]
     assert metadata["response_modes_supported"] == ["query"]
     assert metadata["code_challenge_methods_supported"] == ["S256"]  # plain is refused

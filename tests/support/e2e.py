@@ -300,6 +300,7 @@ async def example_app(
     *,
     sdk_callback: bool = False,
     verify_with: asyncpg.Pool | None = None,
+    resource_server_url: str = "",
     **app_kw: str,
 ) -> AsyncIterator[ExampleApp]:
     """Register an app through the developer API for ``http://localhost:<free port>/oauth/callback``
@@ -324,6 +325,7 @@ async def example_app(
         redirect_uri=created["redirect_uri"],
         port=port,
         host="127.0.0.1",
+        resource_server_url=resource_server_url,
     )
     runner = await start_example(config)
     try:

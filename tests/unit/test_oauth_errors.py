@@ -45,6 +45,8 @@ CASES: list[tuple[type[E.OAuthError], tuple[str, ...], str, int, str | None]] = 
     (E.AuthorizationPending, (), "authorization_pending", 400, None),
     (E.SlowDown, (), "slow_down", 400, None),
     (E.ExpiredToken, (), "expired_token", 400, None),
+    (E.SpendLimitExceeded, (), "spend_limit_exceeded", 402, None),
+    (E.InsufficientBalance, (), "insufficient_balance", 402, None),
 ]
 
 

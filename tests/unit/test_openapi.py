@@ -26,6 +26,8 @@ PAGES = {
     "/user/topup",
     "/user/authorizations",
     "/user/authorizations/{client_id}/revoke",
+    "/user/authorizations/{client_id}/spend",
+    "/user/authorizations/{client_id}/spend/stop",
     "/developer",
     "/developer/apps",
     "/developer/apps/{app_id}",

@@ -64,6 +64,8 @@ def _fits(option: Any, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if option is str:
         return isinstance(value, str)
+    if get_origin(option) is dict:
+        return isinstance(value, dict)
     return get_origin(option) is tuple and isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
@@ -146,13 +148,21 @@ class UserDisabled(EventData):
 @dataclass(frozen=True)
 class QuotaChanged(EventData):
     type: ClassVar[str] = "quota.changed"
-    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"idempotency_key"})
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"idempotency_key", "client_id", "grant", "spend_limit", "spend_period", "spent_in_period"}
+    )
     user_id: int
     delta: int
     quota: int
     used_quota: int
-    reason: str  # topup | consume | credit | the caller's label
-    idempotency_key: str | None = None  # the internal API only
+    reason: str  # topup | consume | credit | spend | spend_limit | the caller's label
+    idempotency_key: str | None = None  # the internal API and charges
+    # An app's charge or a spending-limit change (docs/spending.md): the app and the grant.
+    client_id: str | None = None
+    grant: dict[str, Any] | None = None  # {"user_id", "client_id"[, "family_id"]}
+    spend_limit: int | None = None  # minor units; None once stopped
+    spend_period: str | None = None  # once | daily | monthly
+    spent_in_period: int | None = None  # a charge only
 
 
 EVENT_CLASSES: dict[str, type[EventData]] = {

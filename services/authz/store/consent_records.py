@@ -49,3 +49,41 @@ async def delete(conn: asyncpg.Connection, user_id: int, client_id: str) -> bool
         "DELETE FROM grants WHERE user_id = $1 AND client_id = $2 RETURNING true", user_id, client_id
     )
     return bool(deleted)
+
+
+# --- spending limits (docs/spending.md) ----------------------------------------------------------
+async def set_spend_limit(conn: asyncpg.Connection, user_id: int, client_id: str, limit: int, period: str) -> bool:
+    """Store the limit the user chose on the record (which must exist: record the consent first).
+    A new period, or a limit where there was none, starts a new ``once`` budget (``spend_since``);
+    changing only the amount keeps what was already spent in the period counted."""
+    status = await conn.execute(
+        """UPDATE grants SET spend_limit = $3, spend_period = $4,
+               spend_since = CASE WHEN spend_limit IS NULL OR spend_period IS DISTINCT FROM $4
+                                  THEN now() ELSE spend_since END
+           WHERE user_id = $1 AND client_id = $2 AND 'spend' = ANY(scopes)""",
+        user_id,
+        client_id,
+        limit,
+        period,
+    )
+    return status.endswith(" 1")
+
+
+async def stop_spending(conn: asyncpg.Connection, user_id: int, client_id: str) -> bool:
+    """The app may no longer spend; the record (and the login) stays."""
+    status = await conn.execute(
+        """UPDATE grants SET scopes = array_remove(scopes, 'spend'), spend_limit = NULL, spend_period = NULL,
+                             spend_since = NULL
+           WHERE user_id = $1 AND client_id = $2 AND spend_limit IS NOT NULL""",
+        user_id,
+        client_id,
+    )
+    return status.endswith(" 1")
+
+
+async def spend_limits_of(db: asyncpg.Pool | asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT client_id, spend_limit, spend_period, spend_since FROM grants
+           WHERE user_id = $1 AND spend_limit IS NOT NULL""",
+        user_id,
+    )

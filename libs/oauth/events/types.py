@@ -164,6 +164,15 @@ class QuotaChanged(EventData):
     spend_period: str | None = None  # once | daily | monthly
     spent_in_period: int | None = None  # a charge only
 
+    def to_data(self) -> dict[str, Any]:
+        """An app's event carries ``spend_limit`` and ``spend_period`` even when null (a limit
+        stopped); other balance changes leave the app's fields out (docs/events.md)."""
+        out = super().to_data()
+        if self.client_id is not None:
+            out.setdefault("spend_limit", None)
+            out.setdefault("spend_period", None)
+        return out
+
 
 EVENT_CLASSES: dict[str, type[EventData]] = {
     cls.type: cls

@@ -24,6 +24,7 @@ ROUTES: dict[str, str] = {
     "/api/oauth2/topup": "account",
     "/api/user/developer_token": "account",
     "/register": "account",
+    "/password": "account",
     "/user": "account",
     "/developer": "account",
 }

@@ -247,7 +247,7 @@ async def handle_delete_app(request: web.Request) -> web.Response:
 def _grace_choice(form: MultiDictProxy[Any]) -> int:
     """The posted grace period, one of ``apps.SECRET_GRACE_SECONDS`` (anything else: none)."""
     raw = field(form, "grace_seconds", 10)
-    return int(raw) if raw.isdigit() and int(raw) in apps.SECRET_GRACE_SECONDS else 0
+    return next((seconds for seconds in apps.SECRET_GRACE_SECONDS if raw == str(seconds)), 0)
 
 
 async def handle_rotate_secret(request: web.Request) -> web.Response:

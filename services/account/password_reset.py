@@ -71,7 +71,10 @@ async def request_reset(
 ) -> str | None:
     """Mail a reset link to the active account with this email, if there is one and it is within
     its limit. Returns the token that was mailed (for the caller's tests), None when none was."""
-    row = await store.user_by_email(pool, normalize_email(email)) if 3 <= len(email) <= 254 else None
+    # Text that could be no stored address (control characters, lone surrogates, too long) is
+    # answered like an unknown one, never looked up (docs/api.md "Input rules").
+    known = 3 <= len(email) <= 254 and is_clean(email, 254)
+    row = await store.user_by_email(pool, normalize_email(email)) if known else None
     if row is None or not is_active(row["status"]):
         return None
     if await count_attempt(redis, settings, f"user:{row['id']}", settings.password_reset_max_per_account):

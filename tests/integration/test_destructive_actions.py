@@ -134,6 +134,17 @@ async def test_rotation_is_post_redirect_get_and_the_secret_shows_once(stack: St
         assert secret not in await again.text()
 
 
+async def test_console_grace_values_other_than_the_three_mean_none(stack: Stack, browser, db) -> None:  # noqa: F811
+    http, name = browser
+    _, html = await create_app_via_console(http, stack.base)
+    app_id = await db.fetchval("SELECT max(id) FROM oauth_apps WHERE owner_id = $1", await user_id(db, name))
+    for value in ("²", "3600.0", "-1", "99999999999999999999", "\x00", ""):
+        r = await _rotate(http, stack.base, app_id, csrf_in(html), value)
+        assert r.status == 303, value
+        r.release()
+        assert await db.fetchval("SELECT previous_secret_hash FROM oauth_apps WHERE id = $1", app_id) is None, value
+
+
 async def test_grace_period_old_secret_works_until_expiry(stack: Stack, http, db, settings) -> None:
     owner, _ = await make_developer(db, settings)
     client_id, old = await make_app(db, settings, owner.id, [CB])

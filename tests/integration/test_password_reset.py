@@ -169,3 +169,38 @@ async def test_forgot_is_limited_per_ip(stack: Stack, settings: Settings, inbox:
         assert status == 429 and "Too many reset requests" in page
         other = f"198.51.100.{(int(ip.rsplit('.', 1)[1]) % 250) + 2}"
         assert (await forgot(http, base, "someone@example.com", **{"X-Forwarded-For": other}))[0] == 303
+
+
+async def test_hostile_input_on_the_reset_pages(stack: Stack, db, inbox: Inbox) -> None:
+    async with browser() as http:
+        for email in ("\x00@example.com", "a" * 5000, "é@例子.测试", "' OR 1=1 --@x.example", "\u202e@x.example"):
+            status, location, _ = await forgot(http, stack.base, email)
+            assert (status, location) == (303, "/password/forgot?sent=1"), email
+        token = await csrf(http, f"{stack.base}/password/forgot")
+        for form in (
+            {"token": "pwreset_" + "\x00" * 43, "password": NEW_PASSWORD, "password_confirm": NEW_PASSWORD},
+            {"token": ["a", "b"], "password": NEW_PASSWORD},
+            {"password": NEW_PASSWORD},
+            {"token": "pwreset_x", "password": "\x00" * 20, "password_confirm": "\x00" * 20},
+        ):
+            data = aiohttp.FormData([("csrf_token", token)])
+            for name, value in form.items():
+                for v in value if isinstance(value, list) else [value]:
+                    data.add_field(name, v)
+            async with http.post(f"{stack.base}/password/reset", data=data, allow_redirects=False) as r:
+                assert r.status == 400 and "Traceback" not in await r.text(), form
+        async with http.post(f"{stack.base}/password/reset", data={"token": "x"}, allow_redirects=False) as r:
+            assert r.status == 403  # no CSRF token
+
+
+async def test_mailer_sends_through_smtp(settings: Settings, inbox: Inbox, capsys) -> None:
+    from oauthctl.mailsink import print_message
+    from services.account import mailer
+
+    to = f"mailer-{secrets.token_hex(4)}@example.com"
+    await mailer.send(settings, mailer.build_message(settings, to, "你好 subject", "line one\nline 二"))
+    [message] = await inbox.wait_for(to)
+    assert message["Subject"] == "你好 subject" and message["From"] == settings.smtp_from
+    assert text_of(message).splitlines() == ["line one", "line 二"]
+    print_message(message)  # what `make run` prints
+    assert f"mail: to {to} | 你好 subject" in capsys.readouterr().out

@@ -63,11 +63,8 @@ def test_snippets_fill_every_language() -> None:
     assert len(out) == 8
     for key, _, code in out:
         assert "__" not in code.replace("__name__", ""), key
-        assert (
-            "client_abc" in code
-            and BASE + "/api/oauth2/token" in code.replace("${BASE}", BASE).replace('" + "', "")
-            or "/api/oauth2/token" in code
-        ), key
+        assert "client_abc" in code and BASE in code and "https://app.example/cb" in code, key
+        assert "/api/oauth2/token" in code and "/api/oauth2/userinfo" in code, key
         assert "CLIENT_SECRET" in code and "secret_" not in code, key
 
 

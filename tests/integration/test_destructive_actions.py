@@ -9,6 +9,7 @@ import re
 
 import aiohttp
 import asyncpg
+import redis.asyncio as aioredis
 
 from libs.oauth.events import outbox
 from libs.platform.config import Settings
@@ -118,7 +119,7 @@ async def _rotate(
     )
 
 
-async def test_rotation_is_post_redirect_get_and_the_secret_shows_once(stack: Stack, browser, db) -> None:  # noqa: F811
+async def test_rotation_is_post_redirect_get_and_the_secret_shows_once(stack: Stack, browser, db, settings) -> None:  # noqa: F811
     http, name = browser
     _, html = await create_app_via_console(http, stack.base)
     app_id = await db.fetchval("SELECT max(id) FROM oauth_apps WHERE owner_id = $1", await user_id(db, name))
@@ -126,10 +127,17 @@ async def test_rotation_is_post_redirect_get_and_the_secret_shows_once(stack: St
     body = await r.text()
     assert r.status == 303 and r.headers["Location"] == "/developer" and "secret_" not in body
     assert r.headers["Cache-Control"] == "no-store"
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:  # the waiting flash, as a Redis dump would show it
+        [flash_key] = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}flash:*")]
+        sealed = await redis.get(flash_key)
+    finally:
+        await redis.aclose()
     async with http.get(f"{stack.base}/developer?lang=en") as got:
         page = await got.text()
     secret = SECRET_RE.search(page).group(1)
     assert secret not in str(got.url) and "keeps working until" in page and f'id="previous-secret-{app_id}"' in page
+    assert sealed and secret.encode() not in sealed and b"secret_" not in sealed  # sealed with the cookie's key
     async with http.get(f"{stack.base}/developer") as again:  # a reload: shown once only
         assert secret not in await again.text()
 

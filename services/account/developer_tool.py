@@ -49,7 +49,8 @@ async def handle_tool(request: web.Request) -> web.Response:
         callback=callback,
         callback_registered=callback in app["redirect_uris"],
         scopes=SCOPES,
-        snippets=snippets(base, app["client_id"], example_redirect),
+        snippets=snippets(base, app["client_id"], example_redirect, public=app["token_endpoint_auth_method"] == "none"),
+        public=app["token_endpoint_auth_method"] == "none",
         error=request.query.get("error") == "full",
     )
 

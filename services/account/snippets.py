@@ -5,7 +5,8 @@ Go, C# and Ruby. (1) exchange the code (``POST /api/oauth2/token``, client_secre
 
 Every snippet reads the code from the environment variable ``CODE`` and the secret from
 ``CLIENT_SECRET`` (never in source, as the guide's security notes ask) and prints the token response
-and then the userinfo response. The Python, Node.js and curl ones are run against the real stack by
+and then the userinfo response. For a public client (no secret, RFC 7636) the same code sends
+``code_verifier`` from ``CODE_VERIFIER`` instead. The Python, Node.js and curl ones are run against the real stack by
 tests/integration/test_developer_tool.py.
 """
 
@@ -211,9 +212,11 @@ puts user.body
 }
 
 
-def snippets(base_url: str, client_id: str, redirect_uri: str) -> list[tuple[str, str, str]]:
-    """(key, label, code) per language, filled in for one app."""
+def snippets(base_url: str, client_id: str, redirect_uri: str, *, public: bool = False) -> list[tuple[str, str, str]]:
+    """(key, label, code) per language, filled in for one app (``public``: PKCE, no secret)."""
     values = {"__BASE__": base_url, "__CLIENT_ID__": client_id, "__REDIRECT_URI__": redirect_uri}
+    if public:
+        values |= {"client_secret": "code_verifier", "CLIENT_SECRET": "CODE_VERIFIER"}
     out = []
     for key, label in LANGUAGES:
         code = _TEMPLATES[key]

@@ -158,3 +158,22 @@ async def test_snippets_run_against_the_stack(stack: Stack, tmp_path: Path, deve
     tokens, user = json.loads(token_line), json.loads(userinfo_line)
     assert tokens["token_type"] == "Bearer" and tokens["access_token"] and tokens["refresh_token"], out
     assert user["username"] and "balance" in json.dumps(user), out
+
+
+async def test_public_client_snippet_uses_pkce(stack: Stack, db, settings, tmp_path: Path) -> None:
+    owner, _ = await make_developer(db, settings)
+    client_id, secret = await make_app(db, settings, owner.id, [CB], name="SPA", token_endpoint_auth_method="none")
+    assert secret is None
+    app_id = await db.fetchval("SELECT id FROM oauth_apps WHERE client_id = $1", client_id)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await login(http, stack.base, owner.username, PASSWORD)
+        _, page = await tool_page(http, stack.base, app_id)
+        source = unescape(re.search(r'id="snippet-python">(.*?)</pre>', page, re.S).group(1))  # type: ignore[union-attr]
+        assert "client_secret" not in source and "CODE_VERIFIER" in source
+        verifier, challenge = pkce_pair()
+        params = await authorize(
+            http, stack.base, client_id, CB, code_challenge=challenge, code_challenge_method="S256"
+        )
+    (tmp_path / "snippet.py").write_text(source)
+    out = await _run([sys.executable, "snippet.py"], {"CODE": params["code"], "CODE_VERIFIER": verifier}, tmp_path)
+    assert json.loads(out.splitlines()[-1])["username"] == owner.username

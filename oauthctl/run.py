@@ -14,6 +14,7 @@ import aiohttp
 from libs.platform.config import SERVICES, Settings
 
 from .demo import DemoInfo, ensure_demo, print_demo
+from .mailsink import start_sink
 from .util import migrate
 
 
@@ -39,6 +40,12 @@ async def run_stack(settings: Settings, with_example: bool = True) -> int:
     print("run: creating demo data ...", flush=True)
     info = await ensure_demo(settings)
 
+    print(f"run: starting a local SMTP sink on {settings.smtp_host}:{settings.smtp_port} (emails are printed) ...")
+    try:
+        sink = start_sink(settings.smtp_host, settings.smtp_port)
+    except (OSError, RuntimeError) as exc:  # e.g. the port is taken (a real mail server, or another run)
+        print(f"run: no SMTP sink ({exc}); emails go to {settings.smtp_host}:{settings.smtp_port}", flush=True)
+        sink = None
     procs: dict[str, asyncio.subprocess.Process] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -92,6 +99,8 @@ async def run_stack(settings: Settings, with_example: bool = True) -> int:
         return 1
     finally:
         await _stop_all(procs)
+        if sink is not None:
+            sink.stop()
 
 
 def _example_command(settings: Settings, info: DemoInfo) -> tuple[list[str], dict[str, str]] | None:

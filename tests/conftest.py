@@ -20,7 +20,7 @@ from tests.support.infra import Infra, infra
 from tests.support.stack import Stack, free_port
 
 # A per-test deadline that turns a hang into a failure with every task's stack (see the module).
-pytest_plugins = ["tests.support.watchdog"]
+pytest_plugins = ["tests.support.watchdog", "tests.support.mail"]
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +66,10 @@ async def settings(infra_urls: Infra) -> AsyncIterator[Settings]:
         # Every test signs up from 127.0.0.1 through the gateway; test_accounts.py checks the
         # per-IP limit (REGISTER_MAX_PER_IP) on an instance of its own with the default.
         register_max_per_ip=10_000,
+        # Password-reset emails go to a sink the tests start on this port (tests/support/mail.py).
+        smtp_port=free_port(),
+        # and from 127.0.0.1 too: test_password_reset.py checks the per-IP limit on its own instance.
+        password_reset_max_per_ip=10_000,
     )
     try:
         yield s

@@ -35,7 +35,7 @@ async def get_client(db: DB, client_id: str) -> Client | None:
 async def _load_client(db: DB, client_id: str) -> Client | None:
     row = await db.fetchrow(
         """SELECT id, client_id, name, description, redirect_uris, client_secret_hash, token_endpoint_auth_method,
-                  auto_authorize, internal, verified
+                  auto_authorize, internal, verified, previous_secret_hash, previous_secret_expires_at
            FROM oauth_apps WHERE client_id = $1""",
         client_id,
     )
@@ -52,6 +52,8 @@ async def _load_client(db: DB, client_id: str) -> Client | None:
         auto_authorize=row["auto_authorize"],
         internal=row["internal"],
         verified=row["verified"],
+        previous_secret_hash=bytes(row["previous_secret_hash"]) if row["previous_secret_hash"] is not None else None,
+        previous_secret_expires_at=row["previous_secret_expires_at"],
     )
 
 

@@ -1,7 +1,9 @@
 """Login sessions in Redis behind an HttpOnly, SameSite=Lax cookie, and CSRF tokens for forms.
 
 The cookie holds a 256-bit random session id; Redis holds only its SHA-256, so a Redis dump does
-not give working cookies. A new id is issued at every login (no session fixation).
+not give working cookies. A new id is issued at every login (no session fixation). Each user's
+session keys are also listed in a Redis set (``user_sessions:<id>``), so a password reset can end
+them all (``end_user_sessions``).
 
 CSRF: a signed double-submit token. A random ``csrf`` cookie is set once per browser; forms carry
 HMAC(pepper, cookie). An attacker who can plant a cookie still cannot compute its form token.
@@ -20,8 +22,10 @@ from http.cookies import SimpleCookie
 from typing import TypeVar
 
 import orjson
+import redis.asyncio as aioredis
 from aiohttp import hdrs, web
 
+from libs.platform.config import Settings
 from libs.platform.errors import PageError
 from libs.platform.params import is_clean
 from libs.platform.redis import key
@@ -53,9 +57,12 @@ async def start_session(request: web.Request, response: web.StreamResponse, user
     sid = secrets.token_urlsafe(32)
     skey = _skey(request, sid)
     now = int(time.time())
-    await request.app[REDIS].set(
-        skey, orjson.dumps({"user_id": user_id, "auth_time": now}), ex=settings.session_ttl_seconds
-    )
+    redis, index = request.app[REDIS], _user_index(settings, user_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(skey, orjson.dumps({"user_id": user_id, "auth_time": now}), ex=settings.session_ttl_seconds)
+        pipe.sadd(index, skey)
+        pipe.expire(index, settings.session_ttl_seconds)  # the newest session's lifetime covers the rest
+        await pipe.execute()
     response.set_cookie(
         SESSION_COOKIE,
         sid,
@@ -115,6 +122,19 @@ async def signed_in_user(
         await drop_user_sessions_key(request, session)
         return None
     return session, user
+
+
+def _user_index(settings: Settings, user_id: int) -> str:
+    return key(settings, "user_sessions", str(user_id))
+
+
+async def end_user_sessions(redis: aioredis.Redis, settings: Settings, user_id: int) -> int:
+    """Log ``user_id`` out everywhere (every browser's session ends); the number of sessions ended."""
+    index = _user_index(settings, user_id)
+    members = await redis.smembers(index)
+    ended = int(await redis.delete(*members)) if members else 0
+    await redis.delete(index)
+    return ended
 
 
 # --- CSRF ----------------------------------------------------------------------------------------

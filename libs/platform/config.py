@@ -137,6 +137,19 @@ class Settings(BaseSettings):
     # --- spending (docs/spending.md): `make run`'s example resource server -------------------------
     example_resource_server_port: int = 3001
 
+    # --- password reset by email (services/account/password_reset.py, mailer.py) ---------------------
+    smtp_host: str = "127.0.0.1"  # `make run` starts a local sink here that prints each message
+    smtp_port: int = Field(1025, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"  # tls: implicit TLS (port 465)
+    smtp_user: str = ""
+    smtp_password: str = Field("", repr=False)
+    smtp_from: str = "Open Platform <no-reply@localhost>"
+    smtp_timeout_seconds: float = Field(10.0, gt=0)
+    password_reset_ttl_seconds: int = Field(1800, ge=300, le=86400)
+    password_reset_max_per_ip: int = Field(10, ge=1)  # reset requests per client IP per window
+    password_reset_max_per_account: int = Field(3, ge=1)  # reset emails per account per window
+    password_reset_window_seconds: int = Field(3600, ge=60)
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

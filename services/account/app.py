@@ -33,7 +33,9 @@ from . import (
     apps,
     cors_origins,
     developer_console,
+    developer_tool,
     internal_quota,
+    password_reset,
     register,
     spending,
     strings,
@@ -77,8 +79,10 @@ def build(settings: Settings) -> web.Application:
     apps.add_routes(app)
     userinfo.add_routes(app)
     register.add_routes(app)
+    password_reset.add_routes(app)
     user_center.add_routes(app)
     developer_console.add_routes(app)
+    developer_tool.add_routes(app)
     internal_quota.add_routes(app)
     spending.add_routes(app)
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -50,8 +51,17 @@ def app_view(row: asyncpg.Record, client_secret: str | None = None) -> dict[str,
         token_endpoint_auth_method=row["token_endpoint_auth_method"],
         created_time=int(row["created_at"].timestamp()),
         updated_time=int(row["updated_at"].timestamp()),
+        previous_secret_expires_time=_previous_secret_expiry(row),
     )
     return view
+
+
+def _previous_secret_expiry(row: asyncpg.Record) -> int | None:
+    """When the secret replaced by the last rotation stops working (unix seconds), None if it already has."""
+    expires = row["previous_secret_expires_at"]
+    if expires is None or expires <= datetime.now(UTC):
+        return None
+    return int(expires.timestamp())
 
 
 def _client_updated(row: asyncpg.Record, change: str) -> ClientUpdated:
@@ -115,10 +125,29 @@ async def delete_app(pool: asyncpg.Pool, owner_id: int, app_id: int) -> None:
         )
 
 
-async def rotate_secret(pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id: int) -> dict[str, Any]:
+# How long the replaced secret keeps working after a rotation: none, 1 hour or 24 hours (the
+# developer's choice, as GitHub offers), so deployed apps can switch without an outage.
+SECRET_GRACE_SECONDS = (0, 3600, 86400)
+
+
+def parse_grace_seconds(value: object) -> int:
+    """The developer API's ``grace_seconds`` (absent: 0, the old secret stops at once)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value not in SECRET_GRACE_SECONDS:
+        allowed = ", ".join(str(s) for s in SECRET_GRACE_SECONDS)
+        raise ApiError(400, f"grace_seconds must be one of {allowed}")
+    return value
+
+
+async def rotate_secret(
+    pool: asyncpg.Pool, pepper: bytes, owner_id: int, app_id: int, grace_seconds: int = 0
+) -> dict[str, Any]:
+    """A new secret, shown once; the old one keeps working for ``grace_seconds`` (one of
+    ``SECRET_GRACE_SECONDS``). ``client.secret_rotated`` makes every instance drop its cached copy."""
     secret = new_token(CLIENT_SECRET_PREFIX)
     async with pool.acquire() as conn, conn.transaction():
-        row = await store.set_app_secret(conn, owner_id, app_id, token_hash(pepper, secret))
+        row = await store.set_app_secret(conn, owner_id, app_id, token_hash(pepper, secret), grace_seconds)
         if row is None:
             if await store.app_exists(conn, owner_id, app_id):
                 raise ApiError(400, "this app is a public client (token_endpoint_auth_method none) and has no secret")
@@ -200,7 +229,11 @@ async def handle_delete(request: web.Request) -> web.Response:
 async def handle_rotate(request: web.Request) -> web.Response:
     owner = await current_developer(request)
     settings = request.app[SETTINGS]
-    data = await rotate_secret(request.app[PG], settings.pepper_bytes, owner, _app_id(request))
+    app_id = _app_id(request)
+    await get_app(request.app[PG], owner, app_id)  # another developer's app is a 404 whatever the body
+    body = await json_object(request, {"grace_seconds"}) if (await request.read()).strip() else {}
+    grace = parse_grace_seconds(body.get("grace_seconds"))
+    data = await rotate_secret(request.app[PG], settings.pepper_bytes, owner, app_id, grace)
     return envelope(data, "密钥已重置,请妥善保存新的 client_secret")
 
 

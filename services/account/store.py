@@ -16,7 +16,7 @@ Conn: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
 USER_COLUMNS = "id, username, email, status, quota, used_quota, created_at"
 APP_COLUMNS = """id, name, description, client_id, redirect_uris, token_endpoint_auth_method,
-                 created_at, updated_at"""
+                 created_at, updated_at, previous_secret_expires_at"""
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -70,8 +70,8 @@ async def set_user_status(conn: asyncpg.Connection, user_id: int, status: int) -
 
 
 async def set_password_hash(conn: Conn, user_id: int, password_hash: str) -> None:
-    """A new password (already hashed; ``oauthctl demo`` resets the demo user's)."""
-    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
+    """A new password (already hashed): a password reset, ``oauthctl demo`` resetting the demo user's."""
+    await conn.execute("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1", user_id, password_hash)
 
 
 async def set_balance(conn: Conn, user_id: int, quota: int, used_quota: int) -> None:
@@ -324,15 +324,22 @@ async def delete_app(conn: Conn, owner_id: int, app_id: int) -> asyncpg.Record |
     )
 
 
-async def set_app_secret(conn: Conn, owner_id: int, app_id: int, secret_hash: bytes) -> asyncpg.Record | None:
-    """Only confidential apps have a secret (token_endpoint_auth_method other than none)."""
+async def set_app_secret(
+    conn: Conn, owner_id: int, app_id: int, secret_hash: bytes, grace_seconds: int
+) -> asyncpg.Record | None:
+    """Only confidential apps have a secret (token_endpoint_auth_method other than none). The
+    replaced secret stays valid for ``grace_seconds`` (0: none, and any earlier one ends now)."""
     return await conn.fetchrow(
-        f"""UPDATE oauth_apps SET client_secret_hash = $3, secret_rotated_at = now(), updated_at = now()
+        f"""UPDATE oauth_apps SET
+                   previous_secret_hash = CASE WHEN $4 > 0 THEN client_secret_hash END,
+                   previous_secret_expires_at = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4) END,
+                   client_secret_hash = $3, secret_rotated_at = now(), updated_at = now()
             WHERE id = $1 AND owner_id = $2 AND token_endpoint_auth_method <> 'none'
             RETURNING {APP_COLUMNS}""",
         app_id,
         owner_id,
         secret_hash,
+        grace_seconds,
     )
 
 
@@ -451,3 +458,40 @@ async def developer_token_owner(conn: Conn, token_hash: bytes, user_status: int)
 
 async def touch_developer_token(conn: Conn, token_id: int) -> None:
     await conn.execute("UPDATE developer_tokens SET last_used_at = now() WHERE id = $1", token_id)
+
+
+# --- password_reset_tokens -----------------------------------------------------------------------
+async def user_by_email(conn: Conn, email: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)", email)
+
+
+async def insert_reset_token(conn: Conn, user_id: int, token_hash: bytes, ttl_seconds: int) -> None:
+    await conn.execute(
+        """INSERT INTO password_reset_tokens (user_id, token_hash, expires_at)
+           VALUES ($1, $2, now() + make_interval(secs => $3))""",
+        user_id,
+        token_hash,
+        ttl_seconds,
+    )
+
+
+async def usable_reset_token(conn: Conn, token_hash: bytes, *, lock: bool = False) -> asyncpg.Record | None:
+    """The unused, unexpired reset token with this hash and its user (locked for the reset)."""
+    return await conn.fetchrow(
+        f"""SELECT t.id, t.user_id, u.username, u.email, u.status FROM password_reset_tokens t
+            JOIN users u ON u.id = t.user_id
+            WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now()
+            {"FOR UPDATE OF t" if lock else ""}""",
+        token_hash,
+    )
+
+
+async def use_reset_tokens(conn: Conn, user_id: int) -> None:
+    """Every pending reset token of the user is used up (the one just used and any older link)."""
+    await conn.execute(
+        "UPDATE password_reset_tokens SET used_at = now() WHERE user_id = $1 AND used_at IS NULL", user_id
+    )
+
+
+async def delete_old_reset_tokens(conn: Conn) -> None:
+    await conn.execute("DELETE FROM password_reset_tokens WHERE expires_at < now() - interval '1 day'")

@@ -3,7 +3,8 @@ and its JSON API.
 
 - ``GET /user/authorizations``: the apps the logged-in user authorized (name, scopes in plain
   words, first and last authorization), each with a "revoke" form (POST, CSRF token).
-- ``POST /user/authorizations/{client_id}/revoke``: revoke, then back to the page (303).
+- ``POST /user/authorizations/{client_id}/revoke``: first the confirm page (``libs/oauth/confirm.py``,
+  also at GET), then, posted again with ``confirm=1``, revoke and back to the page (303).
 - ``GET /api/user/authorizations``: the same list as JSON, in the guide's envelope
   ``{success, message, data}``; ``data`` is a list of ``{client_id, name, description, scopes,
   first_authorized_time, last_authorized_time}`` (unix seconds). The response's ``X-CSRF-Token``
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -29,14 +31,16 @@ from multidict import MultiMapping
 
 from libs.contracts.account import get_client, list_consents_with_apps
 from libs.contracts.token import revoke_families
+from libs.oauth.confirm import Confirmation, confirm_page, confirmed
 from libs.oauth.events import outbox
 from libs.oauth.events.types import AuthorizationRevoked
-from libs.oauth.pages import add_strings, render
+from libs.oauth.pages import add_strings, render, translator
 from libs.oauth.revocation import mark_revoked_safely
 from libs.oauth.sessions import CSRF_FIELD, check_csrf, csrf_token
 from libs.oauth.vocabulary import NO_STORE
 from libs.platform.config import Settings
 from libs.platform.errors import ApiError, PageError
+from libs.platform.lang import pick_lang
 from libs.platform.params import is_clean, post_form
 from libs.platform.validation import has_control_chars
 from libs.platform.web import PG, REDIS, SETTINGS, envelope
@@ -63,6 +67,8 @@ add_strings(
             "authz.apps.revoke_confirm": "撤销后该应用将无法继续访问你的账户。",
             "authz.apps.revoked": "已撤销对“{app}”的授权。",
             "authz.apps.nothing": "没有可撤销的授权(可能已被撤销)。",
+            "authz.apps.confirm_title": "撤销对“{app}”的授权?",
+            "authz.apps.confirm": "“{app}”({client_id})将立即退出登录,无法再访问你的账户;下次使用时需要重新授权。",
         },
         "en": {
             "authz.apps.title": "Authorized apps",
@@ -76,6 +82,8 @@ add_strings(
             "authz.apps.revoke_confirm": "The app will no longer be able to access your account.",
             "authz.apps.revoked": "Access for “{app}” was revoked.",
             "authz.apps.nothing": "There was nothing to revoke (it may have been revoked already).",
+            "authz.apps.confirm_title": "Revoke access for “{app}”?",
+            "authz.apps.confirm": "“{app}” ({client_id}) will be signed out at once and can no longer access your account; it will have to ask for your permission again.",
         },
     }
 )
@@ -161,6 +169,28 @@ def _field(form: MultiMapping[object], name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+async def _confirm_revoke(request: web.Request, client_id: str) -> web.Response:
+    t = translator(pick_lang(request))
+    client = await get_client(request.app[PG], client_id)
+    name = client.name if client is not None else client_id
+    return await confirm_page(
+        request,
+        Confirmation(
+            title=t("authz.apps.confirm_title", app=name),
+            message=t("authz.apps.confirm", app=name, client_id=client_id),
+            action=f"{PAGE}/{quote(client_id, safe='')}/revoke",
+            button=t("authz.apps.revoke"),
+            back=PAGE,
+        ),
+    )
+
+
+async def handle_revoke_confirm(request: web.Request) -> web.Response:
+    if await signed_in(request) is None:
+        return found("/login?next=" + PAGE)
+    return await _confirm_revoke(request, _client_id(request))
+
+
 async def handle_revoke_form(request: web.Request) -> web.Response:
     form = await post_form(request)
     check_csrf(request, _field(form, CSRF_FIELD))
@@ -168,6 +198,8 @@ async def handle_revoke_form(request: web.Request) -> web.Response:
     if who is None:
         return found("/login?next=" + PAGE)
     client_id = _client_id(request)
+    if not confirmed(form):
+        return await _confirm_revoke(request, client_id)
     families = await revoke_authorization(
         request.app[PG], request.app[REDIS], request.app[SETTINGS], who.user_id, client_id
     )
@@ -210,6 +242,7 @@ async def handle_api_revoke(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get(PAGE, handle_page)
+    app.router.add_get(PAGE + "/{client_id}/revoke", handle_revoke_confirm)
     app.router.add_post(PAGE + "/{client_id}/revoke", handle_revoke_form)
     app.router.add_get("/api/user/authorizations", handle_api_list)
     app.router.add_delete("/api/user/authorizations/{client_id}", handle_api_revoke)

@@ -98,3 +98,6 @@ STRINGS = {
 }
 
 add_strings(STRINGS)
+
+# The login page's link to password reset (served by the account service: /password/forgot).
+add_strings({"zh": {"login.forgot": "忘记密码?"}, "en": {"login.forgot": "Forgot your password?"}})

@@ -87,6 +87,19 @@ APP: Schema = {
         "token_endpoint_auth_method": {"enum": ["client_secret_post", "client_secret_basic", "none"]},
         "created_time": {"type": "integer", "description": "unix seconds"},
         "updated_time": {"type": "integer", "description": "unix seconds"},
+        "previous_secret_expires_time": nullable(
+            {"type": "integer", "description": "until when the secret replaced by the last rotation still works"}
+        ),
+    },
+}
+ROTATE_SECRET: Schema = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "grace_seconds": {
+            "enum": [0, 3600, 86400],
+            "description": "how long the old secret keeps working (default 0: it stops at once)",
+        }
     },
 }
 APP_INPUT: Schema = {
@@ -337,10 +350,11 @@ def _app_paths() -> dict[str, Schema]:
         "/api/oauth_apps/{app_id}/secret": {
             "parameters": [APP_ID],
             "post": _op(
-                "Rotate the client secret (shown once)",
+                "Rotate the client secret (shown once); the old one may keep working for a grace period",
                 "developer",
                 {"200": _json(one, "Rotated")} | errors,
                 security=sec,
+                requestBody=_json_body(ref("RotateSecret"), required=False),
             ),
         },
     }
@@ -647,6 +661,7 @@ def document(server_url: str = "/") -> dict[str, Any]:
                 "EnvelopeError": ENVELOPE_ERROR,
                 "App": APP,
                 "NewApp": NEW_APP,
+                "RotateSecret": ROTATE_SECRET,
                 "AppUpdate": APP_INPUT,
                 "TokenResponse": TOKEN_RESPONSE,
                 "Introspection": INTROSPECTION,

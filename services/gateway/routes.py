@@ -25,6 +25,7 @@ ROUTES: dict[str, str] = {
     "/api/oauth2/spend": "account",
     "/api/user/developer_token": "account",
     "/register": "account",
+    "/password": "account",
     "/user": "account",
     "/developer": "account",
 }

@@ -9,6 +9,13 @@ The step is ``authenticate(request, form, public_allowed=...)``: read what the r
 - ``client_secret_basic``: ``Authorization: Basic base64(urlencode(id) ":" urlencode(secret))``.
 - ``none`` (public clients): ``client_id`` only; they must use PKCE (checked by the grant).
 
+Tool exchange: the developer console's test tool (services/account/developer_tool.py) runs the
+flow in the developer's browser, which must never hold a client secret. So an authorization_code
+request whose ``redirect_uri`` is the platform's own tool callback (``libs.oauth.clients.
+tool_callback_url``) and that presents no secret is treated as a public client's: PKCE S256 is then
+required (``grants/authorization_code.verify_pkce``). Only apps whose developer registered that URL
+can get such codes, and the callback page hands them only to a same-origin opener (the tool).
+
 A confidential client may use either of post and basic whatever method it registered (the guide
 uses post; libraries often default to basic), but never both in one request (RFC 6749 2.3:
 "MUST NOT use more than one authentication method in each request"). Secrets are compared only via
@@ -21,13 +28,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import unquote_plus
 
 from aiohttp import web
 
 from libs.contracts.account import get_client
-from libs.oauth.clients import Client
+from libs.oauth.clients import Client, tool_callback_url
 from libs.oauth.errors import InvalidClient, InvalidRequest
 from libs.platform.web import PG, SETTINGS
 
@@ -110,12 +117,25 @@ async def authenticate_client(
     return check_client(client, creds, pepper, public_allowed=public_allowed)
 
 
+def is_tool_exchange(form: dict[str, str], creds: ClientCredentials, public_base_url: str) -> bool:
+    """A code exchange by the console's test tool: to the tool's callback, without a secret."""
+    return (
+        form.get("grant_type") == "authorization_code"
+        and creds.secret is None
+        and not creds.via_basic
+        and form.get("redirect_uri") == tool_callback_url(public_base_url)
+    )
+
+
 async def authenticate(request: web.Request, form: dict[str, str], *, public_allowed: bool = True) -> Client:
     """The shared step of /token, /revoke and /introspect: who is calling (or ``invalid_client``)."""
     creds = presented_credentials(request.headers.get("Authorization"), form)
-    pool = request.app[PG]
+    pool, settings = request.app[PG], request.app[SETTINGS]
 
     async def lookup(client_id: str) -> Client | None:
-        return await get_client(pool, client_id)
+        client = await get_client(pool, client_id)
+        if client is not None and public_allowed and is_tool_exchange(form, creds, settings.public_base_url):
+            return replace(client, auth_method="none")  # PKCE required, as for a public client
+        return client
 
-    return await authenticate_client(lookup, request.app[SETTINGS].pepper_bytes, creds, public_allowed=public_allowed)
+    return await authenticate_client(lookup, settings.pepper_bytes, creds, public_allowed=public_allowed)

@@ -354,7 +354,8 @@ async def test_console_rotate_edit_delete(stack: Stack, browser, db, settings) -
     app_id = await db.fetchval("SELECT max(id) FROM oauth_apps WHERE owner_id = $1", await user_id(db, name))
     token = csrf_in(html)
 
-    async with http.post(f"{stack.base}/developer/apps/{app_id}/secret", data={"csrf_token": token}) as r:
+    rotate = {"csrf_token": token, "confirm": "1", "grace_seconds": "0"}
+    async with http.post(f"{stack.base}/developer/apps/{app_id}/secret", data=rotate) as r:
         assert r.status == 200
         new = SECRET_RE.search(await r.text()).group(1)
     assert new != old
@@ -370,7 +371,9 @@ async def test_console_rotate_edit_delete(stack: Stack, browser, db, settings) -
         assert r.status == 400
 
     async with http.post(
-        f"{stack.base}/developer/apps/{app_id}/delete", data={"csrf_token": token}, allow_redirects=False
+        f"{stack.base}/developer/apps/{app_id}/delete",
+        data={"csrf_token": token, "confirm": "1"},
+        allow_redirects=False,
     ) as r:
         assert r.status == 303 and r.headers["Location"] == "/developer?notice=app_deleted"
     assert await db.fetchval("SELECT count(*) FROM oauth_apps WHERE id = $1", app_id) == 0
@@ -386,7 +389,7 @@ async def test_console_cannot_touch_another_users_app(stack: Stack, browser, db)
     app_id = await db.fetchval("SELECT max(id) FROM oauth_apps WHERE owner_id = $1", await user_id(db, owner))
     token = await page_csrf(http, f"{stack.base}/developer")
     for path in (f"/developer/apps/{app_id}/delete", f"/developer/apps/{app_id}/secret", f"/developer/apps/{app_id}"):
-        data = {"csrf_token": token, "name": "x", "redirect_uris": "https://x.example/cb"}
+        data = {"csrf_token": token, "name": "x", "redirect_uris": "https://x.example/cb", "confirm": "1"}
         async with http.post(f"{stack.base}{path}", data=data, allow_redirects=False) as r:
             assert r.status == 404, path
     row = await db.fetchrow("SELECT name, secret_rotated_at FROM oauth_apps WHERE id = $1", app_id)
@@ -422,13 +425,12 @@ async def test_console_developer_token_create_use_revoke(stack: Stack, browser, 
     assert r.status == 200 and [a["name"] for a in body["data"]] == ["Console app"]
 
     token_id = await db.fetchval("SELECT id FROM developer_tokens WHERE user_id = $1", await user_id(db, name))
-    async with http.post(
-        f"{stack.base}/developer/tokens/{token_id}/revoke", data={"csrf_token": token}, allow_redirects=False
-    ) as r:
+    confirm = {"csrf_token": token, "confirm": "1"}
+    async with http.post(f"{stack.base}/developer/tokens/{token_id}/revoke", data=confirm, allow_redirects=False) as r:
         assert r.status == 303
     async with http.get(f"{stack.base}/api/oauth_apps", headers=h) as r:
         assert r.status == 401
-    async with http.post(f"{stack.base}/developer/tokens/{token_id}/revoke", data={"csrf_token": token}) as r:
+    async with http.post(f"{stack.base}/developer/tokens/{token_id}/revoke", data=confirm) as r:
         assert r.status == 404
 
 

@@ -156,7 +156,7 @@ async def test_form_revoke_without_javascript(stack: Stack, db, settings, signed
     async with signed.http.post(url, data={"csrf_token": "forged"}, allow_redirects=False) as r:
         assert r.status == 403
     assert await userinfo_status(signed.http, stack.base, t.access_token) == 200
-    async with signed.http.post(url, data={"csrf_token": csrf}, allow_redirects=False) as r:
+    async with signed.http.post(url, data={"csrf_token": csrf, "confirm": "1"}, allow_redirects=False) as r:
         assert r.status == 303 and r.headers["Location"] == f"/user/authorizations?revoked={t.client_id}"
     async with signed.http.get(f"{stack.base}{r.headers['Location']}&lang=en") as r:
         page = await r.text()
@@ -164,7 +164,7 @@ async def test_form_revoke_without_javascript(stack: Stack, db, settings, signed
     assert await userinfo_status(signed.http, stack.base, t.access_token) == 401
     assert (await refresh(signed.http, stack.base, t))[0] == 400
     # Again: nothing left to revoke.
-    async with signed.http.post(url, data={"csrf_token": csrf}, allow_redirects=False) as r:
+    async with signed.http.post(url, data={"csrf_token": csrf, "confirm": "1"}, allow_redirects=False) as r:
         assert r.status == 303 and r.headers["Location"] == "/user/authorizations?nothing=1"
 
 

@@ -22,6 +22,9 @@ PAGES = {
     "/logout",
     "/consent",
     "/register",
+    "/password/forgot",
+    "/password/reset",
+    "/password/reset/done",
     "/user",
     "/user/topup",
     "/user/authorizations",
@@ -35,6 +38,10 @@ PAGES = {
     "/developer/apps/{app_id}/secret",
     "/developer/tokens",
     "/developer/tokens/{token_id}/revoke",
+    "/developer/apps/{app_id}/test",
+    "/developer/apps/{app_id}/tool-callback",
+    "/developer/tool/callback",
+    "/developer/static/tool.js",
 }
 OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/", "/{tail}"}
 METHODS = {"get", "post", "put", "delete", "patch"}

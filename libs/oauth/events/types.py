@@ -82,12 +82,13 @@ def _checked(event_type: str, name: str, hint: Any, value: Any) -> Any:
 
 @dataclass(frozen=True)
 class AuthorizationRevoked(EventData):
-    """A user revoked an app (``user_revoked``), or the app was deleted (``client_deleted``,
-    ``user_id`` None: every user)."""
+    """A user revoked an app (``user_revoked``), the app was deleted (``client_deleted``,
+    ``user_id`` None: every user), or a password reset revoked every app of the user
+    (``password_reset``, ``client_id`` None: every app)."""
 
     type: ClassVar[str] = "authorization.revoked"
     user_id: int | None
-    client_id: str
+    client_id: str | None
     family_ids: tuple[str, ...]
     reason: str
 

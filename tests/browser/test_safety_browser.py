@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from libs.platform.config import Settings
+from services.authz.store import consent_records
 from tests.browser.test_one_click_browser import TIMEOUT_MS, Chromium, Steps, chromium, is_broken  # noqa: F401
 from tests.support.factories import make_developer, make_user
 from tests.support.mail import Inbox, reset_link
@@ -99,7 +100,8 @@ async def test_confirmed_revoke(
     owner, _ = await make_developer(db, settings)
     client_id, _ = await make_app(db, settings, owner.id, [CB], name="Revoke me")
     user = await make_user(db, PASSWORD)
-    await db.execute("INSERT INTO grants (user_id, client_id, scopes) VALUES ($1, $2, '{profile}')", user.id, client_id)
+    async with db.acquire() as conn:
+        await consent_records.upsert(conn, user.id, client_id, ["profile"])
     page, step = tab.page, tab.step
     await log_in(tab, stack.base, user.username, PASSWORD, "/user/authorizations")
     row = page.locator(f'tr[data-client-id="{client_id}"]')

@@ -16,6 +16,7 @@ from aiohttp import web
 from examples.resource_server.app import Config as ResourceServerConfig
 from examples.resource_server.app import build_app as build_resource_server
 from libs.platform.config import Settings
+from services.account import store as account_store
 from tests.browser.test_one_click_browser import PASSWORD, TIMEOUT_MS, Chromium, Steps, chromium  # noqa: F401
 from tests.support.e2e import developer_token_over_http, example_app
 from tests.support.factories import make_user
@@ -54,7 +55,8 @@ async def test_spend_through_the_example_app_and_resource_server(
     developer = await make_user(db, PASSWORD)
     token = await developer_token_over_http(stack.base, developer.username, PASSWORD)
     user = await make_user(db, PASSWORD)
-    await db.execute("UPDATE users SET quota = 1000000 WHERE id = $1", user.id)  # 1000.00
+    async with db.acquire() as conn:
+        await account_store.set_balance(conn, user.id, 1000000, 0)  # 1000.00
 
     async with (
         resource_server(stack, settings) as rs,

@@ -12,6 +12,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from libs.oauth.events import outbox
+from libs.oauth.events.types import ClientUpdated
 from libs.platform.config import Settings
 from tests.integration.test_account_pages import (
     SECRET_RE,
@@ -21,6 +22,7 @@ from tests.integration.test_account_pages import (
     page_csrf,
     user_id,
 )
+from tests.support.clock import end_previous_secret_in
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import authorize, login, make_app
 from tests.support.stack import Stack
@@ -173,11 +175,9 @@ async def test_grace_period_old_secret_works_until_expiry(stack: Stack, http, db
     assert await client_auth_status(http, stack.base, client_id, old) == 200
     assert await revoke_status(http, stack.base, client_id, old) == 200
     # Near the end of the grace period (moved closer in the table: waiting an hour is no test).
-    await db.execute(
-        "UPDATE oauth_apps SET previous_secret_expires_at = now() + interval '2 seconds' WHERE id = $1", app_id
-    )
+    await end_previous_secret_in(db, app_id, 2)
     async with db.acquire() as conn:  # as an edit would: the instances drop their cached copy
-        await outbox.enqueue(conn, "client.updated", {"app_id": app_id, "client_id": client_id, "change": "updated"})
+        await outbox.enqueue(conn, ClientUpdated(app_id=app_id, client_id=client_id, change="updated"))
     assert await client_auth_status(http, stack.base, client_id, old) == 200
     await asyncio.sleep(2.2)
     assert await client_auth_status(http, stack.base, client_id, old) == 401

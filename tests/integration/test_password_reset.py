@@ -12,6 +12,7 @@ import aiohttp
 import asyncpg
 
 from libs.platform.config import Settings
+from tests.support.clock import expire_first_reset_token
 from tests.support.factories import make_developer, make_user
 from tests.support.mail import Inbox, reset_link, text_of
 from tests.support.oauth import authorize, login, make_app
@@ -120,11 +121,7 @@ async def test_expired_and_superseded_links_do_not_work(stack: Stack, db, inbox:
         await forgot(http, stack.base, user.email)
         await forgot(http, stack.base, user.email)
         first, second = (reset_link(m)[1] for m in await inbox.wait_for(user.email, 2))
-        await db.execute(
-            "UPDATE password_reset_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = ("
-            "SELECT token_hash FROM password_reset_tokens WHERE user_id = $1 ORDER BY id LIMIT 1)",
-            user.id,
-        )
+        await expire_first_reset_token(db, user.id)
         assert (await set_password(http, stack.base, first, NEW_PASSWORD))[0] == 400  # expired
         assert (await set_password(http, stack.base, second, NEW_PASSWORD))[0] == 303
         await forgot(http, stack.base, user.email)

@@ -17,6 +17,8 @@ import pytest
 
 from libs.oauth.events.bus import EVENTS
 from libs.platform.config import Settings
+from services.account import store as account_store
+from tests.support.clock import spending_a_day_ago
 from tests.support.codes import ClientApp, obtain_tokens
 from tests.support.factories import make_user
 from tests.support.oauth import csrf_from, make_app
@@ -170,10 +172,7 @@ async def test_the_daily_period_resets(stack, http, db, grant) -> None:
     assert (await spend(http, stack.base, grant.access_token, 1000))[0] == 200
     assert (await spend(http, stack.base, grant.access_token, 1))[0] == 402
     # A day later: yesterday's charges (and the day the limit was chosen) are in the past period.
-    await db.execute(
-        "UPDATE spend_charges SET created_at = created_at - interval '1 day' WHERE user_id = $1", grant.user_id
-    )
-    await db.execute("UPDATE grants SET spend_since = spend_since - interval '1 day' WHERE user_id = $1", grant.user_id)
+    await spending_a_day_ago(db, grant.user_id)
     status, body, _ = await spend(http, stack.base, grant.access_token, 1000)
     assert status == 200 and body["allowance"]["spent"] == 1000
     assert (await spend(http, stack.base, grant.access_token, 1))[0] == 402
@@ -223,7 +222,8 @@ async def test_a_token_without_spend_is_refused(stack, http, db, settings) -> No
     owner = await make_user(db)
     client_id, secret = await make_app(db, settings, owner.id, [CB])
     user = await make_user(db)
-    await db.execute("UPDATE users SET quota = 10000 WHERE id = $1", user.id)
+    async with db.acquire() as conn:
+        await account_store.set_balance(conn, user.id, 10000, 0)
     tokens = await obtain_tokens(http, stack.base, db, settings, ClientApp(client_id, secret, CB, user.id))
     status, body, headers = await spend(http, stack.base, tokens["access_token"], 1)
     assert status == 403 and body["error"] == "insufficient_scope"

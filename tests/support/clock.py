@@ -50,3 +50,30 @@ async def retire_key_ago(db: asyncpg.Pool, kid: str, seconds: float) -> None:
     await db.execute(
         "UPDATE signing_keys SET retired_at = now() - make_interval(secs => $2) WHERE kid = $1", kid, float(seconds)
     )
+
+
+async def end_previous_secret_in(db: asyncpg.Pool, app_id: int, seconds: float) -> None:
+    """The secret replaced by the last rotation stops working ``seconds`` from now."""
+    await db.execute(
+        "UPDATE oauth_apps SET previous_secret_expires_at = now() + make_interval(secs => $2) WHERE id = $1",
+        app_id,
+        float(seconds),
+    )
+
+
+async def expire_first_reset_token(db: asyncpg.Pool, user_id: int) -> None:
+    """The user's oldest password-reset link expired a second ago."""
+    await db.execute(
+        """UPDATE password_reset_tokens SET expires_at = now() - interval '1 second'
+           WHERE id = (SELECT min(id) FROM password_reset_tokens WHERE user_id = $1)""",
+        user_id,
+    )
+
+
+async def spending_a_day_ago(db: asyncpg.Pool, user_id: int) -> None:
+    """The user's charges, and the day their spending limits were chosen, move one day back."""
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE spend_charges SET created_at = created_at - interval '1 day' WHERE user_id = $1", user_id
+        )
+        await conn.execute("UPDATE grants SET spend_since = spend_since - interval '1 day' WHERE user_id = $1", user_id)

@@ -10,6 +10,7 @@ import aiohttp
 import asyncpg
 
 from libs.platform.config import Settings
+from services.account import store as account_store
 from tests.support.codes import post_token
 from tests.support.factories import make_user
 from tests.support.oauth import REQUEST_RE, form_value, login, make_app, query_of
@@ -74,7 +75,8 @@ async def make_spend_grant(
     quota: int = 1_000_000,
 ) -> SpendGrant:
     user = await make_user(db)
-    await db.execute("UPDATE users SET quota = $2 WHERE id = $1", user.id, quota)
+    async with db.acquire() as conn:
+        await account_store.set_balance(conn, user.id, quota, 0)
     owner = await make_user(db)
     client_id, secret = await make_app(db, settings, owner.id, [CB], name="Spender")
     assert secret is not None

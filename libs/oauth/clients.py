@@ -23,6 +23,12 @@ class Client:
     auto_authorize: bool
     internal: bool
     verified: bool = False  # an operator vouches for the app (`oauthctl app verify`)
+    # What the login and consent pages show about the app ('' = not given; docs/api.md "OAuth apps").
+    logo_url: str = ""
+    developer_name: str = ""
+    homepage_url: str = ""
+    privacy_url: str = ""
+    terms_url: str = ""
 
     @property
     def is_public(self) -> bool:
@@ -57,7 +63,7 @@ async def get_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) -> C
 async def _load_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) -> Client | None:
     row = await db.fetchrow(
         """SELECT id, client_id, name, description, redirect_uris, client_secret_hash, token_endpoint_auth_method,
-                  auto_authorize, internal, verified
+                  auto_authorize, internal, verified, logo_url, developer_name, homepage_url, privacy_url, terms_url
            FROM oauth_apps WHERE client_id = $1""",
         client_id,
     )
@@ -74,4 +80,9 @@ async def _load_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) ->
         auto_authorize=row["auto_authorize"],
         internal=row["internal"],
         verified=row["verified"],
+        logo_url=row["logo_url"],
+        developer_name=row["developer_name"],
+        homepage_url=row["homepage_url"],
+        privacy_url=row["privacy_url"],
+        terms_url=row["terms_url"],
     )

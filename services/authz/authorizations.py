@@ -19,15 +19,15 @@ instance) and writes ``authorization.revoked`` in the same transaction
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
 
-from libs.oauth.clients import get_client
+from libs.oauth.clients import Client, get_client
 from libs.oauth.events import outbox
 from libs.oauth.pages import add_strings, render
 from libs.oauth.revocation import mark_revoked_safely, revoke_families
@@ -39,6 +39,7 @@ from libs.platform.params import is_clean, post_form
 from libs.platform.validation import has_control_chars
 from libs.platform.web import PG, REDIS, SETTINGS, envelope
 
+from .consent import shared_items
 from .identity import signed_in
 from .responses import found
 from .store import consent_records, cross_owner
@@ -60,6 +61,8 @@ add_strings(
             "authz.apps.revoke_confirm": "撤销后该应用将无法继续访问你的账户。",
             "authz.apps.revoked": "已撤销对“{app}”的授权。",
             "authz.apps.nothing": "没有可撤销的授权(可能已被撤销)。",
+            "authz.apps.client_id": "应用 ID",
+            "authz.apps.host": "网站",
         },
         "en": {
             "authz.apps.title": "Authorized apps",
@@ -73,6 +76,8 @@ add_strings(
             "authz.apps.revoke_confirm": "The app will no longer be able to access your account.",
             "authz.apps.revoked": "Access for “{app}” was revoked.",
             "authz.apps.nothing": "There was nothing to revoke (it may have been revoked already).",
+            "authz.apps.client_id": "App ID",
+            "authz.apps.host": "Site",
         },
     }
 )
@@ -120,8 +125,11 @@ def _client_id(request: web.Request) -> str:
     return client_id
 
 
-def _when(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _hosts(client: Client | None) -> str:
+    """Where the app lives, as its redirect URIs name it (apps with one name told apart)."""
+    if client is None:
+        return ""
+    return ", ".join(dict.fromkeys(urlsplit(uri).netloc for uri in client.redirect_uris))
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -131,8 +139,11 @@ async def handle_page(request: web.Request) -> web.Response:
         return found("/login?next=" + PAGE)
     apps = await list_authorizations(request.app[PG], who.user_id)
     for app in apps:
-        app["first"] = _when(app["first_authorized_time"])
-        app["last"] = _when(app["last_authorized_time"])
+        client = await get_client(request.app[PG], app["client_id"])  # the process's cache
+        app["host"] = _hosts(client)
+        app["logo_url"] = client.logo_url if client else ""
+        app["verified"] = client.verified if client else False
+        app["shares"] = shared_items(app["scopes"])
     notice = ""
     revoked = request.query.get("revoked")
     if revoked and is_clean(revoked, 100):  # only a notice: a value that could name no app is ignored

@@ -24,10 +24,11 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from libs.oauth.clients import get_client
 from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import consent, loginrequest
-from .authrequest import AuthorizePageError, AuthorizeRedirectError, AuthRequest, parse
+from .authrequest import AuthorizePageError, AuthorizeRedirectError, AuthRequest, load_client, parse
 from .codes import issue_code
 from .decision import OneClickPolicy, Step, decide
 from .identity import SignedIn, drop_dead_session, signed_in
@@ -62,7 +63,8 @@ async def handle_authorize(request: web.Request) -> web.Response:
     try:
         req = await parse(db, request.rel_url.query)
     except AuthorizePageError as exc:
-        return await error_page(request, 400, exc.key, **exc.args_)
+        back = await load_client(lambda cid: get_client(db, cid), request.rel_url.query)
+        return await error_page(request, 400, exc.key, back_app=back, **exc.args_)
     except AuthorizeRedirectError as exc:
         return to_client(
             exc.redirect_uri, settings.issuer, exc.state, error=exc.error, error_description=exc.description

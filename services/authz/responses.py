@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from libs.oauth.clients import Client
 from libs.oauth.pages import render
 from libs.oauth.vocabulary import NO_STORE
 from libs.platform.lang import pick_lang
@@ -34,8 +35,21 @@ def to_client(redirect_uri: str, issuer: str, state: str | None, **params: str |
     return found(with_query(redirect_uri, {**params, "state": state, "iss": issuer}))
 
 
-async def error_page(request: web.Request, status: int, message_key: str, **kw: str) -> web.Response:
-    resp = await render(request, "error.html", status=status, message_key=message_key, message_args=kw)
+async def error_page(
+    request: web.Request, status: int, message_key: str, *, back_app: Client | None = None, **kw: str
+) -> web.Response:
+    """The flow's error page: the message, a way back (to ``back_app``'s homepage when it has one,
+    else home) and the request id to quote."""
+    back = back_app if back_app is not None and back_app.homepage_url else None
+    resp = await render(
+        request,
+        "error.html",
+        status=status,
+        message_key=message_key,
+        message_args=kw,
+        back_app=back,
+        error_status=status,
+    )
     resp.headers["Pragma"] = "no-cache"
     return resp
 

@@ -34,7 +34,7 @@ PAGES = {
     "/developer/tokens",
     "/developer/tokens/{token_id}/revoke",
 }
-OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/", "/{tail}"}
+OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/", "/{tail}", "/favicon.ico", "/assets/{name}"}
 METHODS = {"get", "post", "put", "delete", "patch"}
 
 

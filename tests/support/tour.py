@@ -2,8 +2,8 @@
 language and at a width: the browser tests (tests/browser/test_pages_browser.py) check each page
 on it, and `make screenshots` (tests/support/screenshots.py) photographs it.
 
-``seed`` makes the data the pages need through the real code paths: a user with a balance, a
-developer with apps (one with every trust field, one verified, two with the same name), grants
+``seed`` makes the data the pages need through the real code paths: a user with a balance who
+is also a developer with apps (one with every trust field, one verified, two with the same name), grants
 for the authorized-apps page, a developer token. App logos and redirect targets are on
 ``*.example.test``, which the browser context answers itself (``route_example_hosts``).
 """
@@ -55,7 +55,7 @@ async def seed(db: asyncpg.Pool, settings: Settings) -> TourData:
     """The data every page of the tour shows (see the module)."""
     user = await make_user(db, PASSWORD)
     await db.execute("UPDATE users SET quota = 1000000, used_quota = 250000 WHERE id = $1", user.id)  # $750.00
-    developer = await make_user(db, PASSWORD)
+    developer = user  # the console then shows these apps and the token
     await create_developer_token(db, settings.pepper_bytes, developer.id, "ci")
     limit = settings.max_apps_per_developer
 

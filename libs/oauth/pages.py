@@ -85,15 +85,19 @@ def setup_pages(app: web.Application, templates: Path) -> None:
     app[ENV] = env
 
 
-def time_tag(value: datetime | int | float | None, date_only: bool = False) -> Markup:
+def time_tag(value: datetime | int | float | None, date_only: bool = False, time_only: bool = False) -> Markup:
     """``<time datetime="...">`` with the UTC text as the fallback; /assets/site.js shows it in the
-    browser's time zone and language. Empty for None."""
+    browser's time zone and language (the date, the time of day, or both). Empty for None."""
     if value is None or value == "":
         return Markup("")
     when = value if isinstance(value, datetime) else datetime.fromtimestamp(float(value), UTC)
     when = when.astimezone(UTC)
-    shown = when.strftime("%Y-%m-%d") if date_only else when.strftime("%Y-%m-%d %H:%M UTC")
-    fmt = ' data-format="date"' if date_only else ""
+    if date_only:
+        shown, fmt = when.strftime("%Y-%m-%d"), ' data-format="date"'
+    elif time_only:
+        shown, fmt = when.strftime("%H:%M:%S UTC"), ' data-format="time"'
+    else:
+        shown, fmt = when.strftime("%Y-%m-%d %H:%M UTC"), ""
     iso = when.isoformat().replace("+00:00", "Z")
     return Markup(f'<time datetime="{escape(iso)}"{fmt}>{escape(shown)}</time>')  # noqa: S704 - parts escaped
 

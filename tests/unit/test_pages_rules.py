@@ -146,6 +146,10 @@ def test_time_tag() -> None:
         str(time_tag(when, date_only=True))
         == '<time datetime="2026-12-01T04:05:06Z" data-format="date">2026-12-01</time>'
     )
+    assert (
+        str(time_tag(when, time_only=True))
+        == '<time datetime="2026-12-01T04:05:06Z" data-format="time">04:05:06 UTC</time>'
+    )
     assert str(time_tag(int(when.timestamp()))) == str(time_tag(when))
     assert str(time_tag(None)) == ""
 

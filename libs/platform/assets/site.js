@@ -7,12 +7,15 @@
   var full = new Intl.DateTimeFormat(lang, {
     year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", timeZoneName: "short"
   });
-  var dateOnly = new Intl.DateTimeFormat(lang, { year: "numeric", month: "2-digit", day: "2-digit" });
+  var formats = {
+    date: new Intl.DateTimeFormat(lang, { year: "numeric", month: "2-digit", day: "2-digit" }),
+    time: new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" })
+  };
   document.querySelectorAll("time[datetime]").forEach(function (el) {
     var when = new Date(el.getAttribute("datetime"));
     if (isNaN(when.getTime())) return;
     el.title = el.textContent.trim();
-    el.textContent = (el.dataset.format === "date" ? dateOnly : full).format(when);
+    el.textContent = (formats[el.dataset.format] || full).format(when);
   });
   document.querySelectorAll("button.reveal[data-for]").forEach(function (btn) {
     var input = document.getElementById(btn.dataset.for);

@@ -161,7 +161,7 @@ async def render(request: web.Request, name: str, status: int = 200, **context: 
         "logged_in": session is not None,
         "base_url": request.app[SETTINGS].public_base_url,
         "brand": brand(request.app[SETTINGS], lang),
-        "request_id": request_id_var.get(),
+        "page_request_id": request_id_var.get(),  # X-Request-Id, to quote on error pages
         "path": request.path,
         **context,
     }

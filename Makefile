@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 ENV_FILE ?= .env
 WITH_ENV := set -a; [ -f $(ENV_FILE) ] && . ./$(ENV_FILE); set +a;
 
-.PHONY: help install deps run migrate demo test test-unit lint bench fuzz clean
+.PHONY: help install deps run migrate demo test test-unit lint bench fuzz screenshots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,10 @@ lint: install ## ruff and mypy over everything that ships
 
 fuzz: install ## Schemathesis over the whole public API (docs/api.md), longer than the run in `make test`
 	@FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} FUZZ_TIMEOUT=$${FUZZ_TIMEOUT:-1800} TEST_TIMEOUT_SECONDS=0 $(PY) -m pytest tests/integration/test_schemathesis.py -s $(PYTEST_ARGS)
+
+screenshots: install ## every page, zh and en, at 1280x800 and 390x844, into build/screenshots/ (Chromium)
+	@$(PY) -m oauthctl.deps --for test --browser
+	@$(PY) -m tests.support.screenshots $(SCREENSHOTS_DIR)
 
 bench: install $(ENV_FILE) ## load benchmark vs node oidc-provider, prints a table (installs wrk and the peer if missing)
 	@$(WITH_ENV) $(PY) -m bench $(BENCH_ARGS)

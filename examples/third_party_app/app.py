@@ -75,6 +75,95 @@ SPEND_SCOPE = "spend"
 SPEND_SUGGESTION = {"spend_limit": "1000", "spend_period": "daily"}
 AMOUNT_RE = re.compile(r"^[0-9]{1,16}\.[0-9]{2}$")
 NOTICES = {"login": {"success": "登录成功!"}, "logout": {"1": "已退出登录。"}}
+# The same in English (the page's language: ?lang=, then the example_lang cookie, then Accept-Language).
+ERROR_MESSAGES_EN = {
+    "access_denied": "You declined the authorization, so you are not logged in.",
+    "missing_parameters": "The authorization callback lacks code or state; please log in again.",
+    "invalid_state": "The login request expired or was tampered with (state mismatch); please log in again.",
+    "invalid_issuer": "The authorization response did not come from the expected server (iss mismatch); refused.",
+    "invalid_grant": "The authorization code is invalid or expired; please log in again.",
+    "invalid_client": "The app's client_id or client_secret is misconfigured.",
+    "invalid_request": "The authorization request is invalid.",
+    "invalid_scope": "The requested scope is invalid.",
+    "unauthorized_client": "This app may not use this grant type.",
+    "unsupported_response_type": "The authorization server does not support this response type.",
+    "login_required": "Log in to the platform first.",
+    "consent_required": "Your consent is needed first.",
+    "server_error": "Login failed: the authorization server hit an error; try again later.",
+    "temporarily_unavailable": "The authorization server is temporarily unavailable; try again later.",
+    "platform_unavailable": "Cannot reach the authorization server; try again later.",
+    "session_expired": "Your login has expired; please log in again.",
+    "not_logged_in": "Please log in first.",
+    "topup_failed": "Could not get the top-up link; try again later.",
+    "userinfo_failed": "Could not get your account information; try again later.",
+    "invalid_csrf": "The request expired (CSRF check failed); reload the page and try again.",
+    "spend_limit_exceeded": "This period's spending limit is used up (you set it when authorizing; change it under "
+    '"Authorized apps" on the platform).',
+    "insufficient_balance": "Your balance is too low; top up first.",
+    "spend_failed": "The charge failed; try again later.",
+}
+NOTICES_EN = {"login": {"success": "Logged in!"}, "logout": {"1": "Logged out."}}
+MESSAGES = {"zh": (ERROR_MESSAGES, NOTICES), "en": (ERROR_MESSAGES_EN, NOTICES_EN)}
+WORDS = {
+    "zh": {
+        "title": "我的第三方应用",
+        "welcome": "欢迎回来!",
+        "username": "用户名",
+        "email": "邮箱",
+        "balance": "账户余额",
+        "refresh": "刷新余额",
+        "topup": "账户充值",
+        "logout": "退出登录",
+        "please_login": "请登录以查看账户信息",
+        "one_click_hint": "使用一键登录快速访问您的账户",
+        "login": "一键登录",
+        "refreshed": "余额已更新",
+        "login_error": "登录出错:{error}",
+        "footnote": "本页按接入指南的服务器端流程实现:授权码在服务器端换取令牌,client_secret 与令牌从不发送到浏览器。",
+        "sdk_note": "对照:",
+        "sdk_link": "指南中的浏览器 JavaScript SDK 页面",
+        "sdk_warning": "(该页面会把 client_secret 暴露在浏览器中,请勿在生产环境中使用)。",
+        "other_lang": "English",
+        "spend": "付费提问(0.10)",
+        "spent": "已扣费 {spent},本周期剩余额度 {left}",
+    },
+    "en": {
+        "title": "My third-party app",
+        "welcome": "Welcome back!",
+        "username": "Username",
+        "email": "Email",
+        "balance": "Balance",
+        "refresh": "Refresh balance",
+        "topup": "Top up",
+        "logout": "Log out",
+        "please_login": "Log in to see your account",
+        "one_click_hint": "One-click login gets you to your account quickly",
+        "login": "One-click login",
+        "refreshed": "Balance updated",
+        "login_error": "Login error: {error}",
+        "footnote": "This page follows the guide's server-side flow: the code is exchanged for tokens on the server; the client_secret and the tokens never reach the browser.",
+        "sdk_note": "Compare: ",
+        "sdk_link": "the guide's browser JavaScript SDK page",
+        "sdk_warning": " (it exposes the client_secret in the browser: never use it in production).",
+        "other_lang": "中文",
+        "spend": "Paid question (0.10)",
+        "spent": "Charged {spent}; {left} left in this period",
+    },
+}
+LANG_COOKIE = "example_lang"
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" '
+    'fill="#007bff"/><path d="M9 17l5 5 9-11" fill="none" stroke="#fff" stroke-width="3.5" '
+    'stroke-linecap="round" stroke-linejoin="round"/></svg>'
+)
+
+
+def page_lang(request: web.Request) -> str:
+    """zh (the guide's language) unless ?lang=en, the example_lang cookie or Accept-Language says en."""
+    for candidate in (request.query.get("lang"), request.cookies.get(LANG_COOKIE)):
+        if candidate in WORDS:
+            return candidate
+    return "en" if request.headers.get("Accept-Language", "").lower().startswith("en") else "zh"
 
 
 @dataclass(frozen=True)
@@ -396,6 +485,8 @@ def build_app(config: Config) -> web.Application:
     app.router.add_post("/spend", spend)
     app.router.add_post("/logout", logout)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/favicon.svg", favicon)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/sdk", sdk_slash)
     app.router.add_get("/sdk/", sdk_page)
     app.router.add_get("/oauth/callback.html", callback_page)
@@ -470,8 +561,9 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _message_for(error: str) -> str:
-    return ERROR_MESSAGES.get(error, f"登录出错:{error[:200]}")
+def _message_for(error: str, lang: str = "zh") -> str:
+    known = MESSAGES[lang][0].get(error)
+    return known if known is not None else WORDS[lang]["login_error"].format(error=error[:200])
 
 
 # GET / ------------------------------------------------------------------------------------------
@@ -483,11 +575,13 @@ async def index(request: web.Request) -> web.Response:
         # The guide's callback.html sends the browser SDK's code to "/?code=...": let its JS handle it.
         return _html(app[STATIC]["sdk"], headers={"Cache-Control": "no-store"})
 
-    errors = [_message_for(e) for e in query.getall("error", [])[:3]]
-    notices = [NOTICES[k][v] for k, v in query.items() if v in NOTICES.get(k, {})]
+    lang = page_lang(request)
+    messages, notice_words = MESSAGES[lang]
+    errors = [_message_for(e, lang) for e in query.getall("error", [])[:3]]
+    notices = [notice_words[k][v] for k, v in query.items() if v in notice_words.get(k, {})]
     spent, left = query.get("spent", ""), query.get("left", "")
     if AMOUNT_RE.match(spent) and AMOUNT_RE.match(left):
-        notices.append(f"已扣费 {spent},本周期剩余额度 {left}")
+        notices.append(WORDS[lang]["spent"].format(spent=spent, left=left))
     user: dict[str, Any] | None = None
     logged_in = bool(session and session.access_token)
     if session is not None and logged_in:
@@ -495,16 +589,16 @@ async def index(request: web.Request) -> web.Response:
             result = await call_api(app[PLATFORM], session, "/api/oauth2/userinfo")
         except NotAuthenticated:
             logged_in = False
-            errors.append(ERROR_MESSAGES["session_expired"])
+            errors.append(messages["session_expired"])
         except PlatformUnavailable:
-            errors.append(ERROR_MESSAGES["platform_unavailable"])
+            errors.append(messages["platform_unavailable"])
         else:
             if 200 <= result.status < 300 and isinstance(result.data, dict):
                 user = result.data
                 if query.get("refresh") == "1":
-                    notices.append("余额已更新")
+                    notices.append(WORDS[lang]["refreshed"])
             else:
-                errors.append(ERROR_MESSAGES["userinfo_failed"])
+                errors.append(messages["userinfo_failed"])
 
     def shown(key: str) -> str:
         value = user.get(key) if user else None
@@ -523,9 +617,12 @@ async def index(request: web.Request) -> web.Response:
             csrf_token=session.csrf_token if session else "",
             sdk_page=app[CONFIG].serve_sdk_page,
             can_spend=bool(app[CONFIG].resource_server_url),
+            w=WORDS[lang],
+            lang=lang,
+            other_lang="en" if lang == "zh" else "zh",
         )
     )
-    return _html(
+    response = _html(
         page,
         headers={
             "Cache-Control": "no-store",
@@ -535,6 +632,13 @@ async def index(request: web.Request) -> web.Response:
             f"form-action 'self' {_origin(app[CONFIG].oauth_server)}; frame-ancestors 'none'; base-uri 'none'",
         },
     )
+    if query.get("lang") in WORDS:
+        response.set_cookie(LANG_COOKIE, query["lang"], max_age=365 * 24 * 3600, path="/", samesite="Lax")
+    return response
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(text=FAVICON, content_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
 
 # GET /auth/oauth/start (guide step 2) ------------------------------------------------------------

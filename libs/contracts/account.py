@@ -35,7 +35,8 @@ async def get_client(db: DB, client_id: str) -> Client | None:
 async def _load_client(db: DB, client_id: str) -> Client | None:
     row = await db.fetchrow(
         """SELECT id, client_id, name, description, redirect_uris, client_secret_hash, token_endpoint_auth_method,
-                  auto_authorize, internal, verified, previous_secret_hash, previous_secret_expires_at
+                  auto_authorize, internal, verified, previous_secret_hash, previous_secret_expires_at,
+                  logo_url, developer_name, homepage_url, privacy_url, terms_url
            FROM oauth_apps WHERE client_id = $1""",
         client_id,
     )
@@ -54,6 +55,11 @@ async def _load_client(db: DB, client_id: str) -> Client | None:
         verified=row["verified"],
         previous_secret_hash=bytes(row["previous_secret_hash"]) if row["previous_secret_hash"] is not None else None,
         previous_secret_expires_at=row["previous_secret_expires_at"],
+        logo_url=row["logo_url"],
+        developer_name=row["developer_name"],
+        homepage_url=row["homepage_url"],
+        privacy_url=row["privacy_url"],
+        terms_url=row["terms_url"],
     )
 
 

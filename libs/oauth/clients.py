@@ -34,6 +34,12 @@ class Client:
     # The secret replaced by the last rotation, valid until its expiry (docs/api.md "Rotate the secret")
     previous_secret_hash: bytes | None = None
     previous_secret_expires_at: datetime | None = None
+    # What the login and consent pages show about the app ('' = not given; docs/api.md "OAuth apps").
+    logo_url: str = ""
+    developer_name: str = ""
+    homepage_url: str = ""
+    privacy_url: str = ""
+    terms_url: str = ""
 
     @property
     def is_public(self) -> bool:

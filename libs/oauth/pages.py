@@ -7,13 +7,19 @@ Strings live in per-service dictionaries registered with ``add_strings``; templa
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup, escape
 
+from libs.platform.config import Settings
 from libs.platform.lang import LANGS, pick_lang
+from libs.platform.logs import request_id_var
+from libs.platform.responses import DEFAULT_BRAND
 from libs.platform.web import SETTINGS
 
 from .sessions import CSRF_FIELD, csrf_token, current_session
@@ -32,6 +38,11 @@ add_common = {
         "nav.logout": "退出登录",
         "nav.register": "注册",
         "lang.switch": "English",
+        "footer.support": "帮助与客服",
+        "nav.label": "网站导航",
+        "footer.home": "首页",
+        "pw.show": "显示",
+        "pw.hide": "隐藏",
     },
     "en": {
         "site.name": "Open Platform",
@@ -43,6 +54,11 @@ add_common = {
         "nav.logout": "Log out",
         "nav.register": "Sign up",
         "lang.switch": "中文",
+        "footer.support": "Help & support",
+        "nav.label": "Site navigation",
+        "footer.home": "Home",
+        "pw.show": "Show",
+        "pw.hide": "Hide",
     },
 }
 
@@ -64,7 +80,41 @@ def setup_pages(app: web.Application, templates: Path) -> None:
         undefined=jinja2.StrictUndefined,
         enable_async=False,
     )
+    env.globals["time_tag"] = time_tag
+    env.filters["host_of"] = host_of
     app[ENV] = env
+
+
+def time_tag(value: datetime | int | float | None, date_only: bool = False, time_only: bool = False) -> Markup:
+    """``<time datetime="...">`` with the UTC text as the fallback; /assets/site.js shows it in the
+    browser's time zone and language (the date, the time of day, or both). Empty for None."""
+    if value is None or value == "":
+        return Markup("")
+    when = value if isinstance(value, datetime) else datetime.fromtimestamp(float(value), UTC)
+    when = when.astimezone(UTC)
+    if date_only:
+        shown, fmt = when.strftime("%Y-%m-%d"), ' data-format="date"'
+    elif time_only:
+        shown, fmt = when.strftime("%H:%M:%S UTC"), ' data-format="time"'
+    else:
+        shown, fmt = when.strftime("%Y-%m-%d %H:%M UTC"), ""
+    iso = when.isoformat().replace("+00:00", "Z")
+    return Markup(f'<time datetime="{escape(iso)}"{fmt}>{escape(shown)}</time>')  # noqa: S704 - parts escaped
+
+
+def host_of(url: str) -> str:
+    """The host (and port) of a URL, as pages show where a link or a redirect goes."""
+    return urlsplit(url).netloc or url
+
+
+def brand(settings: Settings, lang: str) -> dict[str, str]:
+    """The platform's brand as the pages and emails show it (docs/operations.md "Branding")."""
+    return {
+        "name": settings.brand_name or DEFAULT_BRAND[lang],
+        "logo_url": settings.brand_logo_url,
+        "color": settings.brand_primary_color,
+        "support_url": settings.brand_support_url,
+    }
 
 
 MAX_NEXT = 4096
@@ -110,6 +160,8 @@ async def render(request: web.Request, name: str, status: int = 200, **context: 
         "csrf_token": csrf_token(request),
         "logged_in": session is not None,
         "base_url": request.app[SETTINGS].public_base_url,
+        "brand": brand(request.app[SETTINGS], lang),
+        "page_request_id": request_id_var.get(),  # X-Request-Id, to quote on error pages
         "path": request.path,
         **context,
     }

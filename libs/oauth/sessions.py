@@ -177,8 +177,11 @@ def check_csrf(request: web.Request, submitted: str | None) -> None:
     if not valid or not hmac.compare_digest(_csrf_for(request, str(cookie)), str(submitted)):
         raise PageError(
             403,
-            "表单已过期 / This form has expired",
-            "请返回上一页刷新后重试。Go back, reload the page and submit again (cookies must be enabled).",
+            {"zh": "表单已过期", "en": "This form has expired"},
+            {
+                "zh": "请返回上一页,刷新后重新提交(需要启用 Cookie)。",
+                "en": "Go back, reload the page and submit again (cookies must be enabled).",
+            },
         )
 
 

@@ -6,6 +6,7 @@ two in step). Nothing else in the code reads ``os.environ``.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Literal
 from urllib.parse import urlsplit
@@ -150,6 +151,14 @@ class Settings(BaseSettings):
     password_reset_max_per_account: int = Field(3, ge=1)  # reset emails per account per window
     password_reset_window_seconds: int = Field(3600, ge=60)
 
+    # --- branding (pages and emails; docs/operations.md "Branding") ------------------------------
+    brand_name: str = ""  # empty: "开放平台" / "Open Platform" in the page's language
+    brand_logo_url: str = "/assets/logo.svg"
+    brand_primary_color: str = "#0969da"
+    brand_support_url: str = ""
+    currency_symbol: str = "$"
+    currency_decimals: int = Field(2, ge=0, le=6)
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
@@ -157,6 +166,24 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("PUBLIC_BASE_URL must be an absolute http(s) URL, e.g. https://auth.example.com")
         return v.rstrip("/")
+
+    @field_validator("brand_primary_color")
+    @classmethod
+    def _colour(cls, v: str) -> str:
+        if not re.fullmatch(r"#[0-9A-Fa-f]{6}", v):
+            raise ValueError("BRAND_PRIMARY_COLOR must be a colour like #0969da")
+        return v.lower()
+
+    @field_validator("brand_logo_url", "brand_support_url")
+    @classmethod
+    def _brand_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        local = v.startswith("/") and not v.startswith("//")
+        if v and not local and (parts.scheme != "https" or not parts.netloc):
+            raise ValueError("brand URLs must be https:// URLs or paths on this site such as /assets/logo.svg")
+        if any(c in v for c in "\"'<> ") or any(ord(c) < 32 for c in v):
+            raise ValueError("brand URLs must not contain spaces, quotes or control characters")
+        return v
 
     @field_validator("redis_prefix")
     @classmethod

@@ -47,8 +47,8 @@ class ApiError(ErrorResponse):
 class PageError(ErrorResponse):
     """An error for a browser: rendered as a readable HTML page."""
 
-    def __init__(self, status: int, title: str, detail: str = "") -> None:
-        super().__init__(title)
+    def __init__(self, status: int, title: str | dict[str, str], detail: str | dict[str, str] = "") -> None:
+        super().__init__(title if isinstance(title, str) else title.get("en", ""))
         self.status = status
         self.title = title
         self.detail = detail

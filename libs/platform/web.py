@@ -27,8 +27,8 @@ from .lang import pick_lang
 from .logs import request_id_var, setup_logging
 from .params import InvalidInput
 from .redis import create_redis
+from .responses import PageContext, error_page, json_response, page_context
 from .responses import envelope as envelope
-from .responses import error_page, json_response
 
 log = logging.getLogger("oauth.web")
 access_log = logging.getLogger("oauth.access")
@@ -84,7 +84,7 @@ def render_http_exception(path: str, exc: web.HTTPException) -> web.StreamRespon
         return json_response({"error": err, "error_description": reason}, exc.status, headers)
     if style == "envelope":
         return json_response({"success": False, "message": reason, "data": None}, exc.status, headers)
-    resp = error_page(exc.status, f"{exc.status} {reason}")
+    resp = error_page(exc.status)  # the status's own words in the page's language (responses.py)
     resp.headers.update(headers)
     return resp
 
@@ -98,7 +98,7 @@ def render_invalid_input(path: str, exc: InvalidInput) -> web.Response:
         return json_response(body, 400, {"Cache-Control": "no-store"})
     if style == "envelope":
         return json_response(ApiError(400, exc.message).body(), 400)
-    return error_page(400, "400 Bad Request", exc.message)
+    return error_page(400)
 
 
 # --- a dependency that does not answer: 503 -------------------------------------------------------
@@ -136,8 +136,7 @@ def render_unavailable(request: web.Request) -> web.Response:
         return json_response(body, 503, headers)
     if style == "envelope":
         return json_response({"success": False, "message": "服务暂时不可用，请稍后重试", "data": None}, 503, headers)
-    lang = pick_lang(request)
-    resp = error_page(503, UNAVAILABLE_TITLE[lang], UNAVAILABLE_DETAIL[lang])
+    resp = error_page(503, UNAVAILABLE_TITLE, UNAVAILABLE_DETAIL)
     resp.headers.update(headers)
     return resp
 
@@ -145,6 +144,12 @@ def render_unavailable(request: web.Request) -> web.Response:
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+def _page_context(request: web.Request) -> PageContext:
+    """What the platform's own error pages need: the language and the brand (docs/operations.md "Branding")."""
+    s = request.app[SETTINGS]
+    return PageContext(pick_lang(request), s.brand_name, s.brand_logo_url, s.brand_primary_color, s.brand_support_url)
 
 
 # --- middlewares ---------------------------------------------------------------------------------
@@ -157,6 +162,7 @@ async def observe_middleware(
     rid = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
     token = request_id_var.set(rid)
     request[REQUEST_ID] = rid
+    page_token = page_context.set(_page_context(request))
     start = time.perf_counter()
     status = 500
     try:
@@ -186,6 +192,7 @@ async def observe_middleware(
                 },
             )
         request_id_var.reset(token)
+        page_context.reset(page_token)
 
 
 @web.middleware
@@ -239,7 +246,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     if response.content_type == "text/html":
         h.setdefault(
             "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            "default-src 'self'; img-src 'self' data: https:; style-src 'self' 'unsafe-inline'; "
             "frame-ancestors 'none'; form-action 'self' http: https:; base-uri 'none'",
         )
     if request.app[SETTINGS].cookie_secure:

@@ -91,12 +91,60 @@ def redirect_uris_from(body: dict[str, Any], *, required: bool) -> list[str] | N
     return unique
 
 
+# The optional fields the consent page shows (docs/api.md "OAuth apps"); '' means not given.
+TRUST_URL_FIELDS = ("logo_url", "homepage_url", "privacy_url", "terms_url")
+TRUST_FIELDS = ("developer_name", *TRUST_URL_FIELDS)
+
+
+def validate_https_url(name: str, value: Any) -> str:
+    """An absolute https URL with a host, no user information, spaces or control characters, or ''
+    (not given). Shown to users on the consent page, so nothing but https (no http, javascript:, data:)."""
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name} must be a string")
+    value = value.strip()
+    if len(value) > MAX_URI_LEN:
+        raise ApiError(400, f"{name} must be at most {MAX_URI_LEN} characters")
+    if has_control_chars(value) or any(c.isspace() for c in value) or any(c in value for c in "\"'<>\\"):
+        raise ApiError(400, f"{name} must not contain spaces, quotes or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ApiError(400, f"{name} is not a valid URL") from None
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise ApiError(400, f"{name} must be an https:// URL, e.g. https://yourapp.com/privacy")
+    if "@" in parts.netloc:
+        raise ApiError(400, f"{name} must not contain user information (user@host)")
+    return value
+
+
+def trust_fields_from(body: dict[str, Any], *, only_sent: bool) -> dict[str, str]:
+    """The optional trust fields of a create (every field, '' when missing) or an update
+    (``only_sent``: just those in the body; null or '' clears a field)."""
+    out: dict[str, str] = {}
+    for name in TRUST_FIELDS:
+        if only_sent and name not in body:
+            continue
+        if name == "developer_name":
+            out[name] = text_field(body, name, required=False, min_len=0, max_len=100)
+        else:
+            out[name] = validate_https_url(name, body.get(name))
+    return out
+
+
 @dataclass(frozen=True)
 class NewApp:
     name: str
     description: str
     redirect_uris: list[str]
     token_endpoint_auth_method: str
+    logo_url: str = ""
+    developer_name: str = ""
+    homepage_url: str = ""
+    privacy_url: str = ""
+    terms_url: str = ""
 
 
 def parse_new_app(body: dict[str, Any]) -> NewApp:
@@ -109,4 +157,4 @@ def parse_new_app(body: dict[str, Any]) -> NewApp:
         method = "client_secret_post"
     if not isinstance(method, str) or method not in AUTH_METHODS:
         raise ApiError(400, f"token_endpoint_auth_method must be one of: {', '.join(AUTH_METHODS)}")
-    return NewApp(name, description, uris, method)
+    return NewApp(name, description, uris, method, **trust_fields_from(body, only_sent=False))

@@ -25,11 +25,11 @@ from libs.platform.validation import json_object, text_field
 from libs.platform.web import PG, SETTINGS, envelope
 
 from . import cors_origins, store
-from .app_rules import NewApp, parse_new_app, redirect_uris_from
+from .app_rules import TRUST_FIELDS, NewApp, parse_new_app, redirect_uris_from, trust_fields_from
 from .developer_tokens import current_developer
 
-CREATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", "token_endpoint_auth_method"}
-UPDATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris"}
+CREATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", "token_endpoint_auth_method", *TRUST_FIELDS}
+UPDATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", *TRUST_FIELDS}
 
 
 def new_client_id() -> str:
@@ -49,6 +49,7 @@ def app_view(row: asyncpg.Record, client_secret: str | None = None) -> dict[str,
         redirect_uri=row["redirect_uris"][0],
         redirect_uris=list(row["redirect_uris"]),
         token_endpoint_auth_method=row["token_endpoint_auth_method"],
+        **{name: row[name] for name in TRUST_FIELDS},
         created_time=int(row["created_at"].timestamp()),
         updated_time=int(row["updated_at"].timestamp()),
         previous_secret_expires_time=_previous_secret_expiry(row),
@@ -105,8 +106,9 @@ async def update_app(pool: asyncpg.Pool, owner_id: int, app_id: int, body: dict[
         text_field(body, "description", required=False, min_len=0, max_len=1000) if "description" in body else None
     )
     uris = redirect_uris_from(body, required=False)
+    trust = trust_fields_from(body, only_sent=True)
     async with pool.acquire() as conn, conn.transaction():
-        row = await store.update_app(conn, owner_id, app_id, name, description, uris)
+        row = await store.update_app(conn, owner_id, app_id, name, description, uris, trust)
         if row is None:
             raise ApiError(404, "app not found")
         await outbox.enqueue(conn, _client_updated(row, "updated"))

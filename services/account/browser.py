@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +13,7 @@ from libs.oauth.sessions import CSRF_FIELD, check_csrf, signed_in_user
 from libs.platform.params import post_form
 from libs.platform.web import PG, SETTINGS
 
-from .balance import format_balance
+from .balance import format_money
 from .users import User, get_user
 
 
@@ -61,15 +60,21 @@ def redirect(location: str, status: int = 303) -> web.Response:
     return web.Response(status=status, headers={"Location": location, "Cache-Control": "no-store"})
 
 
+def money(request: web.Request, amount: int) -> str:
+    """``amount`` quota units as the pages show money: "$750.00" (CURRENCY_SYMBOL, CURRENCY_DECIMALS)."""
+    s = request.app[SETTINGS]
+    return format_money(amount, s.quota_per_unit, s.currency_symbol, s.currency_decimals)
+
+
 def account_view(request: web.Request, user: User) -> dict[str, Any]:
-    """How the pages show a user: balance in units, dates in UTC."""
-    per_unit = request.app[SETTINGS].quota_per_unit
+    """How the pages show a user: money with its currency (never raw quota units), the sign-up time
+    (a <time> the browser shows in its own time zone)."""
     return {
         "id": user.id,
         "username": user.username,
         "email": user.email,
-        "quota": user.quota,
-        "used_quota": user.used_quota,
-        "balance": format_balance(user.quota, user.used_quota, per_unit),
-        "created": user.created_at.astimezone(UTC).strftime("%Y-%m-%d"),
+        "balance": money(request, user.quota - user.used_quota),
+        "quota": money(request, user.quota),
+        "used_quota": money(request, user.used_quota),
+        "created_at": user.created_at,
     }

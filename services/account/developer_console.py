@@ -27,7 +27,9 @@ from libs.platform.params import object_id, post_form
 from libs.platform.web import PG, SETTINGS, envelope
 
 from . import apps, cors_origins, store, strings_safety  # noqa: F401 - strings_safety registers texts
+from .app_rules import TRUST_FIELDS
 from .browser import field, posted_form, redirect, require_user, session_user
+from .console_errors import console_error
 from .developer_tokens import (
     issue_developer_token,
     list_developer_tokens,
@@ -39,15 +41,18 @@ from .spending import spend_totals
 from .users import User
 
 NOTICES = ("app_deleted", "token_revoked")
-EMPTY_FORM = {"name": "", "description": "", "redirect_uris": "", "token_endpoint_auth_method": "client_secret_post"}
-
-
-def _when(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else ""
+EMPTY_FORM = {
+    "name": "",
+    "description": "",
+    "redirect_uris": "",
+    "token_endpoint_auth_method": "client_secret_post",
+    **dict.fromkeys(TRUST_FIELDS, ""),
+}
 
 
 def _when_ts(ts: int | None) -> str:
-    return _when(datetime.fromtimestamp(ts, UTC)) if ts else ""
+    """A moment in a one-time message's text (UTC: the message is text, not a page's <time> tag)."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else ""
 
 
 def app_body(form: MultiDictProxy[Any], *, creating: bool) -> dict[str, Any]:
@@ -57,6 +62,8 @@ def app_body(form: MultiDictProxy[Any], *, creating: bool) -> dict[str, Any]:
         "description": field(form, "description", 5000),
         "redirect_uris": [line.strip() for line in field(form, "redirect_uris", 30000).splitlines() if line.strip()],
     }
+    for name in TRUST_FIELDS:  # optional: an empty field clears it
+        body[name] = field(form, name, 3000).strip()
     if creating:
         body["token_endpoint_auth_method"] = field(form, "token_endpoint_auth_method", 50) or "client_secret_post"
     return body
@@ -75,7 +82,7 @@ async def console(
 ) -> web.Response:
     pool = request.app[PG]
     tokens = [
-        {"id": r["id"], "name": r["name"], "created": _when(r["created_at"]), "last_used": _when(r["last_used_at"])}
+        {"id": r["id"], "name": r["name"], "created": r["created_at"], "last_used": r["last_used_at"]}
         for r in await list_developer_tokens(pool, user.id)
     ]
     app_list = await apps.list_apps(pool, user.id)
@@ -133,7 +140,9 @@ async def handle_create_app(request: web.Request) -> web.Response:
         )
     except ApiError as exc:
         kept = {k: field(form, k, 30000) for k in EMPTY_FORM}
-        return await console(request, user, status=exc.status, error=exc.message, form=kept)
+        return await console(
+            request, user, status=exc.status, error=console_error(exc.message, pick_lang(request)), form=kept
+        )
     await cors_origins.refresh(request.app)  # the new redirect URIs' origins may call us (CORS)
     created = _t(request)("acct.dev.app_created", name=data["name"])
     if not data.get("client_secret"):  # a public client (PKCE) has no secret to show
@@ -148,7 +157,7 @@ async def handle_update_app(request: web.Request) -> web.Response:
     try:
         await apps.update_app(request.app[PG], user.id, apps._app_id(request), app_body(form, creating=False))
     except ApiError as exc:
-        return await console(request, user, status=exc.status, error=exc.message)
+        return await console(request, user, status=exc.status, error=console_error(exc.message, pick_lang(request)))
     await cors_origins.refresh(request.app)
     return await console(request, user, notice=_t(request)("acct.dev.app_updated"))
 
@@ -241,7 +250,7 @@ async def handle_delete_app(request: web.Request) -> web.Response:
     try:
         await apps.delete_app(request.app[PG], user.id, apps._app_id(request))
     except ApiError as exc:
-        return await console(request, user, status=exc.status, error=exc.message)
+        return await console(request, user, status=exc.status, error=console_error(exc.message, pick_lang(request)))
     await cors_origins.refresh(request.app)
     return redirect("/developer?notice=app_deleted")
 
@@ -262,7 +271,7 @@ async def handle_rotate_secret(request: web.Request) -> web.Response:
     try:
         data = await apps.rotate_secret(request.app[PG], settings.pepper_bytes, user.id, apps._app_id(request), grace)
     except ApiError as exc:
-        return await console(request, user, status=exc.status, error=exc.message)
+        return await console(request, user, status=exc.status, error=console_error(exc.message, pick_lang(request)))
     until = _when_ts(data["previous_secret_expires_time"])
     message = (
         t("acct.dev.secret_rotated_grace", name=data["name"], until=until)
@@ -282,7 +291,7 @@ async def handle_create_token(request: web.Request) -> web.Response:
             request.app[PG], settings.pepper_bytes, user.id, field(form, "name", 1000) or "console"
         )
     except ApiError as exc:
-        return await console(request, user, status=exc.status, error=exc.message)
+        return await console(request, user, status=exc.status, error=console_error(exc.message, pick_lang(request)))
     return await _show_once(request, token=token)
 
 
@@ -292,7 +301,9 @@ async def handle_revoke_token(request: web.Request) -> web.Response:
         return await _confirm_revoke_token(request, user)
     token_id = object_id(request.match_info["token_id"])
     if token_id is None or not await revoke_developer_token(request.app[PG], token_id, user.id):
-        return await console(request, user, status=404, error="developer token not found")
+        return await console(
+            request, user, status=404, error=console_error("developer token not found", pick_lang(request))
+        )
     return redirect("/developer?notice=token_revoked")
 
 

@@ -16,7 +16,9 @@ Conn: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
 USER_COLUMNS = "id, username, email, status, quota, used_quota, created_at"
 APP_COLUMNS = """id, name, description, client_id, redirect_uris, token_endpoint_auth_method,
+                 logo_url, developer_name, homepage_url, privacy_url, terms_url,
                  created_at, updated_at, previous_secret_expires_at"""
+TRUST_COLUMNS = ("logo_url", "developer_name", "homepage_url", "privacy_url", "terms_url")
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -274,8 +276,9 @@ async def count_apps(conn: Conn, owner_id: int) -> int:
 async def insert_app(conn: Conn, owner_id: int, values: dict[str, Any]) -> asyncpg.Record:
     row = await conn.fetchrow(
         f"""INSERT INTO oauth_apps (owner_id, name, description, client_id, client_secret_hash,
-                                    redirect_uris, token_endpoint_auth_method)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {APP_COLUMNS}""",
+                                    redirect_uris, token_endpoint_auth_method,
+                                    logo_url, developer_name, homepage_url, privacy_url, terms_url)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {APP_COLUMNS}""",
         owner_id,
         values["name"],
         values["description"],
@@ -283,6 +286,7 @@ async def insert_app(conn: Conn, owner_id: int, values: dict[str, Any]) -> async
         values["client_secret_hash"],
         values["redirect_uris"],
         values["token_endpoint_auth_method"],
+        *(values.get(c, "") for c in TRUST_COLUMNS),
     )
     assert row is not None
     return row
@@ -303,18 +307,29 @@ async def app_exists(conn: Conn, owner_id: int, app_id: int) -> bool:
 
 
 async def update_app(
-    conn: Conn, owner_id: int, app_id: int, name: str | None, description: str | None, uris: list[str] | None
+    conn: Conn,
+    owner_id: int,
+    app_id: int,
+    name: str | None,
+    description: str | None,
+    uris: list[str] | None,
+    trust: dict[str, str] | None = None,
 ) -> asyncpg.Record | None:
-    """None values keep the column (COALESCE)."""
+    """None values keep the column (COALESCE); ``trust`` holds only the trust fields to change."""
+    trust = trust or {}
     return await conn.fetchrow(
         f"""UPDATE oauth_apps SET name = coalesce($3, name), description = coalesce($4, description),
-                   redirect_uris = coalesce($5, redirect_uris), updated_at = now()
+                   redirect_uris = coalesce($5, redirect_uris),
+                   logo_url = coalesce($6, logo_url), developer_name = coalesce($7, developer_name),
+                   homepage_url = coalesce($8, homepage_url), privacy_url = coalesce($9, privacy_url),
+                   terms_url = coalesce($10, terms_url), updated_at = now()
             WHERE id = $1 AND owner_id = $2 RETURNING {APP_COLUMNS}""",
         app_id,
         owner_id,
         name,
         description,
         uris,
+        *(trust.get(c) for c in TRUST_COLUMNS),
     )
 
 

@@ -11,8 +11,7 @@ from libs.oauth.pages import render, translator
 from libs.platform.lang import pick_lang
 from libs.platform.web import PG, SETTINGS
 
-from .balance import format_balance
-from .browser import account_view, field, posted_form, require_user
+from .browser import account_view, field, money, posted_form, require_user
 from .topup import TopupError, redeem
 from .users import User, get_user
 
@@ -43,11 +42,8 @@ async def handle_topup_post(request: web.Request) -> web.Response:
     except TopupError as exc:
         return await topup_page(request, user, status=400, error=t(f"acct.topup.err.{exc.reason}"))
     fresh = await get_user(request.app[PG], user.id) or user
-    per_unit = request.app[SETTINGS].quota_per_unit
     success = t(
-        "acct.topup.ok",
-        amount=format_balance(done.amount, 0, per_unit),
-        balance=format_balance(done.quota, done.used_quota, per_unit),
+        "acct.topup.ok", amount=money(request, done.amount), balance=money(request, done.quota - done.used_quota)
     )
     return await topup_page(request, fresh, success=success)
 

@@ -20,9 +20,8 @@ instance) and writes ``authorization.revoked`` in the same transaction
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -31,6 +30,7 @@ from multidict import MultiMapping
 
 from libs.contracts.account import get_client, list_consents_with_apps
 from libs.contracts.token import revoke_families
+from libs.oauth.clients import Client
 from libs.oauth.confirm import Confirmation, confirm_page, confirmed
 from libs.oauth.events import outbox
 from libs.oauth.events.types import AuthorizationRevoked
@@ -45,6 +45,7 @@ from libs.platform.params import is_clean, post_form
 from libs.platform.validation import has_control_chars
 from libs.platform.web import PG, REDIS, SETTINGS, envelope
 
+from .consent import shared_items
 from .identity import signed_in
 from .responses import found
 from .spend_limits import spend_notices, spend_views, utc_now
@@ -69,6 +70,8 @@ add_strings(
             "authz.apps.nothing": "没有可撤销的授权(可能已被撤销)。",
             "authz.apps.confirm_title": "撤销对“{app}”的授权?",
             "authz.apps.confirm": "“{app}”({client_id})将立即退出登录,无法再访问你的账户;下次使用时需要重新授权。",
+            "authz.apps.client_id": "应用 ID",
+            "authz.apps.host": "网站",
         },
         "en": {
             "authz.apps.title": "Authorized apps",
@@ -84,6 +87,8 @@ add_strings(
             "authz.apps.nothing": "There was nothing to revoke (it may have been revoked already).",
             "authz.apps.confirm_title": "Revoke access for “{app}”?",
             "authz.apps.confirm": "“{app}” ({client_id}) will be signed out at once and can no longer access your account; it will have to ask for your permission again.",
+            "authz.apps.client_id": "App ID",
+            "authz.apps.host": "Site",
         },
     }
 )
@@ -132,8 +137,11 @@ def _client_id(request: web.Request) -> str:
     return client_id
 
 
-def _when(ts: int) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _hosts(client: Client | None) -> str:
+    """Where the app lives, as its redirect URIs name it (apps with one name told apart)."""
+    if client is None:
+        return ""
+    return ", ".join(dict.fromkeys(urlsplit(uri).netloc for uri in client.redirect_uris))
 
 
 # --- the page ------------------------------------------------------------------------------------
@@ -143,8 +151,11 @@ async def handle_page(request: web.Request) -> web.Response:
         return found("/login?next=" + PAGE)
     apps = await list_authorizations(request.app[PG], who.user_id)
     for app in apps:
-        app["first"] = _when(app["first_authorized_time"])
-        app["last"] = _when(app["last_authorized_time"])
+        client = await get_client(request.app[PG], app["client_id"])  # the process's cache
+        app["host"] = _hosts(client)
+        app["logo_url"] = client.logo_url if client else ""
+        app["verified"] = client.verified if client else False
+        app["shares"] = shared_items(app["scopes"])
     spend = await spend_views(request.app[PG], who.user_id, request.app[SETTINGS].quota_per_unit, utc_now())
     for app in apps:
         app["spend"] = spend.get(app["client_id"])

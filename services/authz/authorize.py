@@ -24,15 +24,16 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from libs.contracts.account import get_client
 from libs.oauth.errors import ConsentRequired, LoginRequired
 from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import consent, loginrequest
-from .authrequest import AuthRequest, parse
+from .authrequest import AuthRequest, load_client, parse
 from .codes import issue_code
 from .decision import OneClickPolicy, Step, decide
 from .identity import SignedIn, drop_dead_session, signed_in
-from .responses import found, redirect_error, to_client
+from .responses import ErrorPage, error_page, found, redirect_error, to_client
 from .store import consent_records
 
 
@@ -60,7 +61,11 @@ async def fresh_login(request: web.Request, who: SignedIn | None) -> bool:
 async def handle_authorize(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     db = request.app[PG]
-    req = await parse(db, request.rel_url.query)  # raises ErrorPage / ClientRedirectError (responses.py)
+    try:
+        req = await parse(db, request.rel_url.query)  # or ClientRedirectError (responses.py), rendered as raised
+    except ErrorPage as exc:  # with a way back to the app when the client_id names one
+        back = await load_client(lambda cid: get_client(db, cid), request.rel_url.query)
+        return await error_page(request, exc.status, exc.key, back_app=back, **exc.message_args)
     who = await signed_in(request)
     now = int(time.time())
     auth = (who.user_id, who.session.auth_time) if who else None

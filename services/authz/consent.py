@@ -23,6 +23,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from libs.contracts.account import get_client
+from libs.oauth.clients import Client
 from libs.oauth.errors import AccessDenied
 from libs.oauth.pages import render
 from libs.oauth.sessions import CSRF_FIELD, check_csrf
@@ -111,18 +112,49 @@ async def take(redis: aioredis.Redis, settings: Settings, request_id: str, user_
     return await take_from(RedisConsentRequests(redis, settings), request_id, user_id)
 
 
+# What each scope shares, in the order the page lists it; a thing two scopes share is listed once
+# ("profile" and "email" both share the email address).
+SCOPE_SHARES: dict[str, tuple[str, ...]] = {
+    "openid": ("identity",),
+    "profile": ("username", "email"),
+    "email": ("email",),
+    "balance": ("balance",),
+}
+
+
+def shared_items(scopes: tuple[str, ...] | list[str]) -> list[str]:
+    """The things the app will read, each once, in scope order (unknown scopes: themselves)."""
+    items: list[str] = []
+    for scope in scopes:
+        for item in SCOPE_SHARES.get(scope, (scope,)):
+            if item not in items:
+                items.append(item)
+    return items
+
+
+def app_card(client: Client | None, req: AuthRequest) -> dict[str, str]:
+    """What the page shows about the app: the stored trust fields, or what the request carries when
+    the app has just gone (the answer will then be refused)."""
+    fields = ("logo_url", "developer_name", "homepage_url", "privacy_url", "terms_url")
+    card = {f: getattr(client, f) if client else "" for f in fields}
+    return card | {"name": req.client_name, "description": req.client_description}
+
+
 async def render_page(
     request: web.Request, req: AuthRequest, who: SignedIn, request_id: str, switch_url: str
 ) -> web.Response:
-    """The consent page: the app (verified or not), the scopes in plain words, Allow / Deny, and
-    ``switch_url`` (the login page that resumes this request as another user)."""
+    """The consent page (docs/architecture.md "Pages"): the app with its trust signals (logo,
+    developer, homepage, privacy and terms links, verified or not), what will be shared, the
+    redirect host, Allow / Deny, and ``switch_url`` (the login page that resumes this request as
+    another user)."""
+    client = await get_client(request.app[PG], req.client_id)
     return await render(
         request,
         "consent.html",
-        app_name=req.client_name,
-        app_description=req.client_description,
+        app=app_card(client, req),
         verified=req.client_verified,
         scopes=req.scopes,
+        shares=shared_items(req.scopes),
         redirect_host=urlsplit(req.redirect_uri).netloc,
         username=who.username,
         request_id=request_id,
@@ -156,7 +188,7 @@ async def post_consent(request: web.Request) -> web.Response:
     # The app may have been deleted or its redirect URIs changed while the page was open.
     client = await get_client(request.app[PG], req.client_id)
     if client is None or not client.has_redirect_uri(req.redirect_uri):
-        return await error_page(request, 400, "error.unknown_client")
+        return await error_page(request, 400, "error.unknown_client", back_app=client)
     if decision == "deny":
         return redirect_error(request, req.redirect_uri, req.state, AccessDenied("the user denied the request"))
     if SPEND_SCOPE not in req.scopes:

@@ -14,11 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
 
+from libs.contracts.account import get_client
+from libs.oauth.clients import Client
 from libs.oauth.pages import render, safe_next
 from libs.oauth.sessions import CSRF_FIELD, check_csrf, current_session, end_session, start_session
 from libs.platform.clientip import client_ip
@@ -32,6 +35,7 @@ from .identity import MAX_IDENTIFIER, LoginUser, find_login_user, signed_in
 from .responses import found, lang_url
 
 DEFAULT_NEXT = "/user"
+AUTHORIZE_PATH = "/api/oauth2/authorize"
 MAX_PASSWORD = 1024
 
 
@@ -122,6 +126,22 @@ def _field(form: MultiMapping[object], name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def flow_client_id(next_url: str) -> str | None:
+    """The client_id of the authorization request ``next_url`` resumes, if it is one."""
+    parts = urlsplit(next_url)
+    if parts.path != AUTHORIZE_PATH:
+        return None
+    values = parse_qs(parts.query).get("client_id") or []
+    return values[0] if len(values) == 1 else None
+
+
+async def flow_app(request: web.Request, next_url: str) -> Client | None:
+    """The app a login in an authorization flow is for (the page names it: "Sign in to continue to
+    <App>"), or None for a plain login."""
+    client_id = flow_client_id(next_url)
+    return await get_client(request.app[PG], client_id) if client_id else None
+
+
 # --- handlers ------------------------------------------------------------------------------------
 async def _login_page(request: web.Request, next_url: str, *, status: int = 200, **ctx: object) -> web.Response:
     who = await signed_in(request)
@@ -139,6 +159,7 @@ async def _login_page(request: web.Request, next_url: str, *, status: int = 200,
         reauth=reauth,
         lang_url=lang_url(request, keep),
         signed_in_as=who.username if who else None,
+        app=await flow_app(request, next_url),
         **ctx,
     )
 
@@ -162,7 +183,7 @@ async def post_login(request: web.Request) -> web.Response:
         await loginrequest.mark_login(request.app[REDIS], settings, next_url, session)
         return resp
     if result.outcome == "blocked":
-        at = datetime.fromtimestamp(time.time() + result.retry_after, UTC).strftime("%H:%M:%S")
+        at = datetime.fromtimestamp(time.time() + result.retry_after, UTC)
         resp = await render(
             request, "rate_limited.html", status=429, seconds=str(result.retry_after), at=at, next=next_url
         )

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from libs.oauth.clients import Client
 from libs.oauth.errors import OAuthError
 from libs.oauth.pages import render
 from libs.oauth.vocabulary import NO_STORE
@@ -56,8 +57,21 @@ def redirect_error(request: web.Request, redirect_uri: str, state: str | None, e
     return to_client(redirect_uri, request.app[SETTINGS].issuer, state, **error.body())
 
 
-async def error_page(request: web.Request, status: int, message_key: str, **kw: str) -> web.Response:
-    resp = await render(request, "error.html", status=status, message_key=message_key, message_args=kw)
+async def error_page(
+    request: web.Request, status: int, message_key: str, *, back_app: Client | None = None, **kw: str
+) -> web.Response:
+    """The flow's error page: the message, a way back (to ``back_app``'s homepage when it has one,
+    else home) and the request id to quote."""
+    back = back_app if back_app is not None and back_app.homepage_url else None
+    resp = await render(
+        request,
+        "error.html",
+        status=status,
+        message_key=message_key,
+        message_args=kw,
+        back_app=back,
+        error_status=status,
+    )
     resp.headers["Pragma"] = "no-cache"
     return resp
 
@@ -73,7 +87,7 @@ class ErrorPage(ErrorResponse):
         self.message_args = message_args
 
     async def render(self, request: web.Request) -> web.StreamResponse:
-        return await error_page(request, self.status, self.key, **self.message_args)
+        return await error_page(request, self.status, self.key, back_app=None, **self.message_args)
 
 
 class ClientRedirectError(ErrorResponse):

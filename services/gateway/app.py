@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import NoReturn
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+import libs.platform
 from libs.platform.config import Settings
 from libs.platform.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app, render_http_exception
 
@@ -310,6 +312,32 @@ async def root(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/user")
 
 
+# The brand assets every page links (libs/platform/assets: stylesheet, script, logo, favicon).
+ASSETS_DIR = Path(libs.platform.__file__).parent / "assets"
+ASSET_TYPES = {
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+}
+ASSETS: dict[str, tuple[bytes, str]] = {
+    p.name: (p.read_bytes(), ASSET_TYPES[p.suffix]) for p in ASSETS_DIR.iterdir() if p.suffix in ASSET_TYPES
+}
+
+
+async def asset(request: web.Request) -> web.StreamResponse:
+    """One of the platform's static assets (a fixed set read at start: no path from the request
+    touches the file system). Cached for a day; the names are stable."""
+    name = "favicon.ico" if request.path == "/favicon.ico" else request.match_info["name"]
+    found = ASSETS.get(name)
+    if found is None:
+        raise web.HTTPNotFound(reason="No such asset")
+    body, content_type = found
+    charset = "utf-8" if content_type.startswith("text/") else None
+    headers = {"Cache-Control": "public, max-age=86400"}
+    return web.Response(body=body, content_type=content_type, charset=charset, headers=headers)
+
+
 def build(settings: Settings) -> web.Application:
     # Redis: the CORS origins (cors.py); readiness reports it.
     app = create_app("gateway", settings, postgres=False, redis=True, amqp=False)
@@ -342,6 +370,8 @@ def build(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(client_ctx)
     app.router.add_get("/", root)
+    app.router.add_get("/favicon.ico", asset)
+    app.router.add_get("/assets/{name}", asset)
     openapi.add_routes(app)  # served by the gateway itself: it describes every service's public API
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app

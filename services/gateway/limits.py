@@ -174,6 +174,8 @@ def rule_for(request: web.Request, settings: Settings) -> tuple[str, int] | None
         return "client", settings.gateway_rate_limit_client_per_minute
     if path == "/login" and request.method == "POST":
         return "login", settings.gateway_rate_limit_logins_per_minute
+    if path == "/favicon.ico" or path.startswith("/assets/"):
+        return None  # the pages' own stylesheet, script and images: fixed files served from memory
     if path == "/api/oauth2/authorize" or error_style(path) == "page":
         return "page", settings.gateway_rate_limit_pages_per_minute
     return None

@@ -63,6 +63,9 @@ ENVELOPE_ERROR: Schema = {
     "required": ["success", "message", "data"],
     "properties": {"success": {"const": False}, "message": _str(), "data": {"type": "null"}},
 }
+TRUST_FIELDS = ("logo_url", "developer_name", "homepage_url", "privacy_url", "terms_url")
+# An https URL with a host (services/account/app_rules.validate_https_url), or "" (not given).
+HTTPS_URL = r"^$|^https://[A-Za-z0-9]([A-Za-z0-9.-]{0,250})(/[A-Za-z0-9._~!$&()*+,;=:@%/?-]*)?$"
 APP: Schema = {
     "type": "object",
     "required": [
@@ -73,6 +76,7 @@ APP: Schema = {
         "redirect_uri",
         "redirect_uris",
         "token_endpoint_auth_method",
+        *TRUST_FIELDS,
         "created_time",
         "updated_time",
     ],
@@ -85,6 +89,7 @@ APP: Schema = {
         "redirect_uri": _str(),
         "redirect_uris": {"type": "array", "items": _str()},
         "token_endpoint_auth_method": {"enum": ["client_secret_post", "client_secret_basic", "none"]},
+        **{name: _str(description="'' when not given") for name in TRUST_FIELDS},
         "created_time": {"type": "integer", "description": "unix seconds"},
         "updated_time": {"type": "integer", "description": "unix seconds"},
         "previous_secret_expires_time": nullable(
@@ -118,6 +123,17 @@ APP_INPUT: Schema = {
                 "description": "With redirect_uri, at most 10 distinct URIs in all",
             }
         ),
+        # What the consent page shows about the app (docs/api.md "OAuth apps"); null or "" clears.
+        "developer_name": nullable(_str(100, pattern=PRINTABLE, description="Shown as the app's developer")),
+        **{
+            name: nullable(_str(2000, pattern=HTTPS_URL, description=what, examples=[example]))
+            for name, what, example in (
+                ("logo_url", "The app's logo (square, shown at 48 px)", "https://yourapp.com/logo.png"),
+                ("homepage_url", "The app's homepage", "https://yourapp.com/"),
+                ("privacy_url", "The app's privacy policy", "https://yourapp.com/privacy"),
+                ("terms_url", "The app's terms of service", "https://yourapp.com/terms"),
+            )
+        },
     },
 }
 NEW_APP: Schema = {

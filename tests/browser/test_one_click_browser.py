@@ -152,14 +152,14 @@ async def test_one_click_login_and_topup_in_chromium(
             )
             await step(
                 "see the old balance on the top-up page",
-                lambda: expect(page.locator("#balance")).to_have_text("750.00", timeout=TIMEOUT_MS),
+                lambda: expect(page.locator("#balance")).to_have_text("$750.00", timeout=TIMEOUT_MS),
             )
             await step("type the top-up code", lambda: page.fill("#code", code))
             await step("redeem it", lambda: page.click('form[action="/user/topup"] button[type="submit"]'))
             await step("see the success message", lambda: expect(page.locator("#success")).to_be_visible())
             await step(
                 "see the new balance on the top-up page",
-                lambda: expect(page.locator("#balance")).to_have_text("800.00", timeout=TIMEOUT_MS),
+                lambda: expect(page.locator("#balance")).to_have_text("$800.00", timeout=TIMEOUT_MS),
             )
 
             await step("go back to the example app", lambda: page.goto(f"{example.base}/"))
@@ -247,7 +247,7 @@ async def test_the_guides_browser_sdk_page_as_written(
             )
             await topup_step("type the code", lambda: topup.fill("#code", code))
             await topup_step("redeem", lambda: topup.click('form[action="/user/topup"] button[type="submit"]'))
-            await topup_step("see the new balance", lambda: expect(topup.locator("#balance")).to_have_text("800.00"))
+            await topup_step("see the new balance", lambda: expect(topup.locator("#balance")).to_have_text("$800.00"))
             await step("click 刷新余额", lambda: page.get_by_role("button", name="刷新余额").click())
             await step(
                 "the SDK page shows the new balance", lambda: expect(page.locator("#balance")).to_have_text("800.00")

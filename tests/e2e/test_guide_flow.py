@@ -206,14 +206,14 @@ async def test_one_click_login_profile_userinfo_and_topup(
     assert topup_url.startswith(f"{settings.public_base_url}/user/topup?"), page.chain()
     assert query_of(topup_url) == {"from": example.client_id}
     assert page.status == 200 and page.url == topup_url, page.chain()
-    assert balance_of(page.text) == "750.00"
+    assert balance_of(page.text) == "$750.00"
 
     code = (await create_codes(db, settings.pepper_bytes, 50_000))[0]
     form = find_form(page.text, "/user/topup")
     assert form.fields.get("csrf_token"), form.fields
     page = await submit(browser, page, form, code=code)
     assert page.status == 200 and 'id="success"' in page.text, page.text[:1500]
-    assert balance_of(page.text) == "800.00"
+    assert balance_of(page.text) == "$800.00"
 
     # The new balance, through the example app (JSON proxy and the page's 刷新余额).
     status, info = await example_userinfo(browser, example)
@@ -327,7 +327,7 @@ async def test_consent_token_exchange_userinfo_and_refresh_with_the_guides_param
     # No auto_authorize and no grant yet: the consent page, with the app's name and the scopes in words.
     page = await consent_page(browser, stack, example, "state-1")
     assert GUIDE_APP_NAME in page.text and user.username in page.text
-    assert "用户名和邮箱" in page.text and "账户余额" in page.text, page.text[:2000]
+    assert "你的用户名" in page.text and "你的账户余额" in page.text, page.text[:2000]
     form = find_form(page.text, "/consent")
     assert ("decision", "allow") in form.buttons and ("decision", "deny") in form.buttons, form.buttons
     page = await submit(browser, page, form, button=("decision", "allow"), stop=to_example(example))
@@ -426,7 +426,7 @@ async def test_an_unverified_app_asks_once_then_one_click_skips(
         page = await browse(browser, f"{fresh.base}/auth/oauth/start")
         page = await submit(browser, page, find_form(page.text, "/login"), username=user.username, password=PASSWORD)
         assert page.status == 200 and page.url.startswith(f"{stack.base}/api/oauth2/authorize?"), page.chain()
-        assert "该应用未经平台认证" in page.text and GUIDE_APP_NAME in page.text
+        assert "平台尚未核实该应用的开发者" in page.text and GUIDE_APP_NAME in page.text
         page = await submit(browser, page, find_form(page.text, "/consent"), button=("decision", "allow"))
         assert page.url == f"{fresh.base}/?login=success", page.chain()
         # a new session at the example app: one click now goes straight back, no page in between

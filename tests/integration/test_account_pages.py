@@ -99,7 +99,7 @@ async def test_register_logs_in_and_goes_to_the_user_center(stack: Stack, http, 
         assert r.status == 200
         page = await r.text()
     assert name in page and f"{name}@example.com" in page and "Your account" in page
-    assert 'id="balance">0.00<' in page
+    assert 'id="balance">$0.00<' in page
     assert 'href="/user/topup"' in page and 'href="/user/authorizations"' in page
 
 
@@ -271,8 +271,8 @@ async def test_user_center_shows_balance(stack: Stack, browser, db) -> None:
         assert r.status == 200
         html = await r.text()
     uid = await user_id(db, name)
-    assert 'id="balance">750.00<' in html
-    assert 'id="quota">1000000<' in html and 'id="used-quota">250000<' in html
+    assert 'id="balance">$750.00<' in html
+    assert 'id="quota">$1,000.00<' in html and 'id="used-quota">$250.00<' in html
     assert f'id="user-id">{uid}<' in html
     assert "用户中心" in html  # Chinese by default
 

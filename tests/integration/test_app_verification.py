@@ -57,9 +57,9 @@ async def test_a_self_registered_app_cannot_skip_consent(stack, http, browser, s
     status, location, page = await get(browser, stack.base, one_click(client_id))
     assert status == 200 and location == "", location
     assert 'action="/consent"' in page and "Brand new" in page
-    assert "该应用未经平台认证" in page and 'data-verified="false"' in page
+    assert "平台尚未核实该应用的开发者" in page and 'data-verified="false"' in page
     status, _, page = await get(browser, stack.base, one_click(client_id), headers={"Accept-Language": "en"})
-    assert status == 200 and "This app is not verified by the platform" in page
+    assert status == 200 and "The platform has not verified this app" in page
 
 
 async def test_unverified_app_asks_once_then_one_click_skips(stack, browser, settings, db, owner) -> None:
@@ -93,7 +93,7 @@ async def test_verified_app_skips_consent_and_shows_the_badge(stack, browser, se
     assert (await authorize(browser, stack.base, client_id, CB))["code"]
     assert (await authorize(browser, stack.base, client_id, CB, prompt="none", scope="email"))["code"]
     status, _, page = await get(browser, stack.base, one_click(client_id, prompt="consent"))
-    assert status == 200 and "已通过平台认证" in page and 'data-verified="true"' in page
+    assert status == 200 and "已认证的应用" in page and 'data-verified="true"' in page
 
 
 async def test_operator_setting_keeps_the_permissive_behaviour(stack, browser, settings, db, owner) -> None:

@@ -24,7 +24,17 @@ from libs.platform.redis import key
 from libs.platform.security import token_hash
 from services.account import store as account_store
 from tests.support.factories import make_developer, make_user
-from tests.support.oauth import REQUEST_RE, authorize, csrf_from, form_value, login, make_app, pkce_pair, query_of
+from tests.support.oauth import (
+    REQUEST_RE,
+    SHARED_SCRIPT,
+    authorize,
+    csrf_from,
+    form_value,
+    login,
+    make_app,
+    pkce_pair,
+    query_of,
+)
 from tests.support.stack import Stack, free_port
 
 PASSWORD = "correct horse battery"
@@ -438,12 +448,12 @@ async def answer(http, stack, request_id: str, token: str, decision: str) -> tup
 async def test_consent_page_shows_app_and_scopes(stack, browser, client, user) -> None:
     body, request_id, _ = await consent_page(browser, stack, client[0], scope="profile balance openid email")
     assert "Acme 报表" in body
-    for words in ("用户名和邮箱", "账户余额", "登录身份", "邮箱地址"):
+    for words in ("你的用户名", "你的账户余额", "你的账户编号", "你的邮箱地址"):
         assert words in body
     assert user.username in body
     assert "app.example" in body
     assert 'value="allow"' in body and 'value="deny"' in body and 'action="/consent"' in body
-    assert "<script" not in body
+    assert body.count("<script") == body.count(SHARED_SCRIPT) == 1
     assert len(request_id) >= 43
 
 
@@ -452,7 +462,7 @@ async def test_consent_page_in_english(stack, browser, client) -> None:
         browser, stack, params(client[0], scope="profile balance"), headers={"Accept-Language": "en"}
     )
     assert status == 200
-    assert "your username and email" in body and "your account balance" in body and "Allow" in body
+    assert "your username" in body and "your account balance" in body and "Allow" in body
 
 
 async def test_consent_allow_issues_a_code_and_records_the_grant(stack, browser, db, settings, client, user) -> None:
@@ -547,7 +557,7 @@ async def test_existing_grant_skips_consent(stack, browser, db, settings, client
     assert q["code"]
     # a new scope asks again; consenting unions the scopes and keeps the first time
     body, request_id, token = await consent_page(browser, stack, client[0], scope="openid")
-    assert "登录身份" in body
+    assert "你的账户编号" in body
     await answer(browser, stack, request_id, token, "allow")
     grant = await db.fetchrow("SELECT * FROM grants WHERE user_id = $1", user.id)
     assert list(grant["scopes"]) == ["profile", "balance", "openid"]
@@ -753,4 +763,4 @@ async def test_language_link_keeps_the_request(stack, browser, client) -> None:
     assert link.startswith("/api/oauth2/authorize?") and f"client_id={client[0]}" in link
     async with browser.get(f"{stack.base}{link}", allow_redirects=False) as r:
         assert r.status == 200
-        assert "your username and email" in await r.text()
+        assert "your username" in await r.text()

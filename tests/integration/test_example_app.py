@@ -430,3 +430,20 @@ async def test_start_moves_to_the_callback_host_first(env: Env) -> None:
     async with env.client.get(other + "/auth/oauth/start", allow_redirects=False) as r:
         assert r.headers["Location"] == f"{env.base}/auth/oauth/start?same_host=1"
         assert SESSION_COOKIE not in r.cookies
+
+
+async def test_the_page_in_english_too(env: Env) -> None:
+    page = await env.page("/")
+    assert "一键登录" in page and 'lang="zh-CN"' in page and 'href="/?lang=en"' in page
+    page = await env.page("/?lang=en&error=access_denied")
+    assert "One-click login" in page and "You declined the authorization" in page and 'lang="en"' in page
+    page = await env.page("/")  # the choice is kept (example_lang cookie)
+    assert "One-click login" in page and "一键登录" not in page
+    page = await env.page("/?lang=zh&error=weird_code")
+    assert "登录出错:weird_code" in page
+
+
+async def test_favicon(env: Env) -> None:
+    for path in ("/favicon.svg", "/favicon.ico"):
+        async with await env.get(path) as r:
+            assert r.status == 200 and r.content_type == "image/svg+xml"

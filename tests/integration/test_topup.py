@@ -51,12 +51,12 @@ async def test_redeem_flow(stack: Stack, http, db, settings) -> None:
     async with http.get(f"{stack.base}/user/topup?from=client_x", headers=EN) as r:
         assert r.status == 200
         page = await r.text()
-    assert 'id="balance">750.00<' in page and 'action="/user/topup"' in page and 'name="code"' in page
+    assert 'id="balance">$750.00<' in page and 'action="/user/topup"' in page and 'name="code"' in page
 
     code = await one_code(db, settings, amount=123456)
     status, html = await redeem(http, stack.base, f"  {code}\n")  # pasted with whitespace
     assert status == 200, html
-    assert 'id="success"' in html and "123.45" in html and 'id="balance">873.45<' in html
+    assert 'id="success"' in html and "$123.45" in html and 'id="balance">$873.45<' in html
 
     assert await db.fetchval("SELECT quota FROM users WHERE id = $1", uid) == 1123456
     row = await db.fetchrow(

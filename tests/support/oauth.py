@@ -32,6 +32,11 @@ def form_value(html: str, pattern: re.Pattern[str] = CSRF_RE) -> str:
     return unescape(m.group(1))
 
 
+# The one script of the pages: /assets/site.js, which only adds comfort (local times, the
+# show-password button); every page works without it.
+SHARED_SCRIPT = '<script src="/assets/site.js" defer></script>'
+
+
 async def csrf_from(http: aiohttp.ClientSession, url: str) -> str:
     """GET a page with a form and return its CSRF token (the csrf cookie lands in the jar)."""
     async with http.get(url, allow_redirects=False) as r:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.account.balance import format_balance
+from services.account.balance import format_balance, format_money
 
 
 @pytest.mark.parametrize(
@@ -60,3 +60,22 @@ def test_result_is_a_string_with_two_decimals() -> None:
         whole, frac = out.split(".")
         assert len(frac) == 2 and whole.isdigit()
         assert int(whole) * 1000 + int(frac) * 10 <= q < int(whole) * 1000 + int(frac) * 10 + 10
+
+
+@pytest.mark.parametrize(
+    ("amount", "unit", "symbol", "decimals", "expected"),
+    [
+        (750_000, 1000, "$", 2, "$750.00"),  # the guide's balance with the default currency
+        (0, 1000, "$", 2, "$0.00"),
+        (1, 1000, "$", 2, "$0.00"),  # truncated: never more than the user has
+        (1_000_000_000, 1000, "$", 2, "$1,000,000.00"),
+        (1_234_567, 1000, "¥", 2, "¥1,234.56"),
+        (1_234_567, 1000, "¥", 0, "¥1,234"),
+        (1_234_567, 1000, "€", 3, "€1,234.567"),
+        (-1_500, 1000, "$", 2, "-$1.50"),
+        (-1, 1000, "$", 2, "$0.00"),  # no "-$0.00"
+        (12345, 1, "", 2, "12,345.00"),
+    ],
+)
+def test_format_money(amount: int, unit: int, symbol: str, decimals: int, expected: str) -> None:
+    assert format_money(amount, unit, symbol, decimals) == expected

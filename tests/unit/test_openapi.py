@@ -43,7 +43,7 @@ PAGES = {
     "/developer/tool/callback",
     "/developer/static/tool.js",
 }
-OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/", "/{tail}"}
+OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/", "/{tail}", "/favicon.ico", "/assets/{name}"}
 METHODS = {"get", "post", "put", "delete", "patch"}
 
 

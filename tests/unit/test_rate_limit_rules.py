@@ -67,6 +67,9 @@ def test_client_id_of(headers: dict[str, str], body: bytes | None, expected: str
         ("GET", "/api/oauth2/userinfo", None),
         ("GET", "/api/oauth_apps", None),
         ("GET", "/.well-known/openid-configuration", None),
+        ("GET", "/assets/site.css", None),  # what every page loads is not a page view
+        ("GET", "/favicon.ico", None),
+        ("GET", "/no-such-page", "page"),
     ],
 )
 def test_rule_for(method: str, path: str, bucket: str | None) -> None:

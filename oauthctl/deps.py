@@ -53,11 +53,18 @@ class Server:
 
 
 SERVERS = (
-    Server("PostgreSQL", "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres",
-           "pg_ctlcluster", "postgresql", "postgres"),
+    Server(
+        "PostgreSQL",
+        "DATABASE_URL",
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        "pg_ctlcluster",
+        "postgresql",
+        "postgres",
+    ),
     Server("Redis", "REDIS_URL", "redis://127.0.0.1:6379/0", "redis-server", "redis-server", "redis"),
-    Server("RabbitMQ", "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "rabbitmq-server", "rabbitmq-server",
-           "rabbitmq"),
+    Server(
+        "RabbitMQ", "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "rabbitmq-server", "rabbitmq-server", "rabbitmq"
+    ),
 )
 
 
@@ -120,9 +127,24 @@ def local_start(server: Server, port: int, redis_dir: str) -> list[str] | None:
     if server.program == "redis-server":
         # Like Debian's service but in the foreground-free, persistence-free form a dev machine needs.
         Path(redis_dir).mkdir(parents=True, exist_ok=True)
-        return ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", str(port),
-                "--save", "", "--appendonly", "no", "--dir", redis_dir,
-                "--logfile", str(Path(redis_dir) / "redis-server.log")]
+        return [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            redis_dir,
+            "--logfile",
+            str(Path(redis_dir) / "redis-server.log"),
+        ]
     return ["rabbitmq-server", "-detached"]
 
 
@@ -192,13 +214,17 @@ def ensure_servers(environ: Mapping[str, str], purpose: str, wait: float, redis_
     unset = [s for s in down if not environ.get(s.env)]
     if purpose == "test" and unset and docker_engine():
         # tests/support/infra.py: for each URL not given, a Docker engine -> a throwaway container.
-        say(", ".join(s.name for s in unset) + ": no URL set and a Docker engine answers: the tests start "
-            "throwaway containers (testcontainers)")
+        say(
+            ", ".join(s.name for s in unset) + ": no URL set and a Docker engine answers: the tests start "
+            "throwaway containers (testcontainers)"
+        )
         down = [s for s in down if s not in unset]
     p = plan(down, environ, redis_dir, docker_engine)
     for s in p.remote:
-        say(f"{s.name} at {hostport(s, environ)} ({s.env}) does not answer; it is not on this machine: "
-            f"start it there or fix {s.env}")
+        say(
+            f"{s.name} at {hostport(s, environ)} ({s.env}) does not answer; it is not on this machine: "
+            f"start it there or fix {s.env}"
+        )
     if p.missing:
         names = ", ".join(f"{s.name} ({hostport(s, environ)})" for s in p.missing)
         say(f"{names} not answering, not installed here, and no Docker engine answers.")
@@ -213,8 +239,10 @@ def ensure_servers(environ: Mapping[str, str], purpose: str, wait: float, redis_
         run([*COMPOSE_UP.split(), *(s.compose_service for s in p.docker)], timeout=max(wait, 300))
     silent = wait_for([s for s, _ in p.local] + p.docker, environ, wait)
     for s in silent:
-        say(f"{s.name} did not come up at {hostport(s, environ)} within {wait:.0f} s (is the port taken by "
-            "something else? see README, Troubleshooting)")
+        say(
+            f"{s.name} did not come up at {hostport(s, environ)} within {wait:.0f} s (is the port taken by "
+            "something else? see README, Troubleshooting)"
+        )
     return 1 if silent or p.remote else 0
 
 
@@ -243,14 +271,21 @@ def ensure_chromium(environ: Mapping[str, str]) -> None:
         install = ["apt-get", "install", "-y", "-qq", "chromium"]
         if run(["apt-get", "update", "-qq"], 600, env) and run(install, 1200, env) and executable(path):
             return
-    say(f"no Chromium at {path}: the browser tests will be SKIPPED (FAIL under CI=true); "
-        "enable them with: sudo apt-get install -y chromium")
+    say(
+        f"no Chromium at {path}: the browser tests will be SKIPPED (FAIL under CI=true); "
+        "enable them with: sudo apt-get install -y chromium"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m oauthctl.deps", description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--for", dest="purpose", choices=("run", "test"), default="run",
-                    help="test: leave missing servers to testcontainers when no URL is set and Docker answers")
+    ap.add_argument(
+        "--for",
+        dest="purpose",
+        choices=("run", "test"),
+        default="run",
+        help="test: leave missing servers to testcontainers when no URL is set and Docker answers",
+    )
     ap.add_argument("--browser", action="store_true", help="also make sure Chromium is there for the browser tests")
     ap.add_argument("--wait", type=float, default=90.0, help="seconds to wait for a started server (default 90)")
     ap.add_argument("--redis-dir", default=default_redis_dir(), help="working directory of a Redis started here")

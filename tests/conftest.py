@@ -103,4 +103,3 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         yield session
-

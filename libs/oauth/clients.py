@@ -9,6 +9,7 @@ import asyncpg
 from libs.platform.security import same, token_hash
 
 from .caches import CLIENTS
+from .vocabulary import BROWSER_GRANT_TYPES
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,15 @@ class Client:
     auto_authorize: bool
     internal: bool
     verified: bool = False  # an operator vouches for the app (`oauthctl app verify`)
+    grant_types: tuple[str, ...] = BROWSER_GRANT_TYPES  # oauth_apps.grant_types (docs/device.md)
 
     @property
     def is_public(self) -> bool:
         return self.auth_method == "none"
+
+    def allows(self, grant_type: str) -> bool:
+        """May the app use ``grant_type`` (RFC 7591 2 ``grant_types``, set in the developer API)?"""
+        return grant_type in self.grant_types
 
     def verify_secret(self, pepper: bytes, secret: str) -> bool:
         """Constant-time check of a presented client secret against the stored keyed hash."""
@@ -57,7 +63,7 @@ async def get_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) -> C
 async def _load_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) -> Client | None:
     row = await db.fetchrow(
         """SELECT id, client_id, name, description, redirect_uris, client_secret_hash, token_endpoint_auth_method,
-                  auto_authorize, internal, verified
+                  auto_authorize, internal, verified, grant_types
            FROM oauth_apps WHERE client_id = $1""",
         client_id,
     )
@@ -74,4 +80,5 @@ async def _load_client(db: asyncpg.Pool | asyncpg.Connection, client_id: str) ->
         auto_authorize=row["auto_authorize"],
         internal=row["internal"],
         verified=row["verified"],
+        grant_types=tuple(row["grant_types"]),
     )

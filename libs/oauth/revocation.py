@@ -121,7 +121,8 @@ async def revoke_families(
     conn: asyncpg.Connection, *, user_id: int | None = None, client_id: str | None = None, reason: str
 ) -> list[str]:
     """In the caller's transaction: revoke every live family of ``user_id`` and/or ``client_id``
-    (refresh tokens expired) and expire their unused authorization codes; return the family ids.
+    (refresh tokens expired) and expire their unused authorization codes and device codes; return
+    the family ids.
 
     The codes go first: an exchange in flight holds its code's row lock, so this waits for it and
     the next statement (a new snapshot) sees the family it created; an exchange after this finds
@@ -131,6 +132,15 @@ async def revoke_families(
     await conn.execute(
         """UPDATE authorization_codes SET expires_at = least(expires_at, now())
            WHERE used_at IS NULL AND expires_at > now()
+             AND ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR client_id = $2)""",
+        user_id,
+        client_id,
+    )
+    # Device codes not yet exchanged (RFC 8628, docs/device.md): an approved one would otherwise
+    # still yield tokens at the device's next poll.
+    await conn.execute(
+        """UPDATE device_codes SET expires_at = least(expires_at, now())
+           WHERE status IN ('pending', 'approved') AND expires_at > now()
              AND ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR client_id = $2)""",
         user_id,
         client_id,

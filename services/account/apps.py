@@ -23,11 +23,11 @@ from libs.platform.validation import json_object, text_field
 from libs.platform.web import PG, SETTINGS, envelope
 
 from . import cors_origins, store
-from .app_rules import NewApp, parse_new_app, redirect_uris_from
+from .app_rules import NewApp, grant_types_from, parse_new_app, redirect_uris_from
 from .developer_tokens import current_developer
 
-CREATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", "token_endpoint_auth_method"}
-UPDATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris"}
+CREATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", "token_endpoint_auth_method", "grant_types"}
+UPDATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", "grant_types"}
 
 
 def new_client_id() -> str:
@@ -47,6 +47,7 @@ def app_view(row: asyncpg.Record, client_secret: str | None = None) -> dict[str,
         redirect_uri=row["redirect_uris"][0],
         redirect_uris=list(row["redirect_uris"]),
         token_endpoint_auth_method=row["token_endpoint_auth_method"],
+        grant_types=list(row["grant_types"]),
         created_time=int(row["created_at"].timestamp()),
         updated_time=int(row["updated_at"].timestamp()),
     )
@@ -94,8 +95,9 @@ async def update_app(pool: asyncpg.Pool, owner_id: int, app_id: int, body: dict[
         text_field(body, "description", required=False, min_len=0, max_len=1000) if "description" in body else None
     )
     uris = redirect_uris_from(body, required=False)
+    grant_types = grant_types_from(body, required=False)
     async with pool.acquire() as conn, conn.transaction():
-        row = await store.update_app(conn, owner_id, app_id, name, description, uris)
+        row = await store.update_app(conn, owner_id, app_id, name, description, uris, grant_types)
         if row is None:
             raise ApiError(404, "app not found")
         await outbox.enqueue(conn, "client.updated", _client_event(row) | {"change": "updated"})

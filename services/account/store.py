@@ -15,7 +15,7 @@ Conn: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
 USER_COLUMNS = "id, username, email, status, quota, used_quota, created_at"
 APP_COLUMNS = """id, name, description, client_id, redirect_uris, token_endpoint_auth_method,
-                 created_at, updated_at"""
+                 grant_types, created_at, updated_at"""
 
 
 # --- users ---------------------------------------------------------------------------------------
@@ -160,8 +160,8 @@ async def count_apps(conn: Conn, owner_id: int) -> int:
 async def insert_app(conn: Conn, owner_id: int, values: dict[str, Any]) -> asyncpg.Record:
     row = await conn.fetchrow(
         f"""INSERT INTO oauth_apps (owner_id, name, description, client_id, client_secret_hash,
-                                    redirect_uris, token_endpoint_auth_method)
-            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {APP_COLUMNS}""",
+                                    redirect_uris, token_endpoint_auth_method, grant_types)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {APP_COLUMNS}""",
         owner_id,
         values["name"],
         values["description"],
@@ -169,6 +169,7 @@ async def insert_app(conn: Conn, owner_id: int, values: dict[str, Any]) -> async
         values["client_secret_hash"],
         values["redirect_uris"],
         values["token_endpoint_auth_method"],
+        values["grant_types"],
     )
     assert row is not None
     return row
@@ -189,18 +190,26 @@ async def app_exists(conn: Conn, owner_id: int, app_id: int) -> bool:
 
 
 async def update_app(
-    conn: Conn, owner_id: int, app_id: int, name: str | None, description: str | None, uris: list[str] | None
+    conn: Conn,
+    owner_id: int,
+    app_id: int,
+    name: str | None,
+    description: str | None,
+    uris: list[str] | None,
+    grant_types: list[str] | None = None,
 ) -> asyncpg.Record | None:
     """None values keep the column (COALESCE)."""
     return await conn.fetchrow(
         f"""UPDATE oauth_apps SET name = coalesce($3, name), description = coalesce($4, description),
-                   redirect_uris = coalesce($5, redirect_uris), updated_at = now()
+                   redirect_uris = coalesce($5, redirect_uris), grant_types = coalesce($6, grant_types),
+                   updated_at = now()
             WHERE id = $1 AND owner_id = $2 RETURNING {APP_COLUMNS}""",
         app_id,
         owner_id,
         name,
         description,
         uris,
+        grant_types,
     )
 
 

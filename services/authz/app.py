@@ -12,7 +12,7 @@ from libs.oauth.sessions import enable_csrf
 from libs.platform.config import Settings
 from libs.platform.web import create_app
 
-from . import authorizations, authorize, consent, login, strings  # noqa: F401 - strings registers the page texts
+from . import authorizations, authorize, consent, device, login, strings  # noqa: F401 - strings registers the page texts
 
 
 def build(settings: Settings) -> web.Application:
@@ -25,4 +25,5 @@ def build(settings: Settings) -> web.Application:
     authorize.add_routes(app)
     consent.add_routes(app)
     authorizations.add_routes(app)
+    device.add_routes(app)
     return app

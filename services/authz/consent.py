@@ -4,12 +4,17 @@ A validated request waiting for the user's answer is kept in Redis under a rando
 CONSENT_REQUEST_TTL_SECONDS, default 10 min), bound to the user it was shown to:
 ``consent:<sha256(id)>`` -> ``{"user_id", "request"}``. The page's form carries the id and the CSRF
 token. ``POST /consent`` accepts an id only for the same (still active) user, and only once.
+
+The device flow (device.py, docs/device.md) keeps its pending approvals the same way and shows the
+same page (``render_consent``), posting to ``/device/consent``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -44,47 +49,91 @@ def _rkey(settings: Settings, request_id: str) -> str:
     return key(settings, "consent", hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).hexdigest())
 
 
-async def store(redis: aioredis.Redis, settings: Settings, req: AuthRequest, user_id: int) -> str:
+async def store_pending(redis: aioredis.Redis, settings: Settings, user_id: int, payload: dict[str, Any]) -> str:
+    """Keep what a consent page asks about (``payload``) for ``user_id``; return its new id."""
     request_id = secrets.token_urlsafe(32)
-    value = orjson.dumps({"user_id": user_id, "request": req.to_json()})
+    value = orjson.dumps({"user_id": user_id, **payload})
     await redis.set(_rkey(settings, request_id), value, ex=settings.consent_request_ttl_seconds)
     return request_id
 
 
-async def take(redis: aioredis.Redis, settings: Settings, request_id: str, user_id: int) -> AuthRequest:
-    """The stored request, consumed: it must exist, belong to ``user_id``, and not be taken yet."""
+async def take_pending(redis: aioredis.Redis, settings: Settings, request_id: str, user_id: int) -> dict[str, Any]:
+    """The stored payload, consumed: it must exist, belong to ``user_id``, and not be taken yet."""
     if not request_id or len(request_id) > MAX_REQUEST_ID:
         raise ConsentError(400, "error.request_expired")
     rkey = _rkey(settings, request_id)
     raw = await redis.get(rkey)
     if raw is None:
         raise ConsentError(400, "error.request_expired")
-    data = orjson.loads(raw)
+    data: dict[str, Any] = orjson.loads(raw)
     if data["user_id"] != user_id:
         raise ConsentError(403, "error.request_not_yours")
     if await redis.delete(rkey) != 1:  # another submit won the race: single use
         raise ConsentError(400, "error.request_expired")
+    return data
+
+
+async def store(redis: aioredis.Redis, settings: Settings, req: AuthRequest, user_id: int) -> str:
+    return await store_pending(redis, settings, user_id, {"request": req.to_json()})
+
+
+async def take(redis: aioredis.Redis, settings: Settings, request_id: str, user_id: int) -> AuthRequest:
+    """The stored authorization request, consumed (a device request's id is not one: expired)."""
+    data = await take_pending(redis, settings, request_id, user_id)
+    if "request" not in data:
+        raise ConsentError(400, "error.request_expired")
     return AuthRequest.from_json(data["request"])
 
 
-async def render_page(
-    request: web.Request, req: AuthRequest, who: SignedIn, request_id: str, switch_url: str
+@dataclass(frozen=True)
+class ConsentView:
+    """What the consent page shows, whichever flow asks: the browser flow (``redirect_host``, where
+    the browser goes next) or the device flow (``device``: the user code, the device's
+    User-Agent and IP, docs/device.md). ``form_action`` is where Allow / Deny is posted."""
+
+    app_name: str
+    app_description: str
+    verified: bool
+    scopes: tuple[str, ...]
+    redirect_host: str | None = None
+    device: dict[str, str] | None = None
+    form_action: str = "/consent"
+
+
+async def render_consent(
+    request: web.Request, view: ConsentView, who: SignedIn, request_id: str, switch_url: str
 ) -> web.Response:
-    """The consent page: the app (verified or not), the scopes in plain words, Allow / Deny, and
-    ``switch_url`` (the login page that resumes this request as another user)."""
+    """The one consent page (consent.html): the app (verified or not), the scopes in plain words,
+    Allow / Deny, and ``switch_url`` (the login page that resumes this request as another user)."""
     return await render(
         request,
         "consent.html",
-        app_name=req.client_name,
-        app_description=req.client_description,
-        verified=req.client_verified,
-        scopes=req.scopes,
-        redirect_host=urlsplit(req.redirect_uri).netloc,
+        app_name=view.app_name,
+        app_description=view.app_description,
+        verified=view.verified,
+        scopes=view.scopes,
+        redirect_host=view.redirect_host,
+        device=view.device,
+        form_action=view.form_action,
         username=who.username,
         request_id=request_id,
         switch_url=switch_url,
         lang_url=lang_url(request),
     )
+
+
+async def render_page(
+    request: web.Request, req: AuthRequest, who: SignedIn, request_id: str, switch_url: str
+) -> web.Response:
+    """The consent page of an authorization request (the authorize endpoint's own response)."""
+    view = ConsentView(
+        app_name=req.client_name,
+        app_description=req.client_description,
+        verified=req.client_verified,
+        scopes=req.scopes,
+        redirect_host=urlsplit(req.redirect_uri).netloc,
+    )
+    return await render_consent(request, view, who, request_id, switch_url)
 
 
 def _field(form: MultiMapping[object], name: str) -> str:

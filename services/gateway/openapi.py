@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from libs.oauth.vocabulary import APP_GRANT_TYPES, DEVICE_CODE_GRANT
 from libs.platform.web import json_response
 
 PATH = "/api/openapi.json"
@@ -85,6 +86,7 @@ APP: Schema = {
         "redirect_uri": _str(),
         "redirect_uris": {"type": "array", "items": _str()},
         "token_endpoint_auth_method": {"enum": ["client_secret_post", "client_secret_basic", "none"]},
+        "grant_types": {"type": "array", "items": {"enum": list(APP_GRANT_TYPES)}},
         "created_time": {"type": "integer", "description": "unix seconds"},
         "updated_time": {"type": "integer", "description": "unix seconds"},
     },
@@ -105,6 +107,13 @@ APP_INPUT: Schema = {
                 "description": "With redirect_uri, at most 10 distinct URIs in all",
             }
         ),
+        "grant_types": nullable(
+            {
+                "type": "array",
+                "items": {"enum": list(APP_GRANT_TYPES)},
+                "description": "RFC 7591 2; authorization_code and refresh_token are always on (docs/device.md)",
+            }
+        ),
     },
 }
 NEW_APP: Schema = {
@@ -115,6 +124,19 @@ NEW_APP: Schema = {
         **APP_INPUT["properties"],
         "name": _str(100, minLength=1, pattern=PRINTABLE),
         "token_endpoint_auth_method": nullable({"enum": ["client_secret_post", "client_secret_basic", "none"]}),
+    },
+}
+DEVICE_AUTHORIZATION: Schema = {
+    "type": "object",
+    "description": "RFC 8628 3.2",
+    "required": ["device_code", "user_code", "verification_uri", "expires_in", "interval"],
+    "properties": {
+        "device_code": _str(),
+        "user_code": _str(pattern="^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$"),
+        "verification_uri": _str(format="uri"),
+        "verification_uri_complete": _str(format="uri"),
+        "expires_in": {"type": "integer"},
+        "interval": {"type": "integer"},
     },
 }
 TOKEN_RESPONSE: Schema = {
@@ -343,12 +365,13 @@ def developer_api() -> dict[str, Schema]:
 
 def oauth_endpoints() -> dict[str, Schema]:
     token_form = {
-        "grant_type": {"enum": ["authorization_code", "refresh_token", "client_credentials"]},
+        "grant_type": {"enum": ["authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT]},
         "code": _str(255),
         "redirect_uri": _str(2000),
         "code_verifier": _str(128),
         "refresh_token": _str(255),
         "scope": _str(500),
+        "device_code": _str(255),
         **CLIENT_FORM,
     }
     token_param_form = {"token": _str(8192), "token_type_hint": {"enum": ["access_token", "refresh_token"]}}
@@ -384,12 +407,22 @@ def oauth_endpoints() -> dict[str, Schema]:
         },
         "/api/oauth2/token": {
             "post": _op(
-                "Token endpoint (RFC 6749 3.2, 4.1.3, 4.4, 6)",
+                "Token endpoint (RFC 6749 3.2, 4.1.3, 4.4, 6; RFC 8628 3.4)",
                 "oauth",
                 {"200": _json(ref("TokenResponse"), "Tokens", {"Cache-Control": {"schema": _str()}})}
                 | oauth_errors(400, 401, 413),
                 security=CLIENT_AUTH,
                 requestBody=_form_body(token_form, ["grant_type"]),
+            )
+        },
+        "/api/oauth2/device_authorization": {
+            "post": _op(
+                "Device authorization request (RFC 8628 3.1): a device_code to poll with and a user_code for /device",
+                "oauth",
+                {"200": _json(ref("DeviceAuthorization"), "Codes", {"Cache-Control": {"schema": _str()}})}
+                | oauth_errors(400, 401, 413),
+                security=CLIENT_AUTH,
+                requestBody=_form_body({"scope": _str(500, pattern=SCOPE)} | CLIENT_FORM, []),
             )
         },
         "/api/oauth2/revoke": {
@@ -509,6 +542,7 @@ OPERATION_IDS = {
     ("post", "/api/user/developer_token"): "createDeveloperToken",
     ("get", "/api/oauth2/authorize"): "authorize",
     ("post", "/api/oauth2/token"): "token",
+    ("post", "/api/oauth2/device_authorization"): "deviceAuthorization",
     ("post", "/api/oauth2/revoke"): "revokeToken",
     ("post", "/api/oauth2/introspect"): "introspectToken",
     ("get", "/api/oauth2/jwks"): "jwks",
@@ -551,6 +585,7 @@ def document(server_url: str = "/") -> dict[str, Any]:
                 "NewApp": NEW_APP,
                 "AppUpdate": APP_INPUT,
                 "TokenResponse": TOKEN_RESPONSE,
+                "DeviceAuthorization": DEVICE_AUTHORIZATION,
                 "Introspection": INTROSPECTION,
                 "UserInfo": USERINFO,
                 "Authorization": AUTHORIZATION,

@@ -10,7 +10,7 @@ from libs.oauth.revocation import setup_revocation
 from libs.platform.config import Settings
 from libs.platform.web import create_app
 
-from . import discovery, introspect, jwks, revocation_endpoint, token_endpoint
+from . import device_authorization, discovery, introspect, jwks, revocation_endpoint, token_endpoint
 from .id_tokens import setup_id_tokens
 
 
@@ -22,6 +22,7 @@ def build(settings: Settings) -> web.Application:
     setup_tokens(app, create_first_key=True)
     setup_id_tokens(app)  # after setup_tokens: uses its KeyStore
     token_endpoint.add_routes(app)
+    device_authorization.add_routes(app)
     jwks.add_routes(app)
     revocation_endpoint.add_routes(app)
     introspect.setup_cache(app)  # after setup_revocation: relies on its event-fed family check

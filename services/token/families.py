@@ -15,5 +15,3 @@ from libs.oauth.revocation import revoke_family
 from .store import insert_family as create_family
 
 __all__ = ["create_family", "revoke_family"]
-
-

@@ -62,6 +62,7 @@ MAX_TOKEN_CHARS = 4096
 # Claims of an access token that the response repeats (RFC 7662 2.2); ``fam`` stays private.
 ACCESS_CLAIMS = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti")
 
+
 @dataclass(frozen=True, slots=True)
 class Checked:
     """What PostgreSQL said about one access token: its family live, its user (if any) active."""

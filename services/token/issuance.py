@@ -53,7 +53,11 @@ async def issue_pair(
     settings = deps.settings
     refresh = new_token(REFRESH_PREFIX)
     refresh_id = await store.insert_refresh_token(
-        conn, family_id, token_hash(settings.pepper_bytes, refresh), parent_id, float(settings.refresh_token_ttl_seconds)
+        conn,
+        family_id,
+        token_hash(settings.pepper_bytes, refresh),
+        parent_id,
+        float(settings.refresh_token_ttl_seconds),
     )
     access, _claims = await mint(
         deps.keys, settings, sub=str(user_id), client_id=client_id, scope=scope, family=str(family_id)

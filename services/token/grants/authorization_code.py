@@ -113,7 +113,9 @@ async def exchange_code(
         async with conn.transaction():
             row = await store.consume_code(conn, code_hash, client.client_id, family_id)
             if row is not None:
-                check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)  # raises: rolled back, not burned
+                check_bindings(
+                    ConsumedCode.of(row), client, redirect_uri, code_verifier
+                )  # raises: rolled back, not burned
                 await create_family(
                     conn,
                     family_id,

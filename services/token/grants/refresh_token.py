@@ -51,7 +51,6 @@ ACTIVE = 1  # users.status
 MAX_TOKEN_CHARS = 256
 
 
-
 @dataclass(frozen=True)
 class RefreshRequest:
     """The validated form of a refresh_token request (RFC 6749 6)."""

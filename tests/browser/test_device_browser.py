@@ -108,7 +108,9 @@ async def test_cli_login_approved_in_chromium(
             fits = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
             assert fits, "the /device page scrolls sideways on a phone"
             await step("continue", lambda: page.click('form[action="/device"] button[type="submit"]'))
-            await step("see the app on the consent page", lambda: expect(page.locator("h1")).to_contain_text("Terminal CLI"))
+            await step(
+                "see the app on the consent page", lambda: expect(page.locator("h1")).to_contain_text("Terminal CLI")
+            )
             await step(
                 "see the same code as the terminal",
                 lambda: expect(page.locator("code.user-code")).to_have_text(user_code),
@@ -182,7 +184,10 @@ async def test_cli_reports_a_denied_login(
             await step("type the username", lambda: page.fill("#username", user.username))
             await step("type the password", lambda: page.fill("#password", PASSWORD))
             await step("submit the login form", lambda: page.click('form[action="/login"] button[type="submit"]'))
-            await step("type the code in lower case, no dash", lambda: page.fill("#user_code", user_code.lower().replace("-", "")))
+            await step(
+                "type the code in lower case, no dash",
+                lambda: page.fill("#user_code", user_code.lower().replace("-", "")),
+            )
             await step("continue", lambda: page.click('form[action="/device"] button[type="submit"]'))
             await step("deny", lambda: page.click('form[action="/device/consent"] button[value="deny"]'))
             await step("see 已拒绝", lambda: expect(page.locator('[data-step="denied"]')).to_contain_text("已拒绝"))

@@ -77,14 +77,6 @@ async def store(redis: aioredis.Redis, settings: Settings, req: AuthRequest, use
     return await store_pending(redis, settings, user_id, {"request": req.to_json()})
 
 
-async def take(redis: aioredis.Redis, settings: Settings, request_id: str, user_id: int) -> AuthRequest:
-    """The stored authorization request, consumed (a device request's id is not one: expired)."""
-    data = await take_pending(redis, settings, request_id, user_id)
-    if "request" not in data:
-        raise ConsentError(400, "error.request_expired")
-    return AuthRequest.from_json(data["request"])
-
-
 @dataclass(frozen=True)
 class ConsentView:
     """What the consent page shows, whichever flow asks: the browser flow (``redirect_host``, where
@@ -141,7 +133,20 @@ def _field(form: MultiMapping[object], name: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-async def post_consent(request: web.Request) -> web.Response:
+@dataclass(frozen=True)
+class Answer:
+    """A submitted Allow / Deny: the decision, who answered, and the pending request it answers."""
+
+    allow: bool
+    who: SignedIn
+    payload: dict[str, Any]
+
+
+async def read_answer(
+    request: web.Request, expired_key: str = "error.request_expired", logged_out_key: str = "error.not_logged_in"
+) -> Answer | web.Response:
+    """The consent form's post (browser and device flows): the CSRF token, the decision, a signed-in
+    user, and the pending request (consumed); or the error page to answer with."""
     form = await post_form(request)
     check_csrf(request, _field(form, CSRF_FIELD))
     decision = _field(form, "decision")
@@ -149,17 +154,27 @@ async def post_consent(request: web.Request) -> web.Response:
         return await error_page(request, 400, "error.bad_form")
     who = await signed_in(request)
     if who is None:
-        return await error_page(request, 401, "error.not_logged_in")
-    settings = request.app[SETTINGS]
+        return await error_page(request, 401, logged_out_key)
     try:
-        req = await take(request.app[REDIS], settings, _field(form, "request"), who.user_id)
+        payload = await take_pending(request.app[REDIS], request.app[SETTINGS], _field(form, "request"), who.user_id)
     except ConsentError as exc:
-        return await error_page(request, exc.status, exc.message_key)
+        return await error_page(request, exc.status, expired_key if exc.status == 400 else exc.message_key)
+    return Answer(decision == "allow", who, payload)
+
+
+async def post_consent(request: web.Request) -> web.Response:
+    answer = await read_answer(request)
+    if isinstance(answer, web.Response):
+        return answer
+    if "request" not in answer.payload:  # a device flow's pending approval is not answered here
+        return await error_page(request, 400, "error.request_expired")
+    req = AuthRequest.from_json(answer.payload["request"])
+    settings = request.app[SETTINGS]
     # The app may have been deleted or its redirect URIs changed while the page was open.
     client = await get_client(request.app[PG], req.client_id)
     if client is None or not client.has_redirect_uri(req.redirect_uri):
         return await error_page(request, 400, "error.unknown_client")
-    if decision == "deny":
+    if not answer.allow:
         return to_client(
             req.redirect_uri,
             settings.issuer,
@@ -167,7 +182,7 @@ async def post_consent(request: web.Request) -> web.Response:
             error="access_denied",
             error_description="the user denied the request",
         )
-    code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time)
+    code = await issue_code(request.app[PG], settings, req, answer.who.user_id, answer.who.session.auth_time)
     return to_client(req.redirect_uri, settings.issuer, req.state, code=code)
 
 

@@ -161,32 +161,22 @@ async def post_device(request: web.Request) -> web.Response:
 
 
 async def post_device_consent(request: web.Request) -> web.Response:
-    form = await post_form(request)
-    check_csrf(request, _field(form, CSRF_FIELD))
-    decision = _field(form, "decision")
-    if decision not in ("allow", "deny"):
-        return await error_page(request, 400, "error.bad_form")
-    who = await signed_in(request)
-    if who is None:
-        return await error_page(request, 401, "device.not_logged_in")
-    try:
-        data = await consent.take_pending(
-            request.app[REDIS], request.app[SETTINGS], _field(form, "request"), who.user_id
-        )
-    except consent.ConsentError as exc:
-        return await error_page(request, exc.status, "device.expired" if exc.status == 400 else exc.message_key)
-    if not isinstance(data.get("device_id"), int):
+    answer = await consent.read_answer(request, expired_key="device.expired", logged_out_key="device.not_logged_in")
+    if isinstance(answer, web.Response):
+        return answer
+    device_id, who = answer.payload.get("device_id"), answer.who
+    if not isinstance(device_id, int):  # a browser flow's pending request is not answered here
         return await error_page(request, 400, "device.expired")
-    approved = decision == "allow"
     async with request.app[PG].acquire() as conn, conn.transaction():
         row = await device_codes.answer(
-            conn, data["device_id"], approved=approved, user_id=who.user_id, auth_time=who.session.auth_time
+            conn, device_id, approved=answer.allow, user_id=who.user_id, auth_time=who.session.auth_time
         )
-        if row is not None and approved:
+        if row is not None and answer.allow:
             await consent_records.upsert(conn, who.user_id, row["client_id"], row["scope"].split())
     if row is None:
         return await error_page(request, 400, "device.expired")
-    return await render(request, "device.html", step="approved" if approved else "denied", lang_url=lang_url(request))
+    step = "approved" if answer.allow else "denied"
+    return await render(request, "device.html", step=step, lang_url=lang_url(request))
 
 
 def add_routes(app: web.Application) -> None:

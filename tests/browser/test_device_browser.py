@@ -14,6 +14,7 @@ import re
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -74,6 +75,13 @@ async def read_prompt(proc: asyncio.subprocess.Process) -> tuple[str, str, str]:
     return code.group(1), url.group(1), seen
 
 
+async def sign_in(step: Steps, page: Any, username: str) -> None:
+    """On the login page: the platform's form, as a user fills it."""
+    await step("type the username", lambda: page.fill("#username", username))
+    await step("type the password", lambda: page.fill("#password", PASSWORD))
+    await step("submit the login form", lambda: page.click('form[action="/login"] button[type="submit"]'))
+
+
 async def test_cli_login_approved_in_chromium(
     chromium: Chromium,  # noqa: F811 - the imported fixture
     stack: Stack,
@@ -100,9 +108,7 @@ async def test_cli_login_approved_in_chromium(
             await step(
                 "land on the login page", lambda: expect(page).to_have_url(re.compile(r"/login\?next=%2Fdevice"))
             )
-            await step("type the username", lambda: page.fill("#username", user.username))
-            await step("type the password", lambda: page.fill("#password", PASSWORD))
-            await step("submit the login form", lambda: page.click('form[action="/login"] button[type="submit"]'))
+            await sign_in(step, page, user.username)
             await step("come back to /device", lambda: expect(page).to_have_url(re.compile(r"/device\?user_code=")))
             await step("see the code prefilled", lambda: expect(page.locator("#user_code")).to_have_value(user_code))
             fits = await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
@@ -181,9 +187,7 @@ async def test_cli_reports_a_denied_login(
         step = Steps(page, tmp_path)
         try:
             await step("open /device", lambda: page.goto(f"{stack.base}/device"))
-            await step("type the username", lambda: page.fill("#username", user.username))
-            await step("type the password", lambda: page.fill("#password", PASSWORD))
-            await step("submit the login form", lambda: page.click('form[action="/login"] button[type="submit"]'))
+            await sign_in(step, page, user.username)
             await step(
                 "type the code in lower case, no dash",
                 lambda: page.fill("#user_code", user_code.lower().replace("-", "")),

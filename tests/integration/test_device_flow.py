@@ -57,19 +57,16 @@ async def browser(http: aiohttp.ClientSession, stack: Stack, db: asyncpg.Pool) -
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    r = aioredis.Redis.from_url(settings.redis_url)
-    yield r
-    await r.aclose()
-
-
-@pytest.fixture
-async def clean_guess_limits(redis: aioredis.Redis, settings: Settings) -> AsyncIterator[None]:
+async def clean_guess_limits(settings: Settings) -> AsyncIterator[None]:
     """The whole suite comes from 127.0.0.1: drop the guess counts this test leaves behind."""
     yield
-    keys = [k async for k in redis.scan_iter(match=key(settings, "devicefail", "*"))]
-    if keys:
-        await redis.delete(*keys)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=key(settings, "devicefail", "*"))]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 async def start(http: aiohttp.ClientSession, stack: Stack, app: ClientApp, **extra: str) -> dict:

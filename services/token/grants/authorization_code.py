@@ -31,10 +31,10 @@ from libs.oauth.errors import OAuthError
 from libs.platform.security import same, token_hash
 
 from .. import store
-from ..families import create_family, revoke_family
+from ..families import revoke_family
 from ..form import required
 from ..id_tokens import Authentication
-from ..issuance import Deps, issue_pair
+from ..issuance import Deps, start_family
 
 log = logging.getLogger("oauth.token")
 
@@ -116,15 +116,7 @@ async def exchange_code(
                 check_bindings(
                     ConsumedCode.of(row), client, redirect_uri, code_verifier
                 )  # raises: rolled back, not burned
-                await create_family(
-                    conn,
-                    family_id,
-                    client_id=client.client_id,
-                    user_id=row["user_id"],
-                    scope=row["scope"],
-                    auth_time=row["auth_time"],
-                )
-                issued = await issue_pair(
+                return await start_family(
                     conn,
                     deps,
                     family_id=family_id,
@@ -133,7 +125,6 @@ async def exchange_code(
                     scope=row["scope"],
                     auth=Authentication(auth_time=row["auth_time"], nonce=row["nonce"], email=row["email"]),
                 )
-                return issued.body
         known = await store.diagnose_code(conn, code_hash)
     if known is None or known["client_id"] != client.client_id:
         raise invalid_grant("The authorization code is invalid or was issued to another client")

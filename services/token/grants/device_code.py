@@ -32,10 +32,9 @@ from libs.oauth.vocabulary import DEVICE_CODE_GRANT, UserStatus
 from libs.platform.security import token_hash
 
 from .. import store
-from ..families import create_family
 from ..form import required
 from ..id_tokens import Authentication
-from ..issuance import Deps, issue_pair
+from ..issuance import Deps, start_family
 
 SLOW_DOWN_SECONDS = 5  # RFC 8628 3.5: "the interval MUST be increased by 5 seconds"
 
@@ -109,15 +108,7 @@ async def poll(deps: Deps, client: Client, device_code: str) -> dict[str, Any]:
                 assert row is not None
                 family_id = uuid.uuid4()
                 await store.consume_device_code(conn, row["id"], family_id)
-                await create_family(
-                    conn,
-                    family_id,
-                    client_id=client.client_id,
-                    user_id=row["user_id"],
-                    scope=row["scope"],
-                    auth_time=row["auth_time"],
-                )
-                issued = await issue_pair(
+                return await start_family(
                     conn,
                     deps,
                     family_id=family_id,
@@ -126,7 +117,6 @@ async def poll(deps: Deps, client: Client, device_code: str) -> dict[str, Any]:
                     scope=row["scope"],
                     auth=Authentication(auth_time=row["auth_time"], nonce=None, email=row["email"]),
                 )
-                return issued.body
             if outcome in ("pending", "slow_down"):
                 assert row is not None
                 await store.record_device_poll(conn, row["id"], SLOW_DOWN_SECONDS if outcome == "slow_down" else 0)

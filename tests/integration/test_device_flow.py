@@ -128,6 +128,12 @@ async def test_confidential_client_authenticates(stack: Stack, http, db, setting
         status, _, body = await device_authorization(http, stack.base, {}, headers={"Authorization": f"Basic {basic}"})
     assert status == 200, body
     assert "device_code" in body
+    # Polling authenticates the same way; without the secret it is invalid_client.
+    status, answer_ = await poll(http, stack.base, app, body["device_code"])
+    assert_oauth_error(status, answer_, 400, "authorization_pending")
+    no_secret = ClientApp(app.client_id, None, app.redirect_uri, app.user_id)
+    status, answer_ = await poll(http, stack.base, no_secret, body["device_code"])
+    assert_oauth_error(status, answer_, 401, "invalid_client")
 
 
 async def test_endpoint_errors(stack: Stack, http, db, settings: Settings, public_app) -> None:

@@ -20,7 +20,9 @@ import asyncpg
 import pytest
 
 from libs.platform.config import Settings
+from services.account.users import User
 from tests.browser.test_one_click_browser import TIMEOUT_MS, Chromium, Steps, chromium  # noqa: F401 - fixture
+from tests.support.codes import ClientApp
 from tests.support.device import device_app
 from tests.support.factories import make_user
 from tests.support.stack import Stack
@@ -75,6 +77,23 @@ async def read_prompt(proc: asyncio.subprocess.Process) -> tuple[str, str, str]:
     return code.group(1), url.group(1), seen
 
 
+async def phone_context(browser: Any, locale: str) -> Any:
+    """A phone-sized browser context (the page is laid out for phones first)."""
+    context = await browser.new_context(locale=locale, viewport=PHONE, is_mobile=True, has_touch=True)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_navigation_timeout(TIMEOUT_MS)
+    return context
+
+
+async def start_login(
+    stack: Stack, db: asyncpg.Pool, settings: Settings, home: Path, name: str = "Device CLI"
+) -> tuple[ClientApp, User, asyncio.subprocess.Process]:
+    """A public app allowed the device grant, a user, and ``cli_login.py login`` running for it."""
+    app = await device_app(db, settings, method="none", name=name)
+    user = await make_user(db, PASSWORD)
+    return app, user, await run_cli(stack, app.client_id, home, "login")
+
+
 async def sign_in(step: Steps, page: Any, username: str) -> None:
     """On the login page: the platform's form, as a user fills it."""
     await step("type the username", lambda: page.fill("#username", username))
@@ -92,15 +111,11 @@ async def test_cli_login_approved_in_chromium(
     browser = chromium.get()
     from playwright.async_api import expect
 
-    app = await device_app(db, settings, method="none", name="Terminal CLI")
-    user = await make_user(db, PASSWORD)
-    proc = await run_cli(stack, app.client_id, tmp_path, "login")
+    app, user, proc = await start_login(stack, db, settings, tmp_path, name="Terminal CLI")
     try:
         user_code, complete_url, printed = await read_prompt(proc)
         assert f"{settings.public_base_url}/device" in printed
-        context = await browser.new_context(locale="en-US", viewport=PHONE, is_mobile=True, has_touch=True)
-        context.set_default_timeout(TIMEOUT_MS)
-        context.set_default_navigation_timeout(TIMEOUT_MS)
+        context = await phone_context(browser, "en-US")
         page = await context.new_page()
         step = Steps(page, tmp_path)
         try:
@@ -176,13 +191,10 @@ async def test_cli_reports_a_denied_login(
     browser = chromium.get()
     from playwright.async_api import expect
 
-    app = await device_app(db, settings, method="none")
-    user = await make_user(db, PASSWORD)
-    proc = await run_cli(stack, app.client_id, tmp_path, "login")
+    _, user, proc = await start_login(stack, db, settings, tmp_path)
     try:
         user_code, _, _ = await read_prompt(proc)
-        context = await browser.new_context(locale="zh-CN", viewport=PHONE, is_mobile=True)
-        context.set_default_timeout(TIMEOUT_MS)
+        context = await phone_context(browser, "zh-CN")
         page = await context.new_page()
         step = Steps(page, tmp_path)
         try:

@@ -36,7 +36,7 @@ async def _load_client(db: DB, client_id: str) -> Client | None:
     row = await db.fetchrow(
         """SELECT id, client_id, name, description, redirect_uris, client_secret_hash, token_endpoint_auth_method,
                   auto_authorize, internal, verified, previous_secret_hash, previous_secret_expires_at,
-                  logo_url, developer_name, homepage_url, privacy_url, terms_url
+                  logo_url, developer_name, homepage_url, privacy_url, terms_url, grant_types
            FROM oauth_apps WHERE client_id = $1""",
         client_id,
     )
@@ -60,6 +60,7 @@ async def _load_client(db: DB, client_id: str) -> Client | None:
         homepage_url=row["homepage_url"],
         privacy_url=row["privacy_url"],
         terms_url=row["terms_url"],
+        grant_types=tuple(row["grant_types"]),
     )
 
 

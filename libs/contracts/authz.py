@@ -43,8 +43,9 @@ async def diagnose_code(db: DB, code_hash: bytes) -> asyncpg.Record | None:
 
 
 async def expire_codes(conn: asyncpg.Connection, *, user_id: int | None, client_id: str | None) -> None:
-    """In the caller's transaction: expire the unused codes of ``user_id`` and/or ``client_id``
-    (``token.revoke_families``, before the families: an exchange in flight holds its code's row lock)."""
+    """In the caller's transaction: expire the unused authorization codes and device codes of
+    ``user_id`` and/or ``client_id`` (``token.revoke_families``, before the families: an exchange in
+    flight holds its code's row lock)."""
     await conn.execute(
         """UPDATE authorization_codes SET expires_at = least(expires_at, now())
            WHERE used_at IS NULL AND expires_at > now()
@@ -52,6 +53,86 @@ async def expire_codes(conn: asyncpg.Connection, *, user_id: int | None, client_
         user_id,
         client_id,
     )
+    # Device codes not yet exchanged (RFC 8628, docs/device.md): an approved one would otherwise
+    # still yield tokens at the device's next poll.
+    await conn.execute(
+        """UPDATE device_codes SET expires_at = least(expires_at, now())
+           WHERE status IN ('pending', 'approved') AND expires_at > now()
+             AND ($1::bigint IS NULL OR user_id = $1) AND ($2::text IS NULL OR client_id = $2)""",
+        user_id,
+        client_id,
+    )
+
+
+# --- device_codes (RFC 8628, docs/device.md): the token service creates, polls and consumes them --
+# authz: a new device authorization request (RFC 8628 3.1, docs/device.md); None when the user code
+# collides with a stored one (the caller draws another).
+async def insert_device_code(
+    conn: asyncpg.Connection,
+    *,
+    device_code_hash: bytes,
+    user_code_hash: bytes,
+    client_id: str,
+    scope: str,
+    device_agent: str,
+    device_ip: str,
+    interval_seconds: int,
+    ttl_seconds: int,
+) -> int | None:
+    return await conn.fetchval(
+        """INSERT INTO device_codes (device_code_hash, user_code_hash, client_id, scope, device_agent, device_ip,
+                                     interval_seconds, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+           ON CONFLICT (user_code_hash) DO NOTHING
+           RETURNING id""",
+        device_code_hash,
+        user_code_hash,
+        client_id,
+        scope,
+        device_agent,
+        device_ip,
+        interval_seconds,
+        float(ttl_seconds),
+    )
+
+
+# authz (+ account's users): a polled device code, locked for this poll (RFC 8628 3.4, 3.5), with
+# whether this poll came sooner than the interval after the previous one.
+LOCK_DEVICE_CODE_SQL = """
+SELECT d.id, d.client_id, d.status, d.scope, d.user_id, d.auth_time, d.interval_seconds,
+       d.expires_at <= now() AS expired,
+       d.last_polled_at IS NOT NULL
+         AND d.last_polled_at + make_interval(secs => d.interval_seconds) > now() AS too_fast,
+       u.email, u.status AS user_status
+FROM device_codes d LEFT JOIN users u ON u.id = d.user_id
+WHERE d.device_code_hash = $1
+FOR UPDATE OF d
+"""
+
+
+async def lock_device_code(conn: asyncpg.Connection, device_code_hash: bytes) -> asyncpg.Record | None:
+    return await conn.fetchrow(LOCK_DEVICE_CODE_SQL, device_code_hash)
+
+
+# authz: remember this poll (and the longer interval after a slow_down) on a pending device code.
+async def record_device_poll(conn: asyncpg.Connection, device_id: int, add_seconds: int) -> None:
+    await conn.execute(
+        """UPDATE device_codes SET last_polled_at = now(), interval_seconds = interval_seconds + $2
+           WHERE id = $1""",
+        device_id,
+        add_seconds,
+    )
+
+
+# authz: consume an approved device code (single use) and link the family issued from it.
+async def consume_device_code(conn: asyncpg.Connection, device_id: int, family_id: uuid.UUID) -> bool:
+    done = await conn.fetchval(
+        """UPDATE device_codes SET status = 'used', used_at = now(), last_polled_at = now(), family_id = $2
+           WHERE id = $1 AND status = 'approved' RETURNING true""",
+        device_id,
+        family_id,
+    )
+    return bool(done)
 
 
 # --- grants (consent records) --------------------------------------------------------------------

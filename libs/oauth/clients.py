@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 from libs.platform.security import same, token_hash
 
+from .vocabulary import BROWSER_GRANT_TYPES
+
 # The developer console's integration test tool (services/account/developer_tool.py) receives the
 # authorization response here, on the platform's own origin. A developer may register this URL on
 # their app; a code sent to it is exchanged in the tool's page with PKCE S256 and no client secret
@@ -40,10 +42,15 @@ class Client:
     homepage_url: str = ""
     privacy_url: str = ""
     terms_url: str = ""
+    grant_types: tuple[str, ...] = BROWSER_GRANT_TYPES  # oauth_apps.grant_types (docs/device.md)
 
     @property
     def is_public(self) -> bool:
         return self.auth_method == "none"
+
+    def allows(self, grant_type: str) -> bool:
+        """May the app use ``grant_type`` (RFC 7591 2 ``grant_types``, set in the developer API)?"""
+        return grant_type in self.grant_types
 
     def verify_secret(self, pepper: bytes, secret: str, now: datetime | None = None) -> bool:
         """Constant-time check of a presented client secret against the stored keyed hash, or the

@@ -19,6 +19,12 @@ SPEND_PERIODS = ("once", "daily", "monthly")
 # OpenID Connect Core 3.1.2.1 prompt values the authorize endpoint supports.
 PROMPTS = ("none", "login", "consent")
 
+# The device authorization grant (RFC 8628 3.4) and the grant types an app may be allowed to use
+# (``oauth_apps.grant_types``, docs/device.md); every app has the first two.
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+BROWSER_GRANT_TYPES = ("authorization_code", "refresh_token")
+APP_GRANT_TYPES = (*BROWSER_GRANT_TYPES, DEVICE_CODE_GRANT)
+
 # Prefixes of the opaque tokens we mint (libs/platform/security.new_token): "<prefix>_<random>".
 REFRESH_PREFIX = "refresh"
 CLIENT_SECRET_PREFIX = "secret"

@@ -159,6 +159,13 @@ class Settings(BaseSettings):
     currency_symbol: str = "$"
     currency_decimals: int = Field(2, ge=0, le=6)
 
+    # --- device authorization grant (RFC 8628; docs/device.md) ------------------------------------
+    device_code_ttl_seconds: int = Field(600, ge=60, le=1800)  # expires_in of a device/user code pair
+    device_poll_interval_seconds: int = Field(5, ge=1, le=60)  # the first polling interval; +5 s per slow_down
+    device_max_failures_per_session: int = Field(5, ge=1)  # wrong user codes per login session per window
+    device_max_failures_per_ip: int = Field(20, ge=1)  # wrong user codes per client IP per window
+    device_failure_window_seconds: int = Field(900, ge=60)
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

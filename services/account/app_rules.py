@@ -1,14 +1,15 @@
 """The rules of an OAuth app registration (the developer API and console; guide section
 "2. 创建 OAuth 应用"): redirect URIs (RFC 8252 7.3, RFC 9700 2.1), names, the client
-authentication method. Plain functions over the request body; ApiError (400) for a broken rule."""
+authentication method, the grant types (RFC 7591 2; the device grant, docs/device.md). Plain functions over the request body; ApiError (400) for a broken rule."""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
+from libs.oauth.vocabulary import APP_GRANT_TYPES, BROWSER_GRANT_TYPES
 from libs.platform.errors import ApiError
 from libs.platform.validation import has_control_chars, text_field
 
@@ -134,6 +135,21 @@ def trust_fields_from(body: dict[str, Any], *, only_sent: bool) -> dict[str, str
     return out
 
 
+def grant_types_from(body: dict[str, Any], *, required: bool) -> list[str] | None:
+    """``grant_types`` (RFC 7591 2): a list of known grant types; the browser flow's
+    (authorization_code, refresh_token) are always on, so the result is the union, in canonical
+    order. Absent or null: None (unchanged), or the default when ``required``."""
+    value = body.get("grant_types")
+    if value is None:
+        return list(BROWSER_GRANT_TYPES) if required else None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, "grant_types must be a list of strings")
+    unknown = [v for v in value if v not in APP_GRANT_TYPES]
+    if unknown:
+        raise ApiError(400, f"grant_types may hold only: {', '.join(APP_GRANT_TYPES)}")
+    return [g for g in APP_GRANT_TYPES if g in value or g in BROWSER_GRANT_TYPES]
+
+
 @dataclass(frozen=True)
 class NewApp:
     name: str
@@ -145,6 +161,7 @@ class NewApp:
     homepage_url: str = ""
     privacy_url: str = ""
     terms_url: str = ""
+    grant_types: list[str] = field(default_factory=lambda: list(BROWSER_GRANT_TYPES))
 
 
 def parse_new_app(body: dict[str, Any]) -> NewApp:
@@ -157,4 +174,6 @@ def parse_new_app(body: dict[str, Any]) -> NewApp:
         method = "client_secret_post"
     if not isinstance(method, str) or method not in AUTH_METHODS:
         raise ApiError(400, f"token_endpoint_auth_method must be one of: {', '.join(AUTH_METHODS)}")
-    return NewApp(name, description, uris, method, **trust_fields_from(body, only_sent=False))
+    grant_types = grant_types_from(body, required=True)
+    assert grant_types is not None
+    return NewApp(name, description, uris, method, grant_types=grant_types, **trust_fields_from(body, only_sent=False))

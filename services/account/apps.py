@@ -25,11 +25,19 @@ from libs.platform.validation import json_object, text_field
 from libs.platform.web import PG, SETTINGS, envelope
 
 from . import cors_origins, store
-from .app_rules import TRUST_FIELDS, NewApp, parse_new_app, redirect_uris_from, trust_fields_from
+from .app_rules import TRUST_FIELDS, NewApp, grant_types_from, parse_new_app, redirect_uris_from, trust_fields_from
 from .developer_tokens import current_developer
 
-CREATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", "token_endpoint_auth_method", *TRUST_FIELDS}
-UPDATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", *TRUST_FIELDS}
+CREATE_FIELDS = {
+    "name",
+    "description",
+    "redirect_uri",
+    "redirect_uris",
+    "token_endpoint_auth_method",
+    "grant_types",
+    *TRUST_FIELDS,
+}
+UPDATE_FIELDS = {"name", "description", "redirect_uri", "redirect_uris", "grant_types", *TRUST_FIELDS}
 
 
 def new_client_id() -> str:
@@ -50,6 +58,7 @@ def app_view(row: asyncpg.Record, client_secret: str | None = None) -> dict[str,
         redirect_uris=list(row["redirect_uris"]),
         token_endpoint_auth_method=row["token_endpoint_auth_method"],
         **{name: row[name] for name in TRUST_FIELDS},
+        grant_types=list(row["grant_types"]),
         created_time=int(row["created_at"].timestamp()),
         updated_time=int(row["updated_at"].timestamp()),
         previous_secret_expires_time=_previous_secret_expiry(row),
@@ -107,8 +116,9 @@ async def update_app(pool: asyncpg.Pool, owner_id: int, app_id: int, body: dict[
     )
     uris = redirect_uris_from(body, required=False)
     trust = trust_fields_from(body, only_sent=True)
+    grant_types = grant_types_from(body, required=False)
     async with pool.acquire() as conn, conn.transaction():
-        row = await store.update_app(conn, owner_id, app_id, name, description, uris, trust)
+        row = await store.update_app(conn, owner_id, app_id, name, description, uris, trust, grant_types)
         if row is None:
             raise ApiError(404, "app not found")
         await outbox.enqueue(conn, _client_updated(row, "updated"))

@@ -21,6 +21,7 @@ from multidict import MultiDictProxy
 from libs.oauth.confirm import Choice, Confirmation, confirm_page, confirmed
 from libs.oauth.pages import render, translator
 from libs.oauth.sessions import CSRF_FIELD, check_csrf
+from libs.oauth.vocabulary import BROWSER_GRANT_TYPES, DEVICE_CODE_GRANT
 from libs.platform.errors import ApiError, PageError
 from libs.platform.lang import pick_lang
 from libs.platform.params import object_id, post_form
@@ -47,6 +48,7 @@ EMPTY_FORM = {
     "redirect_uris": "",
     "token_endpoint_auth_method": "client_secret_post",
     **dict.fromkeys(TRUST_FIELDS, ""),
+    "device_grant": "",
 }
 
 
@@ -66,6 +68,8 @@ def app_body(form: MultiDictProxy[Any], *, creating: bool) -> dict[str, Any]:
         body[name] = field(form, name, 3000).strip()
     if creating:
         body["token_endpoint_auth_method"] = field(form, "token_endpoint_auth_method", 50) or "client_secret_post"
+    # The checkbox: the device grant on or off (the browser flow's grant types are always on).
+    body["grant_types"] = [*BROWSER_GRANT_TYPES, *((DEVICE_CODE_GRANT,) if field(form, "device_grant", 10) else ())]
     return body
 
 
@@ -101,6 +105,7 @@ async def console(
         shown_secret=shown_secret,
         shown_token=shown_token,
         form=form or EMPTY_FORM,
+        device_grant=DEVICE_CODE_GRANT,
     )
 
 

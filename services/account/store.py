@@ -16,7 +16,7 @@ Conn: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
 USER_COLUMNS = "id, username, email, status, quota, used_quota, created_at"
 APP_COLUMNS = """id, name, description, client_id, redirect_uris, token_endpoint_auth_method,
-                 logo_url, developer_name, homepage_url, privacy_url, terms_url,
+                 logo_url, developer_name, homepage_url, privacy_url, terms_url, grant_types,
                  created_at, updated_at, previous_secret_expires_at"""
 TRUST_COLUMNS = ("logo_url", "developer_name", "homepage_url", "privacy_url", "terms_url")
 
@@ -277,8 +277,8 @@ async def insert_app(conn: Conn, owner_id: int, values: dict[str, Any]) -> async
     row = await conn.fetchrow(
         f"""INSERT INTO oauth_apps (owner_id, name, description, client_id, client_secret_hash,
                                     redirect_uris, token_endpoint_auth_method,
-                                    logo_url, developer_name, homepage_url, privacy_url, terms_url)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {APP_COLUMNS}""",
+                                    logo_url, developer_name, homepage_url, privacy_url, terms_url, grant_types)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {APP_COLUMNS}""",
         owner_id,
         values["name"],
         values["description"],
@@ -287,6 +287,7 @@ async def insert_app(conn: Conn, owner_id: int, values: dict[str, Any]) -> async
         values["redirect_uris"],
         values["token_endpoint_auth_method"],
         *(values.get(c, "") for c in TRUST_COLUMNS),
+        values["grant_types"],
     )
     assert row is not None
     return row
@@ -314,6 +315,7 @@ async def update_app(
     description: str | None,
     uris: list[str] | None,
     trust: dict[str, str] | None = None,
+    grant_types: list[str] | None = None,
 ) -> asyncpg.Record | None:
     """None values keep the column (COALESCE); ``trust`` holds only the trust fields to change."""
     trust = trust or {}
@@ -322,7 +324,8 @@ async def update_app(
                    redirect_uris = coalesce($5, redirect_uris),
                    logo_url = coalesce($6, logo_url), developer_name = coalesce($7, developer_name),
                    homepage_url = coalesce($8, homepage_url), privacy_url = coalesce($9, privacy_url),
-                   terms_url = coalesce($10, terms_url), updated_at = now()
+                   terms_url = coalesce($10, terms_url), grant_types = coalesce($11, grant_types),
+                   updated_at = now()
             WHERE id = $1 AND owner_id = $2 RETURNING {APP_COLUMNS}""",
         app_id,
         owner_id,
@@ -330,6 +333,7 @@ async def update_app(
         description,
         uris,
         *(trust.get(c) for c in TRUST_COLUMNS),
+        grant_types,
     )
 
 

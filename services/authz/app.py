@@ -18,7 +18,7 @@ from libs.oauth.sessions import enable_csrf
 from libs.platform.config import Settings
 from libs.platform.web import create_app
 
-from . import authorizations, authorize, consent, login, spend_limits, strings  # noqa: F401 - strings registers the page texts
+from . import authorizations, authorize, consent, device, login, spend_limits, strings  # noqa: F401 - strings registers the page texts
 
 
 def build(settings: Settings) -> web.Application:
@@ -39,4 +39,5 @@ def build(settings: Settings) -> web.Application:
     consent.add_routes(app)
     authorizations.add_routes(app)
     spend_limits.add_routes(app)
+    device.add_routes(app)
     return app

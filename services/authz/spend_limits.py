@@ -14,6 +14,7 @@ the transaction that changes the record, so resource servers' cached allowances 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,12 +93,25 @@ add_strings(
 # --- the consent page ----------------------------------------------------------------------------
 def consent_context(req: AuthRequest, per_unit: int) -> dict[str, Any]:
     """What ``consent_spend.html`` shows: the app's suggestion, or nothing pre-filled."""
+    return spend_chooser(req.scopes, req.spend_limit, req.spend_period, per_unit)
+
+
+def spend_chooser(scopes: Sequence[str], limit: int | None, period: str | None, per_unit: int) -> dict[str, Any]:
+    """``consent_spend.html``'s context for any flow (browser or device): shown when ``spend`` is
+    asked, pre-filled with a suggestion when there is one."""
     return {
-        "spend_requested": SPEND_SCOPE in req.scopes,
-        "spend_amount": "" if req.spend_limit is None else format_amount(req.spend_limit, per_unit),
-        "spend_period": req.spend_period or DEFAULT_PERIOD,
+        "spend_requested": SPEND_SCOPE in scopes,
+        "spend_amount": "" if limit is None else format_amount(limit, per_unit),
+        "spend_period": period or DEFAULT_PERIOD,
         "spend_periods": SPEND_PERIODS,
     }
+
+
+def spend_form_problem(form: MultiMapping[object], allow: bool, per_unit: int) -> str | None:
+    """A consent form's spending block, checked before the pending request is used up (so the
+    browser's Back button and a corrected amount still find it): the error key, or None."""
+    bad = allow and "spend_amount" in form and chosen_limit(form, per_unit) is None
+    return "spend.bad_amount" if bad else None
 
 
 def chosen_limit(form: MultiMapping[object], per_unit: int) -> tuple[int, str] | None:

@@ -2,7 +2,7 @@
 
 What is limited (requests per minute, bursts of up to that many; settings GATEWAY_RATE_LIMIT_*):
 
-- ``client``: the token, introspection and revocation endpoints, per ``client_id`` (RFC 6749 2.3.1:
+- ``client``: the token, introspection, revocation and device authorization endpoints, per ``client_id`` (RFC 6749 2.3.1:
   from HTTP Basic, else from the form body, which the gateway reads whole when small). A request
   without a readable client_id counts against its client IP instead. Answers 401 (a wrong secret)
   also count per client_id and client IP in a much smaller bucket, which once full refuses that
@@ -48,7 +48,9 @@ log = logging.getLogger("oauth.gateway.limits")
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused with 429 by the gateway", ["bucket"])
 LIMITER_FALLBACK = Counter("gateway_rate_limit_fallback_total", "Rate-limit decisions made without Redis")
 
-CLIENT_PATHS = frozenset({"/api/oauth2/token", "/api/oauth2/introspect", "/api/oauth2/revoke"})
+CLIENT_PATHS = frozenset(
+    {"/api/oauth2/token", "/api/oauth2/introspect", "/api/oauth2/revoke", "/api/oauth2/device_authorization"}
+)
 MAX_CLIENT_ID = 128
 WINDOW_MS = 60_000.0
 REDIS_RETRY_SECONDS = 5.0

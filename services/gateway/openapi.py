@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from libs.oauth.vocabulary import APP_GRANT_TYPES, DEVICE_CODE_GRANT
 from libs.platform.web import json_response
 
 PATH = "/api/openapi.json"
@@ -90,6 +91,7 @@ APP: Schema = {
         "redirect_uris": {"type": "array", "items": _str()},
         "token_endpoint_auth_method": {"enum": ["client_secret_post", "client_secret_basic", "none"]},
         **{name: _str(description="'' when not given") for name in TRUST_FIELDS},
+        "grant_types": {"type": "array", "items": {"enum": list(APP_GRANT_TYPES)}},
         "created_time": {"type": "integer", "description": "unix seconds"},
         "updated_time": {"type": "integer", "description": "unix seconds"},
         "previous_secret_expires_time": nullable(
@@ -134,6 +136,13 @@ APP_INPUT: Schema = {
                 ("terms_url", "The app's terms of service", "https://yourapp.com/terms"),
             )
         },
+        "grant_types": nullable(
+            {
+                "type": "array",
+                "items": {"enum": list(APP_GRANT_TYPES)},
+                "description": "RFC 7591 2; authorization_code and refresh_token are always on (docs/device.md)",
+            }
+        ),
     },
 }
 NEW_APP: Schema = {
@@ -144,6 +153,19 @@ NEW_APP: Schema = {
         **APP_INPUT["properties"],
         "name": _str(100, minLength=1, pattern=PRINTABLE),
         "token_endpoint_auth_method": nullable({"enum": ["client_secret_post", "client_secret_basic", "none"]}),
+    },
+}
+DEVICE_AUTHORIZATION: Schema = {
+    "type": "object",
+    "description": "RFC 8628 3.2",
+    "required": ["device_code", "user_code", "verification_uri", "expires_in", "interval"],
+    "properties": {
+        "device_code": _str(),
+        "user_code": _str(pattern="^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$"),
+        "verification_uri": _str(format="uri"),
+        "verification_uri_complete": _str(format="uri"),
+        "expires_in": {"type": "integer"},
+        "interval": {"type": "integer"},
     },
 }
 TOKEN_RESPONSE: Schema = {
@@ -455,27 +477,43 @@ def _authorize_path() -> dict[str, Schema]:
     }
 
 
-def _token_paths() -> dict[str, Schema]:
-    """Token, revocation and introspection: form bodies with client authentication."""
-    token_form = {
-        "grant_type": {"enum": ["authorization_code", "refresh_token", "client_credentials"]},
+def _token_form() -> dict[str, Any]:
+    """The token endpoint's form (every grant's parameters, RFC 6749 4.1.3, 4.4, 6; RFC 8628 3.4)."""
+    return {
+        "grant_type": {"enum": ["authorization_code", "refresh_token", "client_credentials", DEVICE_CODE_GRANT]},
         "code": _str(255),
         "redirect_uri": _str(2000),
         "code_verifier": _str(128),
         "refresh_token": _str(255),
         "scope": _str(500),
+        "device_code": _str(255),
         **CLIENT_FORM,
     }
+
+
+def _token_paths() -> dict[str, Schema]:
+    """Token, revocation and introspection: form bodies with client authentication."""
+    token_form = _token_form()
     token_param_form = {"token": _str(8192), "token_type_hint": {"enum": ["access_token", "refresh_token"]}}
     return {
         "/api/oauth2/token": {
             "post": _op(
-                "Token endpoint (RFC 6749 3.2, 4.1.3, 4.4, 6)",
+                "Token endpoint (RFC 6749 3.2, 4.1.3, 4.4, 6; RFC 8628 3.4)",
                 "oauth",
                 {"200": _json(ref("TokenResponse"), "Tokens", {"Cache-Control": {"schema": _str()}})}
                 | oauth_errors(400, 401, 413),
                 security=CLIENT_AUTH,
                 requestBody=_form_body(token_form, ["grant_type"]),
+            )
+        },
+        "/api/oauth2/device_authorization": {
+            "post": _op(
+                "Device authorization request (RFC 8628 3.1): a device_code to poll with and a user_code for /device",
+                "oauth",
+                {"200": _json(ref("DeviceAuthorization"), "Codes", {"Cache-Control": {"schema": _str()}})}
+                | oauth_errors(400, 401, 413),
+                security=CLIENT_AUTH,
+                requestBody=_form_body({"scope": _str(500, pattern=SCOPE)} | CLIENT_FORM, []),
             )
         },
         "/api/oauth2/revoke": {
@@ -635,6 +673,7 @@ OPERATION_IDS = {
     ("post", "/api/user/developer_token"): "createDeveloperToken",
     ("get", "/api/oauth2/authorize"): "authorize",
     ("post", "/api/oauth2/token"): "token",
+    ("post", "/api/oauth2/device_authorization"): "deviceAuthorization",
     ("post", "/api/oauth2/revoke"): "revokeToken",
     ("post", "/api/oauth2/introspect"): "introspectToken",
     ("get", "/api/oauth2/jwks"): "jwks",
@@ -680,6 +719,7 @@ def document(server_url: str = "/") -> dict[str, Any]:
                 "RotateSecret": ROTATE_SECRET,
                 "AppUpdate": APP_INPUT,
                 "TokenResponse": TOKEN_RESPONSE,
+                "DeviceAuthorization": DEVICE_AUTHORIZATION,
                 "Introspection": INTROSPECTION,
                 "UserInfo": USERINFO,
                 "Authorization": AUTHORIZATION,

@@ -10,10 +10,12 @@ ROUTES: dict[str, str] = {
     "/login": "authz",
     "/logout": "authz",
     "/consent": "authz",
+    "/device": "authz",
     "/user/authorizations": "authz",
     "/api/user/authorizations": "authz",
     # token: token, revocation, introspection, keys, discovery
     "/api/oauth2/token": "token",
+    "/api/oauth2/device_authorization": "token",
     "/api/oauth2/revoke": "token",
     "/api/oauth2/introspect": "token",
     "/api/oauth2/jwks": "token",

@@ -24,7 +24,7 @@ from libs.oauth.revocation import setup_revocation
 from libs.platform.config import Settings
 from libs.platform.web import create_app
 
-from . import discovery, introspect, jwks, revocation_endpoint, token_endpoint
+from . import device_authorization, discovery, introspect, jwks, revocation_endpoint, token_endpoint
 from .id_tokens import load_id_keys
 
 
@@ -53,6 +53,7 @@ def build(settings: Settings) -> web.Application:
     )
     setup_tokens(app, SIGNING_KEYS, revocations=revocations, create_first_key=True, then=load_id_keys)
     token_endpoint.add_routes(app)
+    device_authorization.add_routes(app)
     jwks.add_routes(app)
     revocation_endpoint.add_routes(app)
     introspect.add_routes(app)

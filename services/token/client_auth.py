@@ -1,5 +1,5 @@
-"""Client authentication: ONE step shared by the token, revocation (RFC 7009 2.1) and
-introspection (RFC 7662 2.1) endpoints (RFC 6749 2.3.1, 3.2.1, 5.2).
+"""Client authentication: ONE step shared by the token, device authorization (RFC 8628 3.1),
+revocation (RFC 7009 2.1) and introspection (RFC 7662 2.1) endpoints (RFC 6749 2.3.1, 3.2.1, 5.2).
 
 The step is ``authenticate(request, form, public_allowed=...)``: read what the request presents
 (``presented_credentials``, pure), look the client up, and decide (``check_client``, pure, over a
@@ -7,7 +7,8 @@ The step is ``authenticate(request, form, public_allowed=...)``: read what the r
 
 - ``client_secret_post``: ``client_id`` and ``client_secret`` in the form body (the guide's way).
 - ``client_secret_basic``: ``Authorization: Basic base64(urlencode(id) ":" urlencode(secret))``.
-- ``none`` (public clients): ``client_id`` only; they must use PKCE (checked by the grant).
+- ``none`` (public clients): ``client_id`` only; they must use PKCE with authorization codes
+  (checked by the grant; the device grant has no redirect and needs none, docs/device.md).
 
 Tool exchange: the developer console's test tool (services/account/developer_tool.py) runs the
 flow in the developer's browser, which must never hold a client secret. So an authorization_code

@@ -3,7 +3,8 @@ and ``GET /.well-known/oauth-authorization-server`` (RFC 8414), one document ser
 
 It lists exactly what works, and is derived from the code where the code decides:
 - grant types: the token endpoint's grant table (token_endpoint.GRANTS);
-- revocation and introspection endpoints: only if this app really routes them;
+- revocation, introspection and device authorization (RFC 8628 4) endpoints: only if this app
+  really routes them;
 - id_token algorithm: the one id_tokens are signed with (id_tokens.py; never HS256);
 - every URL under PUBLIC_BASE_URL; ``issuer`` is exactly the ``iss`` of our tokens and of the
   RFC 9207 ``iss`` authorization response parameter.
@@ -37,6 +38,7 @@ USERINFO_PATH = "/api/oauth2/userinfo"
 JWKS_PATH = "/api/oauth2/jwks"
 REVOKE_PATH = "/api/oauth2/revoke"
 INTROSPECT_PATH = "/api/oauth2/introspect"
+DEVICE_AUTHORIZATION_PATH = "/api/oauth2/device_authorization"
 
 # discovery lists openid first (OIDC Discovery 3); the same set as the authorize endpoint's
 SCOPES_SUPPORTED = ("openid", *(s for s in SCOPES if s != "openid"))
@@ -76,7 +78,7 @@ def _routes(app: web.Application, method: str, path: str) -> bool:
 
 
 def server_metadata(
-    settings: Settings, *, grant_types: list[str], revocation: bool, introspection: bool
+    settings: Settings, *, grant_types: list[str], revocation: bool, introspection: bool, device: bool = False
 ) -> dict[str, Any]:
     base = settings.public_base_url
     doc: dict[str, Any] = {
@@ -107,6 +109,8 @@ def server_metadata(
         doc["introspection_endpoint"] = base + INTROSPECT_PATH
         # Introspection needs a client that can authenticate: public clients cannot use it.
         doc["introspection_endpoint_auth_methods_supported"] = list(CONFIDENTIAL_AUTH_METHODS)
+    if device:
+        doc["device_authorization_endpoint"] = base + DEVICE_AUTHORIZATION_PATH
     return doc
 
 
@@ -120,6 +124,7 @@ def metadata_of(app: web.Application) -> dict[str, Any]:
             grant_types=list(token_endpoint.GRANTS),
             revocation=_routes(app, "POST", REVOKE_PATH),
             introspection=_routes(app, "POST", INTROSPECT_PATH),
+            device=_routes(app, "POST", DEVICE_AUTHORIZATION_PATH),
         )
         cache["doc"] = doc
     return doc

@@ -1,5 +1,6 @@
 """Issuing a token pair inside the caller's transaction: one new refresh token row and one access
-token (RFC 6749 5.1 response). Shared by the authorization_code and refresh_token grants."""
+token (RFC 6749 5.1 response). Shared by the authorization_code, device_code and refresh_token
+grants; ``start_family`` opens the family a code or device code starts."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from libs.platform.config import Settings
 from libs.platform.security import new_token, token_hash
 
 from . import store
+from .families import create_family
 from .id_tokens import Authentication, mint_id_token
 
 
@@ -74,3 +76,22 @@ async def issue_pair(
             deps.id_keys, settings, sub=str(user_id), client_id=client_id, scope=scope, access_token=access, auth=auth
         )
     return Issued(body, refresh_id)
+
+
+async def start_family(
+    conn: asyncpg.Connection,
+    deps: Deps,
+    *,
+    family_id: uuid.UUID,
+    client_id: str,
+    user_id: int,
+    scope: str,
+    auth: Authentication,
+) -> dict[str, Any]:
+    """A new token family (from an authorization code or a device code) and its first pair, in the
+    caller's transaction; the RFC 6749 5.1 body."""
+    await create_family(conn, family_id, client_id=client_id, user_id=user_id, scope=scope, auth_time=auth.auth_time)
+    issued = await issue_pair(
+        conn, deps, family_id=family_id, client_id=client_id, user_id=user_id, scope=scope, auth=auth
+    )
+    return issued.body

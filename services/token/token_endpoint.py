@@ -24,7 +24,17 @@ from .issuance import Deps
 
 __all__ = ["GRANTS", "add_routes"]
 PARAMETERS = frozenset(
-    {"grant_type", "client_id", "client_secret", "code", "redirect_uri", "code_verifier", "refresh_token", "scope"}
+    {
+        "grant_type",
+        "client_id",
+        "client_secret",
+        "code",
+        "redirect_uri",
+        "code_verifier",
+        "refresh_token",
+        "scope",
+        "device_code",
+    }
 )
 
 

@@ -21,6 +21,8 @@ PAGES = {
     "/login",
     "/logout",
     "/consent",
+    "/device",
+    "/device/consent",
     "/register",
     "/password/forgot",
     "/password/reset",

@@ -4,6 +4,8 @@ queries in small named functions taking a pool or the caller's connection.
 - ``consent_records``: table ``grants`` (a user's consent to an app; not the token service's grant
   types);
 - ``codes``: table ``authorization_codes`` (the token service consumes them, docs/contracts.md);
+- ``device_codes``: table ``device_codes`` (RFC 8628; the token service creates and consumes them
+  through ``libs/contracts/authz.py``).
 
 Reads of the account service's tables (a user for login, apps' names) are contracts in
 ``libs/contracts/account.py``.

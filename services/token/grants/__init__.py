@@ -1,4 +1,4 @@
-"""The grant types of the token endpoint (RFC 6749 4.1.3, 4.4, 6), one class per grant, each with
+"""The grant types of the token endpoint (RFC 6749 4.1.3, 4.4, 6; RFC 8628 3.4), one class per grant, each with
 a visible validate -> issue shape (as Authlib's rfc6749/grants), registered in ``GRANTS`` by name.
 
 ``validate`` reads the form for an authenticated client and raises ``OAuthError``; ``issue`` does
@@ -14,6 +14,7 @@ from libs.oauth.clients import Client
 from ..issuance import Deps
 from .authorization_code import AuthorizationCodeGrant
 from .client_credentials import ClientCredentialsGrant
+from .device_code import DeviceCodeGrant
 from .refresh_token import RefreshTokenGrant
 
 
@@ -26,5 +27,11 @@ class GrantType(Protocol):
 
 
 GRANTS: dict[str, GrantType] = {
-    grant.name: grant for grant in (AuthorizationCodeGrant(), RefreshTokenGrant(), ClientCredentialsGrant())
+    grant.name: grant
+    for grant in (
+        AuthorizationCodeGrant(),
+        RefreshTokenGrant(),
+        ClientCredentialsGrant(),
+        DeviceCodeGrant(),
+    )
 }

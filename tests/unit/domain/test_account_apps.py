@@ -11,12 +11,14 @@ from libs.platform.errors import ApiError
 from services.account.app_rules import (
     MAX_REDIRECT_URIS,
     MAX_URI_LEN,
+    grant_types_from,
     parse_new_app,
     redirect_uris_from,
     validate_redirect_uri,
 )
 
 OK = "https://app.example.com/cb"
+BROWSER = ["authorization_code", "refresh_token"]
 
 
 @pytest.mark.parametrize(
@@ -112,3 +114,27 @@ def test_parse_new_app(body: dict[str, Any], expected: Any) -> None:
         return
     new = parse_new_app(body)
     assert (new.name, new.description, new.redirect_uris, new.token_endpoint_auth_method) == expected
+
+
+DEVICE = "urn:ietf:params:oauth:grant-type:device_code"
+GRANT_TYPES = [
+    ("absent, on create: the browser flow", {}, True, ["authorization_code", "refresh_token"]),
+    ("absent, on update: unchanged", {}, False, None),
+    ("the device grant alone: browser grants kept", {"grant_types": [DEVICE]}, True, [*BROWSER, DEVICE]),
+    ("all, any order", {"grant_types": [DEVICE, "refresh_token", "authorization_code"]}, False, [*BROWSER, DEVICE]),
+    ("empty list: the browser flow only", {"grant_types": []}, False, BROWSER),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "required", "expected"), [g[1:] for g in GRANT_TYPES], ids=[g[0] for g in GRANT_TYPES]
+)
+def test_grant_types(body: dict[str, object], required: bool, expected: list[str] | None) -> None:
+    assert grant_types_from(body, required=required) == expected
+
+
+@pytest.mark.parametrize("value", ["authorization_code", [1], ["client_credentials"], ["implicit"], {"a": 1}])
+def test_bad_grant_types(value: object) -> None:
+    with pytest.raises(ApiError) as caught:
+        grant_types_from({"grant_types": value}, required=True)
+    assert caught.value.status == 400

@@ -140,7 +140,12 @@ def test_unknown_refresh_token_is_invalid_grant() -> None:
 
 
 def test_grant_table_by_name() -> None:
-    assert sorted(GRANTS) == ["authorization_code", "client_credentials", "refresh_token"]
+    assert sorted(GRANTS) == [
+        "authorization_code",
+        "client_credentials",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    ]
     assert all(name == grant.name for name, grant in GRANTS.items())
 
 

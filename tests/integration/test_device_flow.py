@@ -254,7 +254,7 @@ async def test_public_client_without_pkce_gets_ordinary_tokens(
     # ... and revoking it there ends the family (refresh and access tokens).
     token = await csrf_from(browser, f"{stack.base}/user/authorizations")
     async with browser.post(
-        f"{stack.base}/user/authorizations/{public_app.client_id}/revoke", data={"csrf_token": token}
+        f"{stack.base}/user/authorizations/{public_app.client_id}/revoke", data={"csrf_token": token, "confirm": "1"}
     ) as r:
         assert r.status == 200
     assert await refresh_status(http, stack.base, public_app, rotated["refresh_token"]) == 400
@@ -289,7 +289,7 @@ async def test_revoking_before_the_poll_expires_an_approved_code(
     await answer(browser, stack.base, body["user_code"])
     token = await csrf_from(browser, f"{stack.base}/user/authorizations")
     async with browser.post(
-        f"{stack.base}/user/authorizations/{public_app.client_id}/revoke", data={"csrf_token": token}
+        f"{stack.base}/user/authorizations/{public_app.client_id}/revoke", data={"csrf_token": token, "confirm": "1"}
     ) as r:
         assert r.status == 200
     status, answer_ = await poll(http, stack.base, public_app, body["device_code"])
@@ -347,7 +347,7 @@ async def test_consent_page_is_the_browser_flows_with_the_device(
     assert "Device CLI" in page and body["user_code"] in page and "my-cli/1.2 (linux)" in page
     assert 'action="/device/consent"' in page and 'name="decision" value="allow"' in page
     # the browser flow's consent words, from the same template (consent.html)
-    for words in ("授权确认", "“Device CLI” 请求访问你的账户", "账户余额"):
+    for words in ("授权确认", "Device CLI 请求访问你的账户", "你的账户余额"):
         assert words in page
 
 

@@ -32,7 +32,7 @@ async def device_app(
     ``device=False``, and a fresh active user."""
     owner = await make_user(db)
     grant_types = DEVICE_GRANT_TYPES if device else list(BROWSER_GRANT_TYPES)
-    new = apps.NewApp(name, "a command-line tool", ["http://127.0.0.1/cb"], method, grant_types)
+    new = apps.NewApp(name, "a command-line tool", ["http://127.0.0.1/cb"], method, grant_types=grant_types)
     created = await apps.create_app(db, settings.pepper_bytes, owner.id, new, max_apps=100)
     user = await make_user(db)
     return ClientApp(created["client_id"], created.get("client_secret"), "http://127.0.0.1/cb", user.id)

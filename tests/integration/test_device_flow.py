@@ -36,7 +36,7 @@ from tests.support.device import (
     poll,
 )
 from tests.support.factories import make_developer, make_user
-from tests.support.oauth import csrf_from, form_value, login
+from tests.support.oauth import REQUEST_RE, csrf_from, form_value, login
 from tests.support.stack import Stack
 
 PASSWORD = "correct horse battery"
@@ -484,3 +484,42 @@ async def test_authlib_completes_the_device_flow(stack: Stack, http, browser, pu
         assert userinfo.status_code == 200 and "username" in userinfo.json()
         refreshed = await client.refresh_token(meta["token_endpoint"])
         assert refreshed["refresh_token"] != token["refresh_token"]
+
+
+# --- spending (docs/spending.md): the same limit block as the browser flow -------------------------
+async def test_spend_asked_by_a_device_gets_the_limit_the_user_chose(stack: Stack, db, settings: Settings) -> None:
+    from services.account import store as account_store
+
+    app = await device_app(db, settings)
+    user = await make_user(db, PASSWORD)
+    async with db.acquire() as conn:
+        await account_store.set_balance(conn, user.id, 1_000_000, 0)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await login(http, stack.base, user.username, PASSWORD)
+        body = await start(http, stack, app, scope="profile spend")
+        status, page = await enter_code(http, stack.base, body["user_code"])
+        assert status == 200 and 'name="spend_amount"' in page
+        base = {"csrf_token": form_value(page), "request": form_value(page, REQUEST_RE), "decision": "allow"}
+        # Allow without the limit block: refused, and the device is still waiting.
+        async with http.post(f"{stack.base}/device/consent", data=base) as r:
+            assert r.status == 400
+        status, answer_ = await poll(http, stack.base, app, body["device_code"])
+        assert_oauth_error(status, answer_, 400, "authorization_pending")
+        # Allow with 0.50 a day (quota_per_unit 1000: 500 minor units).
+        status, page = await enter_code(http, stack.base, body["user_code"])
+        chosen = {"csrf_token": form_value(page), "request": form_value(page, REQUEST_RE), "decision": "allow"}
+        async with http.post(
+            f"{stack.base}/device/consent", data=chosen | {"spend_amount": "0.50", "spend_period": "daily"}
+        ) as r:
+            assert r.status == 200 and 'data-step="approved"' in await r.text()
+        status, tokens = await poll(http, stack.base, app, body["device_code"])
+        assert status == 200 and tokens["scope"] == "profile spend", tokens
+        row = await db.fetchrow(
+            "SELECT spend_limit, spend_period FROM grants WHERE user_id = $1 AND client_id = $2", user.id, app.client_id
+        )
+        assert (row["spend_limit"], row["spend_period"]) == (500, "daily")
+        headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+        for amount, want in ((400, 200), (200, 402)):
+            charge = {"amount": amount, "idempotency_key": f"device-{amount}"}
+            async with http.post(f"{stack.base}/api/oauth2/spend", json=charge, headers=headers) as r:
+                assert r.status == want, await r.text()

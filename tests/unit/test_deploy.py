@@ -780,25 +780,33 @@ def check_kustomization(kustomization: dict[str, Any], files: list[str]) -> Prob
 
 
 # --- loading ---------------------------------------------------------------------------------------
+@cache
+def _parsed(path: Path) -> tuple[Any, ...]:
+    """Every document of a YAML file, parsed once per run (libyaml when present: the files are
+    read by dozens of tests, and pure-Python parsing was most of tests/unit's time)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return tuple(yaml.load_all(path.read_text(encoding="utf-8"), Loader=loader))
+
+
+def _yaml_docs(path: Path) -> list[Any]:
+    """A fresh copy each call: the checks' tests change what they load."""
+    return copy.deepcopy(list(_parsed(path)))
+
+
 def load_compose() -> dict[str, Any]:
-    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return _yaml_docs(COMPOSE_FILE)[0]
 
 
 def load_kustomization() -> dict[str, Any]:
-    return yaml.safe_load(KUSTOMIZATION.read_text(encoding="utf-8"))
+    return _yaml_docs(KUSTOMIZATION)[0]
 
 
 def load_k8s() -> K8s:
     kustomization = load_kustomization()
-    docs = [
-        d
-        for name in kustomization.get("resources") or []
-        for d in yaml.safe_load_all((K8S / name).read_text(encoding="utf-8"))
-        if d
-    ]
+    docs = [d for name in kustomization.get("resources") or [] for d in _yaml_docs(K8S / name) if d]
     return K8s(
         docs=docs,
-        secret_template=yaml.safe_load(SECRET_TEMPLATE.read_text(encoding="utf-8")),
+        secret_template=_yaml_docs(SECRET_TEMPLATE)[0],
         namespace=kustomization.get("namespace"),
     )
 

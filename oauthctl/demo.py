@@ -14,7 +14,7 @@ import asyncpg
 
 from libs.oauth.events import outbox
 from libs.oauth.events.types import ClientSecretRotated, UserUpdated
-from libs.oauth.vocabulary import CLIENT_SECRET_PREFIX, UserStatus
+from libs.oauth.vocabulary import BROWSER_GRANT_TYPES, CLIENT_SECRET_PREFIX, UserStatus
 from libs.platform.config import Settings
 from libs.platform.security import hash_password, new_token, token_hash
 from services.account import store
@@ -78,6 +78,7 @@ async def ensure_demo(settings: Settings) -> DemoInfo:
                         "client_secret_hash": secret_hash,
                         "redirect_uris": uris,
                         "token_endpoint_auth_method": "client_secret_post",
+                        "grant_types": list(BROWSER_GRANT_TYPES),
                     },
                 )
                 await store.set_app_verified(conn, row["client_id"], True)

@@ -5,15 +5,12 @@ access tokens (``revoked:fam:<id>`` in Redis, checked by every ``AccessTokenVeri
 tokens carry the family in ``fam``), and tells every instance with a ``token.revoked`` event written
 through the outbox in the same transaction. The revocation functions live in
 ``libs/oauth/revocation.py`` (authz and account revoke families too); ``revoke_family`` is
-re-exported here for the grants.
+re-exported here for the grants. A family is created by the statement that consumes its
+authorization code (``store.exchange_code``).
 """
 
 from __future__ import annotations
 
 from libs.oauth.revocation import revoke_family
 
-from .store import insert_family as create_family
-
-__all__ = ["create_family", "revoke_family"]
-
-
+__all__ = ["revoke_family"]

@@ -1,5 +1,10 @@
-"""Issuing a token pair inside the caller's transaction: one new refresh token row and one access
-token (RFC 6749 5.1 response). Shared by the authorization_code and refresh_token grants."""
+"""Minting a token pair (RFC 6749 5.1 response): a new refresh token, known to the database only as
+its keyed hash, and an access token (and an id_token). Shared by the authorization_code and
+refresh_token grants, which mint BEFORE the one statement that consumes the code or the old token
+and stores the new refresh token's hash (store.exchange_code, store.rotate_refresh_token): no
+transaction is held open while signing, and a pair whose statement matched nothing is dropped
+unseen (docs/performance.md).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ from libs.oauth.vocabulary import REFRESH_PREFIX
 from libs.platform.config import Settings
 from libs.platform.security import new_token, token_hash
 
-from . import store
 from .id_tokens import Authentication, mint_id_token
 
 
@@ -32,29 +36,24 @@ class Deps:
 
 
 @dataclass(frozen=True)
-class Issued:
+class Minted:
     body: dict[str, Any]  # the RFC 6749 5.1 response
-    refresh_id: int
+    refresh_hash: bytes  # what the database stores of body["refresh_token"]
 
 
-async def issue_pair(
-    conn: asyncpg.Connection,
+async def mint_pair(
     deps: Deps,
     *,
     family_id: uuid.UUID,
     client_id: str,
     user_id: int,
     scope: str,
-    parent_id: int | None = None,
     auth: Authentication | None = None,
-) -> Issued:
-    """A new refresh token (stored only as its keyed hash) and an access token for ``scope``;
-    with ``auth`` and ``openid`` in ``scope``, an id_token too (OIDC Core 3.1.3.3, 12.2)."""
+) -> Minted:
+    """A new refresh token and an access token for ``scope``; with ``auth`` and ``openid`` in
+    ``scope``, an id_token too (OIDC Core 3.1.3.3, 12.2). Nothing is stored here."""
     settings = deps.settings
     refresh = new_token(REFRESH_PREFIX)
-    refresh_id = await store.insert_refresh_token(
-        conn, family_id, token_hash(settings.pepper_bytes, refresh), parent_id, float(settings.refresh_token_ttl_seconds)
-    )
     access, _claims = await mint(
         deps.keys, settings, sub=str(user_id), client_id=client_id, scope=scope, family=str(family_id)
     )
@@ -69,4 +68,4 @@ async def issue_pair(
         body["id_token"] = await mint_id_token(
             deps.id_keys, settings, sub=str(user_id), client_id=client_id, scope=scope, access_token=access, auth=auth
         )
-    return Issued(body, refresh_id)
+    return Minted(body, token_hash(settings.pepper_bytes, refresh))

@@ -19,52 +19,20 @@ DB: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 # --- token_families / refresh_tokens (owned by token) --------------------------------------------
-async def insert_family(
-    conn: asyncpg.Connection,
-    family_id: uuid.UUID,
-    *,
-    client_id: str,
-    user_id: int | None,
-    scope: str,
-    auth_time: datetime | None,
-) -> None:
-    await conn.execute(
-        """INSERT INTO token_families (id, client_id, user_id, scope, auth_time)
-           VALUES ($1, $2, $3, $4, $5)""",
-        family_id,
-        client_id,
-        user_id,
-        scope,
-        auth_time,
-    )
-
-
-async def insert_refresh_token(
-    conn: asyncpg.Connection, family_id: uuid.UUID, refresh_hash: bytes, parent_id: int | None, ttl_seconds: float
-) -> int:
-    refresh_id = await conn.fetchval(
-        """INSERT INTO refresh_tokens (family_id, token_hash, parent_id, expires_at)
-           VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-           RETURNING id""",
-        family_id,
-        refresh_hash,
-        parent_id,
-        ttl_seconds,
-    )
-    return int(refresh_id)
-
-
-async def store_grace_response(conn: asyncpg.Connection, refresh_id: int, sealed: bytes) -> None:
-    await conn.execute("UPDATE refresh_tokens SET grace_response = $2 WHERE id = $1", refresh_id, sealed)
+# The hot statements look a token up by its unique hash FIRST (a MATERIALIZED CTE: at most one row,
+# by the unique index) and only then join its family and user by primary key. Their plan cannot
+# depend on statistics: left to itself, the planner once drove from token_families by client_id on
+# freshly filled tables and probed refresh_tokens once per family of the app (docs/performance.md,
+# tests/integration/test_hot_plans.py checks the plans at 100,000 families of one app).
+REFRESH_OWNER_SQL = """
+WITH rt AS MATERIALIZED (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)
+SELECT rt.family_id, f.client_id FROM rt JOIN token_families f ON f.id = rt.family_id
+"""
 
 
 async def find_refresh_owner(db: DB, refresh_hash: bytes) -> asyncpg.Record | None:
     """family_id and client_id of a refresh token (revocation, RFC 7009)."""
-    return await db.fetchrow(
-        """SELECT rt.family_id, f.client_id FROM refresh_tokens rt JOIN token_families f ON f.id = rt.family_id
-           WHERE rt.token_hash = $1""",
-        refresh_hash,
-    )
+    return await db.fetchrow(REFRESH_OWNER_SQL, refresh_hash)
 
 
 async def family_is_live(db: DB, family_id: uuid.UUID) -> bool:
@@ -135,63 +103,105 @@ async def delete_keys_retired_before(conn: asyncpg.Connection, window: timedelta
 # --- cross-owner (to become libs/contracts/<owner>.py) -------------------------------------------
 # authz owns authorization_codes; account owns users.
 
-# authz: consume a code bound to its client in the caller's transaction (joined with its user).
-CONSUME_CODE_SQL = """
-UPDATE authorization_codes c SET used_at = now(), family_id = $3
-FROM users u
-WHERE c.code_hash = $1 AND c.client_id = $2 AND c.used_at IS NULL AND c.expires_at > now()
-  AND u.id = c.user_id
-RETURNING c.user_id, c.redirect_uri, c.scope, c.code_challenge, c.code_challenge_method, c.auth_time,
-          c.nonce, u.email, u.status AS user_status
+# authz: an authorization code by its hash (the primary key) with its user: what the exchange checks
+# before consuming it (bindings, user status), and why a code could not be consumed (unknown,
+# another client's, used, expired).
+CODE_SQL = """
+SELECT c.client_id, c.user_id, c.redirect_uri, c.scope, c.code_challenge, c.code_challenge_method, c.auth_time,
+       c.nonce, c.used_at, c.family_id, c.expires_at <= now() AS expired, u.email, u.status AS user_status
+FROM authorization_codes c
+LEFT JOIN users u ON u.id = c.user_id
+WHERE c.code_hash = $1
 """
 
 
-async def consume_code(
-    conn: asyncpg.Connection, code_hash: bytes, client_id: str, family_id: uuid.UUID
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(CONSUME_CODE_SQL, code_hash, client_id, family_id)
+async def find_code(db: DB, code_hash: bytes) -> asyncpg.Record | None:
+    return await db.fetchrow(CODE_SQL, code_hash)
 
 
-# authz: why a code could not be consumed (unknown, another client's, used, expired).
-async def diagnose_code(db: DB, code_hash: bytes) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        """SELECT client_id, used_at, family_id, expires_at <= now() AS expired
-           FROM authorization_codes WHERE code_hash = $1""",
-        code_hash,
-    )
-
-
-# account (users): consume a live refresh token of a non-revoked family of the client, with its user.
-CONSUME_REFRESH_SQL = """
-UPDATE refresh_tokens rt SET used_at = now()
-FROM token_families f JOIN users u ON u.id = f.user_id
-WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now()
-  AND f.id = rt.family_id AND f.client_id = $2 AND f.revoked_at IS NULL
-RETURNING rt.id, rt.family_id, f.user_id, f.scope, f.auth_time, u.email, u.status AS user_status
+# authz + account (users): ONE statement consumes a live code bound to its client (of a user still
+# active: status 1), creates the token family linked to it and stores the family's first refresh
+# token; it returns the refresh token's id, or nothing when the code could not be consumed (used
+# concurrently, expired, revoked, the user disabled) and then nothing was written. The foreign keys
+# between the three rows are checked at the end of the statement.
+EXCHANGE_CODE_SQL = """
+WITH code AS (
+    UPDATE authorization_codes c SET used_at = now(), family_id = $3
+    WHERE c.code_hash = $1 AND c.client_id = $2 AND c.used_at IS NULL AND c.expires_at > now()
+      AND EXISTS (SELECT 1 FROM users u WHERE u.id = c.user_id AND u.status = 1)
+    RETURNING c.user_id, c.scope, c.auth_time
+), family AS (
+    INSERT INTO token_families (id, client_id, user_id, scope, auth_time)
+    SELECT $3, $2, user_id, scope, auth_time FROM code
+    RETURNING id
+)
+INSERT INTO refresh_tokens (family_id, token_hash, expires_at)
+SELECT id, $4, now() + make_interval(secs => $5) FROM family
+RETURNING id
 """
 
 
-async def consume_refresh_token(conn: asyncpg.Connection, refresh_hash: bytes, client_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(CONSUME_REFRESH_SQL, refresh_hash, client_id)
+async def exchange_code(
+    db: DB, code_hash: bytes, client_id: str, family_id: uuid.UUID, refresh_hash: bytes, ttl_seconds: float
+) -> int | None:
+    refresh_id = await db.fetchval(EXCHANGE_CODE_SQL, code_hash, client_id, family_id, refresh_hash, ttl_seconds)
+    return None if refresh_id is None else int(refresh_id)
 
 
-# account (users): why a refresh token could not be consumed (grace, reuse, invalid), with the user status.
-DIAGNOSE_REFRESH_SQL = """
+# account (users): a refresh token by its hash, with its family and user: what a rotation needs
+# (family, scope, user) and why a token could not be consumed (grace, reuse, invalid). The child
+# check uses refresh_tokens_parent.
+REFRESH_SQL = """
+WITH rt AS MATERIALIZED (
+    SELECT id, family_id, used_at, expires_at, grace_response FROM refresh_tokens WHERE token_hash = $1
+)
 SELECT rt.id, rt.family_id, rt.used_at IS NOT NULL AS used, rt.grace_response,
        rt.expires_at <= now() AS expired,
        rt.used_at > now() - make_interval(secs => $2) AS in_grace,
        EXISTS (SELECT 1 FROM refresh_tokens c
                WHERE c.parent_id = rt.id AND c.used_at IS NULL AND c.expires_at > now()) AS child_live,
-       f.client_id, f.revoked_at IS NOT NULL AS family_revoked, u.status AS user_status
-FROM refresh_tokens rt
+       f.client_id, f.revoked_at IS NOT NULL AS family_revoked, f.user_id, f.scope, f.auth_time,
+       u.email, u.status AS user_status
+FROM rt
 JOIN token_families f ON f.id = rt.family_id
 LEFT JOIN users u ON u.id = f.user_id
-WHERE rt.token_hash = $1
 """
 
 
-async def diagnose_refresh_token(db: DB, refresh_hash: bytes, grace_seconds: float) -> asyncpg.Record | None:
-    return await db.fetchrow(DIAGNOSE_REFRESH_SQL, refresh_hash, grace_seconds)
+async def find_refresh_token(db: DB, refresh_hash: bytes, grace_seconds: float) -> asyncpg.Record | None:
+    return await db.fetchrow(REFRESH_SQL, refresh_hash, grace_seconds)
+
+
+# account (users): ONE statement consumes a live refresh token (by the id and family that
+# find_refresh_token gave: primary keys only, so the plan cannot drive from the app's families) of a
+# non-revoked family of the client with an active user (status 1), stores on it the sealed
+# response, and inserts its child; it returns the child's id, or nothing when the token could not
+# be consumed (a concurrent refresh won, or it was revoked meanwhile) and then nothing was written.
+ROTATE_REFRESH_SQL = """
+WITH consumed AS (
+    UPDATE refresh_tokens rt SET used_at = now(), grace_response = $5
+    WHERE rt.id = $1 AND rt.family_id = $6 AND rt.used_at IS NULL AND rt.expires_at > now()
+      AND EXISTS (SELECT 1 FROM token_families f JOIN users u ON u.id = f.user_id
+                  WHERE f.id = $6 AND f.client_id = $2 AND f.revoked_at IS NULL AND u.status = 1)
+    RETURNING rt.id, rt.family_id
+)
+INSERT INTO refresh_tokens (family_id, token_hash, parent_id, expires_at)
+SELECT family_id, $3, id, now() + make_interval(secs => $4) FROM consumed
+RETURNING id
+"""
+
+
+async def rotate_refresh_token(
+    db: DB,
+    refresh_id: int,
+    family_id: uuid.UUID,
+    client_id: str,
+    child_hash: bytes,
+    ttl_seconds: float,
+    sealed: bytes,
+) -> int | None:
+    child_id = await db.fetchval(ROTATE_REFRESH_SQL, refresh_id, client_id, child_hash, ttl_seconds, sealed, family_id)
+    return None if child_id is None else int(child_id)
 
 
 # account (users): the name and status of a user (introspection).
@@ -200,12 +210,18 @@ async def user_name_and_status(db: DB, user_id: int) -> asyncpg.Record | None:
 
 
 # account (users): a live refresh token with its family and active user (introspection).
+LIVE_REFRESH_SQL = """
+WITH rt AS MATERIALIZED (
+    SELECT family_id, created_at, expires_at FROM refresh_tokens
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+)
+SELECT rt.created_at, rt.expires_at, f.client_id, f.user_id, f.scope, u.username, u.status
+FROM rt
+JOIN token_families f ON f.id = rt.family_id
+JOIN users u ON u.id = f.user_id
+WHERE f.revoked_at IS NULL
+"""
+
+
 async def live_refresh_token(db: DB, refresh_hash: bytes) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        """SELECT rt.created_at, rt.expires_at, f.client_id, f.user_id, f.scope, u.username, u.status
-           FROM refresh_tokens rt
-           JOIN token_families f ON f.id = rt.family_id
-           JOIN users u ON u.id = f.user_id
-           WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now() AND f.revoked_at IS NULL""",
-        refresh_hash,
-    )
+    return await db.fetchrow(LIVE_REFRESH_SQL, refresh_hash)

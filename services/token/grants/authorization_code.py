@@ -1,16 +1,16 @@
 """``grant_type=authorization_code`` (RFC 6749 4.1.3, RFC 7636 4.6, RFC 9700 2.1.1 and 4.5).
 
-The code is consumed by ONE atomic statement (docs/contracts.md) in a transaction that also creates
-the token family, links it to the code, stores the first refresh token and mints the access token:
-two concurrent exchanges of one code cannot both succeed (the second blocks on the row lock, then
-finds it used).
-
-Binding to the client is part of that statement's WHERE clause, so a code presented by another
-client is never consumed (it stays usable by the client it was issued to; RFC 6749 4.1.3 answers
-``invalid_grant`` either way). The other bindings (redirect_uri, PKCE, an active user) are checked
-on the consumed row inside the same transaction; a failure rolls the consumption back, so a request
-that gets them wrong does not burn the code for the legitimate client (a PKCE verifier is 256 bits
-and cannot be guessed by retrying).
+The code is looked up by its hash with its user (store.find_code) and its bindings are checked:
+redirect_uri, PKCE, an active user. A request that gets them wrong consumes nothing, so it does not
+burn the code for the legitimate client (a PKCE verifier is 256 bits and cannot be guessed by
+retrying). Then the token pair is minted, and ONE atomic statement (store.exchange_code, docs/contracts.md)
+consumes the code (bound to the calling client, unused, unexpired, of a user still active), creates
+the token family linked to it and stores the first refresh token: two round trips to PostgreSQL per
+exchange, no transaction held open while signing (docs/performance.md). Two concurrent exchanges
+of one code cannot both succeed: the second statement blocks on the row lock, then finds it used
+and writes nothing; its minted pair is dropped unseen. Binding to the client is part of that
+statement's WHERE clause, so a code presented by another client is never consumed (it stays usable
+by the client it was issued to; RFC 6749 4.1.3 answers ``invalid_grant`` either way).
 
 A code that was already used is a replay (RFC 6749 4.1.2, 10.5): the family issued from it is
 revoked (refresh tokens and access tokens) and the answer is ``invalid_grant``.
@@ -31,10 +31,10 @@ from libs.oauth.errors import OAuthError
 from libs.platform.security import same, token_hash
 
 from .. import store
-from ..families import create_family, revoke_family
+from ..families import revoke_family
 from ..form import required
 from ..id_tokens import Authentication
-from ..issuance import Deps, issue_pair
+from ..issuance import Deps, mint_pair
 
 log = logging.getLogger("oauth.token")
 
@@ -53,7 +53,7 @@ class CodeRequest:
 
 @dataclass(frozen=True)
 class ConsumedCode:
-    """What the authorization request bound to the code, as the consuming statement returned it."""
+    """What the authorization request bound to the code (store.find_code's row)."""
 
     redirect_uri: str
     code_challenge: str | None
@@ -96,7 +96,7 @@ def verify_pkce(challenge: str | None, method: str | None, verifier: str | None,
 
 def check_bindings(code: ConsumedCode, client: Client, redirect_uri: str, code_verifier: str | None) -> None:
     """RFC 6749 4.1.3 (redirect_uri identical), RFC 7636 4.6 (PKCE), and an active user. The client
-    binding and single use are in the consuming statement (store.consume_code)."""
+    binding and single use are in the consuming statement (store.exchange_code)."""
     if not same(redirect_uri, code.redirect_uri):
         raise invalid_grant("redirect_uri is not identical to the one of the authorization request")
     verify_pkce(code.code_challenge, code.code_challenge_method, code_verifier, public_client=client.is_public)
@@ -107,32 +107,44 @@ def check_bindings(code: ConsumedCode, client: Client, redirect_uri: str, code_v
 async def exchange_code(
     deps: Deps, client: Client, *, code: str, redirect_uri: str, code_verifier: str | None
 ) -> dict[str, object]:
-    code_hash = token_hash(deps.settings.pepper_bytes, code)
-    family_id = uuid.uuid4()
+    settings = deps.settings
+    code_hash = token_hash(settings.pepper_bytes, code)
     async with deps.pool.acquire() as conn:
-        async with conn.transaction():
-            row = await store.consume_code(conn, code_hash, client.client_id, family_id)
-            if row is not None:
-                check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)  # raises: rolled back, not burned
-                await create_family(
-                    conn,
-                    family_id,
-                    client_id=client.client_id,
-                    user_id=row["user_id"],
-                    scope=row["scope"],
-                    auth_time=row["auth_time"],
-                )
-                issued = await issue_pair(
-                    conn,
-                    deps,
-                    family_id=family_id,
-                    client_id=client.client_id,
-                    user_id=row["user_id"],
-                    scope=row["scope"],
-                    auth=Authentication(auth_time=row["auth_time"], nonce=row["nonce"], email=row["email"]),
-                )
-                return issued.body
-        known = await store.diagnose_code(conn, code_hash)
+        row = await store.find_code(conn, code_hash)
+        if row is not None and _consumable(row, client):
+            check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)  # raises: nothing consumed
+            family_id = uuid.uuid4()
+            minted = await mint_pair(
+                deps,
+                family_id=family_id,
+                client_id=client.client_id,
+                user_id=row["user_id"],
+                scope=row["scope"],
+                auth=Authentication(auth_time=row["auth_time"], nonce=row["nonce"], email=row["email"]),
+            )
+            refresh_id = await store.exchange_code(
+                conn,
+                code_hash,
+                client.client_id,
+                family_id,
+                minted.refresh_hash,
+                float(settings.refresh_token_ttl_seconds),
+            )
+            if refresh_id is not None:
+                return minted.body
+            row = await store.find_code(conn, code_hash)  # used or revoked meanwhile, or its user disabled
+            if row is not None and _consumable(row, client) and row["user_status"] != ACTIVE:
+                raise invalid_grant("The user account is disabled")
+    return await _not_consumed(deps, client, row)
+
+
+def _consumable(row: Any, client: Client) -> bool:
+    """Could the consuming statement match this code (store.find_code's row)?"""
+    return row["client_id"] == client.client_id and row["used_at"] is None and not row["expired"]
+
+
+async def _not_consumed(deps: Deps, client: Client, known: Any) -> dict[str, object]:
+    """Why a code could not be consumed: unknown, another client's, replayed, expired."""
     if known is None or known["client_id"] != client.client_id:
         raise invalid_grant("The authorization code is invalid or was issued to another client")
     if known["used_at"] is not None:

@@ -1,17 +1,20 @@
 """``grant_type=refresh_token`` (RFC 6749 6, RFC 9700 4.14.2): rotation on every use, reuse
 detection, and a short grace window for concurrent refreshes.
 
-The presented token is consumed by ONE atomic statement (joined with a non-revoked family of the
-calling client and an existing user) in a transaction that inserts the child token, mints the
-access token and stores on the consumed row ``grace_response``: the JSON response, encrypted with
-AES-256-GCM under a key derived from the presented token (HMAC-SHA256(pepper, "grace:" + token)),
-so only its holder can read it back and the database alone reveals nothing.
+The presented token is looked up by its hash with its family and user (store.find_refresh_token).
+If it is live, the new pair is minted and the response sealed for the grace window: AES-256-GCM
+under a key derived from the presented token (HMAC-SHA256(pepper, "grace:" + token)), so only its
+holder can read it back and the database alone reveals nothing. Then ONE atomic statement
+(store.rotate_refresh_token) consumes the token (still unused, of a non-revoked family of the
+calling client, with an active user), stores the sealed response on it and inserts the child: two
+round trips to PostgreSQL per rotation and no transaction held open while signing
+(docs/performance.md). A pair minted for a statement that matched nothing is dropped unseen.
 
-When the statement matches nothing, the token is looked up:
+When the token is not live, or the statement matched nothing (it is then looked up again):
 - used within ``refresh_grace_seconds`` while its child is still unused (i.e. it is the immediate
   predecessor of the family's live token) -> the same response again. Two tabs refreshing at once
-  both succeed with the same pair: the loser's UPDATE waits on the row lock until the winner
-  commits, then sees the row used and reads the winner's grace_response;
+  both succeed with the same pair: the loser's UPDATE waits on the row lock until the winner's
+  statement commits, then sees the row used, and the loser reads the winner's grace_response;
 - used otherwise (outside the window, or an older ancestor) -> reuse: the whole family is revoked;
 - unknown, expired, another client's, or of a revoked family -> ``invalid_grant``.
 
@@ -43,13 +46,12 @@ from .. import store
 from ..families import revoke_family
 from ..form import required
 from ..id_tokens import Authentication
-from ..issuance import Deps, issue_pair
+from ..issuance import Deps, mint_pair
 
 log = logging.getLogger("oauth.token")
 
 ACTIVE = 1  # users.status
 MAX_TOKEN_CHARS = 256
-
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class RefreshRequest:
 
 @dataclass(frozen=True)
 class Unconsumed:
-    """What is known about a presented refresh token that could not be consumed (store.diagnose_refresh_token)."""
+    """What is known about a presented refresh token that could not be consumed (store.find_refresh_token)."""
 
     client_id: str
     family_revoked: bool
@@ -146,30 +148,50 @@ def decide_unconsumed(known: Unconsumed | None, client_id: str) -> Literal["grac
 async def rotate(deps: Deps, client: Client, *, refresh_token: str, scope: str | None) -> dict[str, Any]:
     settings = deps.settings
     presented_hash = token_hash(settings.pepper_bytes, refresh_token)
+    grace = float(settings.refresh_grace_seconds)
     async with deps.pool.acquire() as conn:
-        async with conn.transaction():
-            row = await store.consume_refresh_token(conn, presented_hash, client.client_id)
-            if row is not None:
-                # Failures below roll the consumption back: the token stays usable.
-                if row["user_status"] != ACTIVE:
-                    raise invalid_grant("The user account is disabled")
-                access_scope = narrowed_scope(row["scope"], scope)
-                issued = await issue_pair(
-                    conn,
-                    deps,
-                    family_id=row["family_id"],
-                    client_id=client.client_id,
-                    user_id=row["user_id"],
-                    scope=access_scope,
-                    parent_id=row["id"],
-                    # OIDC 12.2: a refreshed id_token keeps the original auth_time and has no nonce.
-                    auth=Authentication(auth_time=row["auth_time"], nonce=None, email=row["email"]),
-                )
-                sealed = seal_response(settings.pepper_bytes, refresh_token, row["id"], issued.body)
-                await store.store_grace_response(conn, row["id"], sealed)
-                return issued.body
-        known = await store.diagnose_refresh_token(conn, presented_hash, float(settings.refresh_grace_seconds))
-    return await _not_consumed(deps, client, refresh_token, known)
+        row = await store.find_refresh_token(conn, presented_hash, grace)
+        if row is not None and _live(row, client):
+            # Checked again by the consuming statement; failing here consumes nothing.
+            if row["user_status"] != ACTIVE:
+                raise invalid_grant("The user account is disabled")
+            access_scope = narrowed_scope(row["scope"], scope)
+            minted = await mint_pair(
+                deps,
+                family_id=row["family_id"],
+                client_id=client.client_id,
+                user_id=row["user_id"],
+                scope=access_scope,
+                # OIDC 12.2: a refreshed id_token keeps the original auth_time and has no nonce.
+                auth=Authentication(auth_time=row["auth_time"], nonce=None, email=row["email"]),
+            )
+            sealed = seal_response(settings.pepper_bytes, refresh_token, row["id"], minted.body)
+            child = await store.rotate_refresh_token(
+                conn,
+                row["id"],
+                row["family_id"],
+                client.client_id,
+                minted.refresh_hash,
+                float(settings.refresh_token_ttl_seconds),
+                sealed,
+            )
+            if child is not None:
+                return minted.body
+            row = await store.find_refresh_token(conn, presented_hash, grace)  # what changed meanwhile
+            if row is not None and _live(row, client) and row["user_status"] != ACTIVE:
+                raise invalid_grant("The user account is disabled")
+    return await _not_consumed(deps, client, refresh_token, row)
+
+
+def _live(row: Any, client: Client) -> bool:
+    """Could the consuming statement match this token (store.find_refresh_token's row)?"""
+    return (
+        not row["used"]
+        and not row["expired"]
+        and not row["family_revoked"]
+        and row["client_id"] == client.client_id
+        and row["user_id"] is not None
+    )
 
 
 async def _not_consumed(deps: Deps, client: Client, refresh_token: str, known: Any) -> dict[str, Any]:

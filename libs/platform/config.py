@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     access_log: bool = True
 
+    # --- performance, round two (docs/performance.md) ----------------------------------------------
+    # Threads that sign RS256 tokens in the token service, off the event loop: -1 one per core, 0
+    # signs on the event loop.
+    signing_threads: int = Field(-1, ge=-1, le=64)
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

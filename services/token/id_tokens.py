@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from libs.oauth.access_tokens import KEYS
-from libs.oauth.keys import KeyStore, ensure_signing_key, sign_jwt
+from libs.oauth.keys import KeyStore, ensure_signing_key
 from libs.platform.config import Settings
 from libs.platform.web import PG, SETTINGS
 
@@ -85,7 +85,6 @@ def id_token_claims(
 async def mint_id_token(
     keys: KeyStore, settings: Settings, *, sub: str, client_id: str, scope: str, access_token: str, auth: Authentication
 ) -> str:
-    signing = await keys.signing_key()
     claims = id_token_claims(
         settings,
         sub=sub,
@@ -95,7 +94,7 @@ async def mint_id_token(
         auth=auth,
         now=int(time.time()),
     )
-    return sign_jwt(signing, claims, "JWT")
+    return await keys.sign(claims, "JWT")
 
 
 def setup_id_tokens(app: web.Application) -> None:
@@ -109,7 +108,7 @@ def setup_id_tokens(app: web.Application) -> None:
             app[ID_KEYS] = app[KEYS]
         else:
             await ensure_signing_key(app[PG], alg)
-            store = KeyStore(app[PG], alg, verify_window(settings))
+            store = KeyStore(app[PG], alg, verify_window(settings), app[KEYS].signer)
             await store.load()
             await app[KEYS].load()  # publish the new key in the JWKS now, not at the next reload
             app[ID_KEYS] = store

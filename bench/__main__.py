@@ -27,6 +27,7 @@ import secrets
 import shutil
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,12 @@ class Run:
 
 
 # --- seeding -------------------------------------------------------------------------------------
-async def seed(database_url: str, settings: Settings, base: str) -> flows.BenchConfig:
+async def seed(database_url: str, settings: Settings, base: str, families: int = 0) -> flows.BenchConfig:
     """Users (one to log in, many others so tables are not toy-sized), a third-party app
-    (one-click authorize) and an internal service app, made through the account service's code."""
+    (one-click authorize) and an internal service app, made through the account service's code;
+    ``families`` existing grants of the third-party app (one live refresh token each, spread over
+    the other users), so the token tables have an app's worth of rows as in production. Then
+    ANALYZE, as a deployment has statistics (autovacuum)."""
     from libs.platform.security import hash_password
     from services.account.apps import NewApp, create_app
     from services.account.users import create_user
@@ -97,6 +101,22 @@ async def seed(database_url: str, settings: Settings, base: str) -> flows.BenchC
         # What `oauthctl app set-internal --client-id X` does; auto_authorize for one-click login.
         await pool.execute("UPDATE oauth_apps SET internal = true WHERE client_id = $1", internal["client_id"])
         await pool.execute("UPDATE oauth_apps SET auto_authorize = true WHERE client_id = $1", web["client_id"])
+        if families:
+            await pool.execute(
+                """INSERT INTO token_families (id, client_id, user_id, scope)
+                   SELECT gen_random_uuid(), $1, u.id, 'openid profile'
+                   FROM generate_series(1, $2) g
+                   JOIN users u ON u.username = 'bench_' || (1 + g % 10000)""",
+                web["client_id"],
+                families,
+            )
+            await pool.execute(
+                """INSERT INTO refresh_tokens (family_id, token_hash, expires_at)
+                   SELECT id, decode(md5(random()::text) || md5(random()::text), 'hex'), now() + interval '30 days'
+                   FROM token_families WHERE client_id = $1""",
+                web["client_id"],
+            )
+        await analyze(pool)
     finally:
         await pool.close()
     return flows.BenchConfig(
@@ -106,6 +126,20 @@ async def seed(database_url: str, settings: Settings, base: str) -> flows.BenchC
         web=flows.App(web["client_id"], web["client_secret"], REDIRECT_URI),
         internal=flows.App(internal["client_id"], internal["client_secret"], REDIRECT_URI),
     )
+
+
+async def analyze(db: asyncpg.Pool | str) -> None:
+    """Statistics for the planner, as autovacuum keeps them in a deployment (the hot statements'
+    plans do not depend on them; see tests/integration/test_hot_plans.py)."""
+    sql = "ANALYZE users, oauth_apps, grants, authorization_codes, token_families, refresh_tokens"
+    if isinstance(db, str):
+        conn = await asyncpg.connect(db)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+    else:
+        await db.execute(sql)
 
 
 async def clear_redis(redis_url: str) -> None:
@@ -264,6 +298,7 @@ async def ours(run: Run, stack: OurStack, procs: int, peer: PeerBench | None) ->
                     f"p50 authorize {d.get('authorize_p50_ms', 0):.1f} ms + token {d.get('token_p50_ms', 0):.1f} ms; driver is Python (aiohttp)"
                 )
                 run.rows.append(Row(name, procs, r))
+            await analyze(run.env["DATABASE_URL"])  # thousands of new families and codes
 
         # refresh_token: every request rotates (consumes one, stores one); wrk keeps the chains
         if run.want("refresh_token"):
@@ -454,19 +489,9 @@ def machine() -> dict[str, str]:
     }
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    wrk_bin = ensure_wrk()
-    node = None if args.no_peer else ensure_peer()
-    settings = load_settings()
+def stack_env(db_url: str, pepper: str, base: str) -> dict[str, str]:
+    """The environment of our services in the bench: production settings, the bench's own data."""
     env = dict(os.environ)
-    pepper = settings.token_pepper if len(settings.token_pepper) >= 32 else secrets.token_urlsafe(48)
-    say(f"creating the {DB_NAME} database afresh and migrating it ...")
-    db_url = await fresh_database(settings.database_url, DB_NAME)
-    await clear_redis(settings.redis_url)
-    # "gateway_admin" becomes GATEWAY_ADMIN_PORT (OurStack._env): /readyz lives there.
-    ports = {s: free_port() for s in ("gateway", "gateway_admin", "authz", "token", "account")}
-    base = f"http://127.0.0.1:{ports['gateway']}"
     env.update(
         DATABASE_URL=db_url,
         REDIS_PREFIX=REDIS_PREFIX,
@@ -485,9 +510,25 @@ async def main_async(args: argparse.Namespace) -> int:
         GATEWAY_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE="100000000",
         GATEWAY_MAX_CONNECTIONS_PER_IP="0",
     )
+    return env
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    wrk_bin = ensure_wrk()
+    node = None if args.no_peer else ensure_peer()
+    settings = load_settings()
+    pepper = settings.token_pepper if len(settings.token_pepper) >= 32 else secrets.token_urlsafe(48)
+    say(f"creating the {DB_NAME} database afresh and migrating it ...")
+    db_url = await fresh_database(settings.database_url, DB_NAME)
+    await clear_redis(settings.redis_url)
+    # "gateway_admin" becomes GATEWAY_ADMIN_PORT (OurStack._env): /readyz lives there.
+    ports = {s: free_port() for s in ("gateway", "gateway_admin", "authz", "token", "account")}
+    base = f"http://127.0.0.1:{ports['gateway']}"
+    env = stack_env(db_url, pepper, base)
     bench_settings = load_settings(database_url=db_url, token_pepper=pepper, public_base_url=base)
-    say("seeding users and apps ...")
-    cfg = await seed(db_url, bench_settings, base)
+    say(f"seeding users, apps and {args.families:,} grants of the app ...")
+    cfg = await seed(db_url, bench_settings, base, args.families)
     logs = RESULTS / "logs"
     if logs.exists():
         shutil.rmtree(logs)
@@ -603,6 +644,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--procs", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2], help="processes per service, e.g. 1,2"
     )
+    p.add_argument(
+        "--families",
+        type=int,
+        default=100_000,
+        help="existing grants of the benchmarked app seeded before the run (default 100,000)",
+    )
     p.add_argument("--revocations", type=int, default=100, help="revocation samples (default 100)")
     p.add_argument("--no-peer", action="store_true", help="skip the oidc-provider peer")
     p.add_argument("--profile", action="store_true", help="sample the busy services with py-spy during each workload")
@@ -615,8 +662,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_main(prog: str, coro: Coroutine[Any, Any, int]) -> int:
+    """Run a bench entry point on uvloop; its failures as one line on stderr."""
     try:
         import uvloop
 
@@ -624,12 +671,16 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover
         pass
     try:
-        return asyncio.run(main_async(args))
+        return asyncio.run(coro)
     except KeyboardInterrupt:
         return 130
     except (OSError, asyncpg.PostgresError, RuntimeError, flows.FlowError) as exc:
-        print(f"bench: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("bench", main_async(parse_args(argv)))
 
 
 if __name__ == "__main__":

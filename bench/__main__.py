@@ -101,6 +101,15 @@ async def seed(database_url: str, settings: Settings, base: str, families: int =
         # What `oauthctl app set-internal --client-id X` does; auto_authorize for one-click login.
         await pool.execute("UPDATE oauth_apps SET internal = true WHERE client_id = $1", internal["client_id"])
         await pool.execute("UPDATE oauth_apps SET auto_authorize = true WHERE client_id = $1", web["client_id"])
+        # The user already granted the app these scopes (the app is not verified, so one-click does
+        # not apply): authorize reads the consent record and answers with a code, no page. The
+        # peer's flow is the same: a logged-in session with an existing grant.
+        await pool.execute(
+            "INSERT INTO grants (user_id, client_id, scopes) VALUES ($1, $2, $3::text[])",
+            user.id,
+            web["client_id"],
+            flows.BenchConfig.scope.split(),
+        )
         if families:
             await pool.execute(
                 """INSERT INTO token_families (id, client_id, user_id, scope)

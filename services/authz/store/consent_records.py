@@ -1,5 +1,6 @@
 """Consent records: a user's consent to an app, with the scopes consented so far (table ``grants``;
-not to be confused with the token service's grant types)."""
+not to be confused with the token service's grant types). Consent is recorded together with the
+code it allows, by one statement (store/codes.INSERT_CODE_WITH_CONSENT_SQL)."""
 
 from __future__ import annotations
 
@@ -17,20 +18,6 @@ async def covers(db: asyncpg.Pool | asyncpg.Connection, user_id: int, client_id:
         list(scopes),
     )
     return bool(ok)
-
-
-async def upsert(conn: asyncpg.Connection, user_id: int, client_id: str, scopes: Sequence[str]) -> None:
-    """Record consent: the union of the old and new scopes (old ones first), the first time kept."""
-    await conn.execute(
-        """INSERT INTO grants (user_id, client_id, scopes) VALUES ($1, $2, $3::text[])
-           ON CONFLICT (user_id, client_id) DO UPDATE SET
-               scopes = ARRAY(SELECT s FROM unnest(grants.scopes || EXCLUDED.scopes) WITH ORDINALITY AS t(s, i)
-                              GROUP BY s ORDER BY min(i)),
-               last_authorized_at = now()""",
-        user_id,
-        client_id,
-        list(scopes),
-    )
 
 
 class Store:

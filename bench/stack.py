@@ -202,7 +202,8 @@ class OurStack:
 
 @dataclass
 class Peer:
-    """node oidc-provider (bench/peer/server.mjs) on loopback."""
+    """node oidc-provider (bench/peer/server.mjs) on loopback: ``adapter`` "memory" or "redis",
+    ``alg`` RS256 or ES256 for every signature."""
 
     node: str
     port: int
@@ -210,6 +211,13 @@ class Peer:
     client_id: str
     client_secret: str
     logs: Path
+    adapter: str = "memory"
+    alg: str = "RS256"
+    redis_url: str = ""
+    redis_prefix: str = ""
+    web_client_id: str = "bench-web"
+    web_client_secret: str = "bench-web-secret-" + "w" * 24
+    redirect_uri: str = "http://127.0.0.1:9/callback"
     proc: Proc | None = None
 
     @property
@@ -224,10 +232,16 @@ class Peer:
             PEER_WORKERS=str(self.workers),
             PEER_CLIENT_ID=self.client_id,
             PEER_CLIENT_SECRET=self.client_secret,
+            PEER_WEB_CLIENT_ID=self.web_client_id,
+            PEER_WEB_CLIENT_SECRET=self.web_client_secret,
+            PEER_REDIRECT_URI=self.redirect_uri,
+            PEER_ALG=self.alg,
+            PEER_ADAPTER=self.adapter,
+            PEER_REDIS_URL=self.redis_url,
+            PEER_REDIS_PREFIX=self.redis_prefix,
         )
-        self.proc = _spawn(
-            f"peer-{self.workers}", [self.node, "server.mjs"], env, self.logs / f"peer-{self.workers}.log", PEER_DIR
-        )
+        name = f"peer-{self.adapter}-{self.alg}-{self.workers}"
+        self.proc = _spawn(name, [self.node, "server.mjs"], env, self.logs / f"{name}.log", PEER_DIR)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:

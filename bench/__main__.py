@@ -67,6 +67,7 @@ class Run:
     logs: Path
     rows: list[Row] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    stack: OurStack | None = None  # the stack being measured
     profiles: list[Path] = field(default_factory=list)
 
     def want(self, name: str) -> bool:
@@ -181,8 +182,60 @@ def form_body(form: dict[str, str]) -> str:
     return urlencode(form)
 
 
-async def profiled(run: Run, label: str, pids: dict[str, list[int]], coro: Any) -> Any:
-    """Run ``coro`` (a workload) while py-spy samples ``pids`` (when --profile)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def db_counters(run: Run) -> dict[str, int]:
+    """PostgreSQL's counters for the bench database (pg_stat_database) and the outbox's size."""
+    conn = await asyncpg.connect(run.env["DATABASE_URL"])
+    try:
+        row = await conn.fetchrow(
+            """SELECT xact_commit, tup_inserted, tup_updated, tup_deleted,
+                      (SELECT count(*) FROM event_outbox) AS events
+               FROM pg_stat_database WHERE datname = current_database()"""
+        )
+    finally:
+        await conn.close()
+    return {k: int(v) for k, v in dict(row).items()}
+
+
+async def measured_cost(run: Run, label: str, coro: Any, warmup: bool = True) -> Any:
+    """Run ``coro`` (a workload of ours) and record what each request cost: CPU milliseconds per
+    service (all its processes, from /proc: independent of how busy the machine is, unlike
+    throughput), PostgreSQL commits and row writes, and outbox events (run.extra["cost"]). The
+    counts include the 1 s warm-up (``warmup``), so they are then divided by the requests scaled
+    by (warm-up + duration) / duration."""
+    stack = run.stack
+    if stack is None:
+        return await coro
+    pids = {p.name: p.pid for p in stack.procs}
+    before = {n: cpu_seconds(pid) for n, pid in pids.items()}
+    db_before = await db_counters(run)
+    result = await coro
+    await asyncio.sleep(0.6)  # PostgreSQL publishes its counters at most every 0.5 s (idle backends ~1 s)
+    db_after = await db_counters(run)
+    requests = result.requests if isinstance(result, Result) else int(result.get("requests", 0))
+    if requests:
+        n = requests * ((run.wrk.warmup + run.wrk.duration) / run.wrk.duration if warmup else 1.0)
+        cpu: dict[str, float] = {}
+        for name, pid in pids.items():
+            service = name.split("-")[0]
+            cpu[service] = cpu.get(service, 0.0) + (cpu_seconds(pid) - before[name]) * 1000 / n
+        cost = {f"{k} cpu ms": round(v, 3) for k, v in cpu.items()}
+        cost |= {f"pg {k}": round((db_after[k] - db_before[k]) / n, 2) for k in db_after}
+        run.extra.setdefault("cost", {}).setdefault(label, {})[stack.per_service] = cost
+    return result
+
+
+async def profiled(run: Run, label: str, pids: dict[str, list[int]], coro: Any, warmup: bool = True) -> Any:
+    """Run ``coro`` (a workload) while py-spy samples ``pids`` (when --profile); its cost is measured."""
+    coro = measured_cost(run, label, coro, warmup)
     if not run.args.profile:
         return await coro
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -340,6 +393,7 @@ async def ours(run: Run, stack: OurStack, procs: int, peer: PeerBench | None) ->
                 "refresh_token",
                 {"token": stack.pids("token")},
                 wrk.run(token_url, "refresh.lua", env, warmup=False),
+                warmup=False,
             )
             run.rows.append(Row("refresh_token (rotation)", procs, r))
             sample_rss(run, stack, peer, procs)
@@ -663,6 +717,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 if node
                 else {}
             )
+            run.stack = stack
             try:
                 await stack.start()
                 for peer in peers.values():
@@ -792,6 +847,12 @@ def render(run: Run, info: dict[str, str], args: argparse.Namespace, elapsed: fl
         goals += [
             f"  {procs} proc(s): " + ", ".join(f"{k} {v:,.0f}" for k, v in seen.items()) for procs, seen in rss.items()
         ]
+    cost = run.extra.get("cost", {})
+    if cost:
+        goals += ["", "cost per request (flow) of ours, all processes of a service; PostgreSQL per request:"]
+        for label, per in cost.items():
+            for procs, figures in per.items():
+                goals.append(f"  {label} ({procs} proc): " + ", ".join(f"{k} {v:g}" for k, v in figures.items()))
     tail = ["", f"total time {elapsed:.0f} s"]
     prof: list[str] = []
     if run.profiles:

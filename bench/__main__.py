@@ -697,7 +697,14 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         for procs in args.procs:
             say(f"starting our stack with {procs} process(es) per service" + (" and the peer ..." if node else " ..."))
-            stack = OurStack(env, ports, procs, logs, extra_account_port=free_port() if procs == 1 else None)
+            stack = OurStack(
+                env,
+                ports,
+                procs,
+                logs,
+                extra_account_port=free_port() if procs == 1 else None,
+                grow=frozenset(args.grow) if args.grow else None,
+            )
             client = cfg.internal
             peers = (
                 {
@@ -836,6 +843,8 @@ def render(run: Run, info: dict[str, str], args: argparse.Namespace, elapsed: fl
     ]
     if args.profile:
         head.append("PROFILED RUN: py-spy was sampling the services; these figures are not comparable")
+    if args.grow:
+        head.append(f"procs = processes of {', '.join(args.grow)} only; every other service ran 1 process")
     body = table(run.rows)
     goals = ["", *goal_lines(run, args, with_peer)]
     rss = run.extra.get("rss_mib", {})
@@ -882,6 +891,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="existing grants of the benchmarked app seeded before the run (default 100,000)",
     )
     p.add_argument("--revocations", type=int, default=100, help="revocation samples (default 100)")
+    p.add_argument(
+        "--grow",
+        type=lambda s: s.split(","),
+        default=None,
+        help="only these services get --procs processes, the others 1 (e.g. token,account with --procs 1,2,4: the curve)",
+    )
     p.add_argument("--no-peer", action="store_true", help="skip the oidc-provider peer")
     p.add_argument("--profile", action="store_true", help="sample the busy services with py-spy during each workload")
     p.add_argument(

@@ -138,6 +138,11 @@ class OurStack:
     logs: Path
     extra_account_port: int | None = None  # a second account instance on its own port (revocation)
     procs: list[Proc] = field(default_factory=list)
+    grow: frozenset[str] | None = None  # only these services get per_service processes; the others 1
+
+    def count(self, service: str) -> int:
+        """Processes of ``service``: per_service, or 1 for a service not in ``grow``."""
+        return self.per_service if self.grow is None or service in self.grow else 1
 
     @property
     def base(self) -> str:
@@ -156,14 +161,14 @@ class OurStack:
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(self.env)
         env.update({f"{s.upper()}_PORT": str(p) for s, p in self.ports.items()})
-        env["REUSE_PORT"] = "true" if self.per_service > 1 else "false"
+        env["REUSE_PORT"] = "true" if self.per_service > 1 else "false"  # harmless for a single process
         env.update(extra or {})
         return env
 
     async def start(self) -> None:
         try:
             for service in ORDER:
-                for i in range(self.per_service):
+                for i in range(self.count(service)):
                     name = f"{service}-{i + 1}"
                     cmd = [sys.executable, "-m", f"services.{service}"]
                     self.procs.append(_spawn(name, cmd, self._env(), self.logs / f"{name}.log"))
@@ -186,7 +191,7 @@ class OurStack:
         await _stop(old)
         self.procs = [p for p in self.procs if p not in old]
         new = []
-        for i in range(self.per_service):
+        for i in range(self.count(service)):
             name = f"{service}-{i + 1}"
             cmd = [sys.executable, "-m", f"services.{service}"]
             new.append(_spawn(name, cmd, self._env(extra_env), self.logs / f"{name}-restarted.log"))

@@ -100,7 +100,7 @@ def svg_report(rows: list[Row], title: str, goals: list[str]) -> str:
     shared = [r for r in rows if r.ratio() is not None or r.ratio(redis=True) is not None]
     bar_h, width, left = 22, 900, 380
     scale = (
-        (width - left - 60) / max(2.0, *(max(r.ratio() or 0, r.ratio(redis=True) or 0) for r in shared))
+        (width - left - 160) / max(2.0, *(max(r.ratio() or 0, r.ratio(redis=True) or 0) for r in shared))
         if shared
         else 1
     )

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from html import unescape
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 import aiohttp
 import orjson
@@ -33,7 +33,16 @@ class BenchConfig:
     password: str
     web: App  # the third-party app of the authorization_code flow
     internal: App  # the internal app (client_credentials, introspection)
-    scope: str = "profile balance"
+    scope: str = "openid profile balance"  # openid: an id_token too, as the peer signs
+    peer: bool = False  # the peer (oidc-provider's paths and its development login), not ours
+
+    @property
+    def authorize_url(self) -> str:
+        return f"{self.base}/auth" if self.peer else f"{self.base}/api/oauth2/authorize"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base}/token" if self.peer else f"{self.base}/api/oauth2/token"
 
     def to_json(self) -> bytes:
         return orjson.dumps(self, default=lambda o: o.__dict__)
@@ -47,7 +56,8 @@ class BenchConfig:
             password=d["password"],
             web=App(**d["web"]),
             internal=App(**d["internal"]),
-            scope=d.get("scope", "profile balance"),
+            scope=d.get("scope", "openid profile balance"),
+            peer=bool(d.get("peer", False)),
         )
 
 
@@ -65,6 +75,9 @@ def new_session(limit: int = 100) -> aiohttp.ClientSession:
 
 
 async def login(http: aiohttp.ClientSession, cfg: BenchConfig) -> None:
+    if cfg.peer:
+        await peer_login(http, cfg)
+        return
     async with http.get(f"{cfg.base}/login", allow_redirects=False) as r:
         page = await r.text()
         if r.status != 200:
@@ -79,23 +92,61 @@ async def login(http: aiohttp.ClientSession, cfg: BenchConfig) -> None:
 
 
 def authorize_params(cfg: BenchConfig) -> dict[str, str]:
-    return {
+    params = {
         "response_type": "code",
         "client_id": cfg.web.client_id,
         "redirect_uri": cfg.web.redirect_uri,
         "scope": cfg.scope,
         "state": secrets.token_urlsafe(12),
-        "auto_authorize": "true",
     }
+    if not cfg.peer:
+        params["auto_authorize"] = "true"
+    return params
+
+
+FORM_ACTION_RE = re.compile(r'<form[^>]*action="([^"]+)"')
+PROMPT_RE = re.compile(r'name="prompt" value="([a-z]+)"')
+
+
+async def peer_login(http: aiohttp.ClientSession, cfg: BenchConfig) -> None:
+    """The peer's development interactions (devInteractions: any login and password), once: log in
+    and consent; the session cookie and the grant it leaves make later authorize requests answer
+    with a code at once. The first code is exchanged, as a real client would."""
+    url: str = cfg.authorize_url + "?" + urlencode(authorize_params(cfg))
+    for _ in range(12):
+        async with http.get(url, allow_redirects=False) as r:
+            page = await r.text()
+            location = r.headers.get("Location", "")
+        if r.status in (302, 303):
+            if location.startswith(cfg.web.redirect_uri):
+                query = dict(parse_qsl(urlsplit(location).query))
+                if "code" not in query:
+                    raise FlowError(f"peer login ended without a code: {location[:200]}")
+                await exchange(http, cfg, query["code"])
+                return
+            url = urljoin(url, location)
+            continue
+        action, prompt = FORM_ACTION_RE.search(page), PROMPT_RE.search(page)
+        if r.status != 200 or not action or not prompt:
+            raise FlowError(f"peer interaction answered {r.status}: {page[:200]}")
+        form = {"prompt": prompt.group(1)}
+        if form["prompt"] == "login":
+            form |= {"login": cfg.username, "password": cfg.password}
+        async with http.post(urljoin(url, unescape(action.group(1))), data=form, allow_redirects=False) as r:
+            await r.read()
+            if r.status not in (302, 303):
+                raise FlowError(f"peer interaction submit answered {r.status}")
+            url = urljoin(url, r.headers["Location"])
+    raise FlowError("peer login: too many steps")
 
 
 async def authorize(http: aiohttp.ClientSession, cfg: BenchConfig) -> str:
-    """GET /api/oauth2/authorize as the logged-in browser; the code from the redirect."""
+    """GET the authorize endpoint as the logged-in browser; the code from the redirect."""
     params = authorize_params(cfg)
-    async with http.get(f"{cfg.base}/api/oauth2/authorize", params=params, allow_redirects=False) as r:
+    async with http.get(cfg.authorize_url, params=params, allow_redirects=False) as r:
         location = r.headers.get("Location", "")
         await r.read()
-    if r.status != 302 or not location.startswith(cfg.web.redirect_uri):
+    if r.status not in (302, 303) or not location.startswith(cfg.web.redirect_uri):
         raise FlowError(f"authorize answered {r.status} {location[:200]}")
     query = dict(parse_qsl(urlsplit(location).query))
     if "code" not in query or query.get("state") != params["state"]:
@@ -121,7 +172,7 @@ async def exchange(http: aiohttp.ClientSession, cfg: BenchConfig, code: str) -> 
         "client_id": cfg.web.client_id,
         "client_secret": cfg.web.client_secret,
     }
-    status, body = await post_form(http, f"{cfg.base}/api/oauth2/token", form)
+    status, body = await post_form(http, cfg.token_url, form)
     if status != 200 or "access_token" not in body:
         raise FlowError(f"code exchange answered {status}: {body}")
     return body

@@ -138,6 +138,11 @@ class OurStack:
     logs: Path
     extra_account_port: int | None = None  # a second account instance on its own port (revocation)
     procs: list[Proc] = field(default_factory=list)
+    grow: frozenset[str] | None = None  # only these services get per_service processes; the others 1
+
+    def count(self, service: str) -> int:
+        """Processes of ``service``: per_service, or 1 for a service not in ``grow``."""
+        return self.per_service if self.grow is None or service in self.grow else 1
 
     @property
     def base(self) -> str:
@@ -156,14 +161,14 @@ class OurStack:
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(self.env)
         env.update({f"{s.upper()}_PORT": str(p) for s, p in self.ports.items()})
-        env["REUSE_PORT"] = "true" if self.per_service > 1 else "false"
+        env["REUSE_PORT"] = "true" if self.per_service > 1 else "false"  # harmless for a single process
         env.update(extra or {})
         return env
 
     async def start(self) -> None:
         try:
             for service in ORDER:
-                for i in range(self.per_service):
+                for i in range(self.count(service)):
                     name = f"{service}-{i + 1}"
                     cmd = [sys.executable, "-m", f"services.{service}"]
                     self.procs.append(_spawn(name, cmd, self._env(), self.logs / f"{name}.log"))
@@ -186,7 +191,7 @@ class OurStack:
         await _stop(old)
         self.procs = [p for p in self.procs if p not in old]
         new = []
-        for i in range(self.per_service):
+        for i in range(self.count(service)):
             name = f"{service}-{i + 1}"
             cmd = [sys.executable, "-m", f"services.{service}"]
             new.append(_spawn(name, cmd, self._env(extra_env), self.logs / f"{name}-restarted.log"))
@@ -202,7 +207,8 @@ class OurStack:
 
 @dataclass
 class Peer:
-    """node oidc-provider (bench/peer/server.mjs) on loopback."""
+    """node oidc-provider (bench/peer/server.mjs) on loopback: ``adapter`` "memory" or "redis",
+    ``alg`` RS256 or ES256 for every signature."""
 
     node: str
     port: int
@@ -210,6 +216,13 @@ class Peer:
     client_id: str
     client_secret: str
     logs: Path
+    adapter: str = "memory"
+    alg: str = "RS256"
+    redis_url: str = ""
+    redis_prefix: str = ""
+    web_client_id: str = "bench-web"
+    web_client_secret: str = "bench-web-secret-" + "w" * 24
+    redirect_uri: str = "http://127.0.0.1:9/callback"
     proc: Proc | None = None
 
     @property
@@ -224,10 +237,16 @@ class Peer:
             PEER_WORKERS=str(self.workers),
             PEER_CLIENT_ID=self.client_id,
             PEER_CLIENT_SECRET=self.client_secret,
+            PEER_WEB_CLIENT_ID=self.web_client_id,
+            PEER_WEB_CLIENT_SECRET=self.web_client_secret,
+            PEER_REDIRECT_URI=self.redirect_uri,
+            PEER_ALG=self.alg,
+            PEER_ADAPTER=self.adapter,
+            PEER_REDIS_URL=self.redis_url,
+            PEER_REDIS_PREFIX=self.redis_prefix,
         )
-        self.proc = _spawn(
-            f"peer-{self.workers}", [self.node, "server.mjs"], env, self.logs / f"peer-{self.workers}.log", PEER_DIR
-        )
+        name = f"peer-{self.adapter}-{self.alg}-{self.workers}"
+        self.proc = _spawn(name, [self.node, "server.mjs"], env, self.logs / f"{name}.log", PEER_DIR)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:

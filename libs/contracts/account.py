@@ -5,6 +5,7 @@ guards)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import TypeAlias
 
 import asyncpg
@@ -95,51 +96,84 @@ async def login_user(db: DB, identifier: str) -> asyncpg.Record | None:
 
 
 # --- token's refresh tokens joined with their user -----------------------------------------------
-_CONSUME_REFRESH_SQL = """
-UPDATE refresh_tokens rt SET used_at = now()
-FROM token_families f JOIN users u ON u.id = f.user_id
-WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now()
-  AND f.id = rt.family_id AND f.client_id = $2 AND f.revoked_at IS NULL
-RETURNING rt.id, rt.family_id, f.user_id, f.scope, f.auth_time, u.email, u.status AS user_status
-"""
-
-
-async def consume_refresh_token(conn: asyncpg.Connection, refresh_hash: bytes, client_id: str) -> asyncpg.Record | None:
-    """In the caller's transaction: mark a live refresh token of a non-revoked family of
-    ``client_id`` used, with its user's email and status (token: the refresh_token grant)."""
-    return await conn.fetchrow(_CONSUME_REFRESH_SQL, refresh_hash, client_id)
-
-
-_DIAGNOSE_REFRESH_SQL = """
+# These start from the token's unique hash (a MATERIALIZED CTE: at most one row, by the unique
+# index) and only then join its family and user by primary key, so their plan cannot depend on
+# statistics (docs/performance.md, tests/integration/test_hot_plans.py).
+REFRESH_SQL = """
+WITH rt AS MATERIALIZED (
+    SELECT id, family_id, used_at, expires_at, grace_response FROM refresh_tokens WHERE token_hash = $1
+)
 SELECT rt.id, rt.family_id, rt.used_at IS NOT NULL AS used, rt.grace_response,
        rt.expires_at <= now() AS expired,
        rt.used_at > now() - make_interval(secs => $2) AS in_grace,
        EXISTS (SELECT 1 FROM refresh_tokens c
                WHERE c.parent_id = rt.id AND c.used_at IS NULL AND c.expires_at > now()) AS child_live,
-       f.client_id, f.revoked_at IS NOT NULL AS family_revoked, u.status AS user_status
-FROM refresh_tokens rt
+       f.client_id, f.revoked_at IS NOT NULL AS family_revoked, f.user_id, f.scope, f.auth_time,
+       u.email, u.status AS user_status
+FROM rt
 JOIN token_families f ON f.id = rt.family_id
 LEFT JOIN users u ON u.id = f.user_id
-WHERE rt.token_hash = $1
 """
 
 
-async def diagnose_refresh_token(db: DB, refresh_hash: bytes, grace_seconds: float) -> asyncpg.Record | None:
-    """Why a refresh token could not be consumed (grace, reuse, invalid), with its user's status
-    (token: the refresh_token grant)."""
-    return await db.fetchrow(_DIAGNOSE_REFRESH_SQL, refresh_hash, grace_seconds)
+async def find_refresh_token(db: DB, refresh_hash: bytes, grace_seconds: float) -> asyncpg.Record | None:
+    """owner: token (+ account's users). A refresh token by its hash with its family and its user's
+    email and status: what a rotation needs, and why a token could not be consumed (grace, reuse,
+    invalid; the child check uses refresh_tokens_parent). Token: the refresh_token grant."""
+    return await db.fetchrow(REFRESH_SQL, refresh_hash, grace_seconds)
+
+
+# ONE statement consumes a live refresh token (by the id and family find_refresh_token gave:
+# primary keys only, so the plan cannot drive from the app's families) of a non-revoked family of
+# the client with an active user (status 1), stores on it the sealed response, and inserts its
+# child; it returns the child's id, or nothing when the token could not be consumed (a concurrent
+# refresh won, or it was revoked meanwhile) and then nothing was written.
+ROTATE_REFRESH_SQL = """
+WITH consumed AS (
+    UPDATE refresh_tokens rt SET used_at = now(), grace_response = $5
+    WHERE rt.id = $1 AND rt.family_id = $6 AND rt.used_at IS NULL AND rt.expires_at > now()
+      AND EXISTS (SELECT 1 FROM token_families f JOIN users u ON u.id = f.user_id
+                  WHERE f.id = $6 AND f.client_id = $2 AND f.revoked_at IS NULL AND u.status = 1)
+    RETURNING rt.id, rt.family_id
+)
+INSERT INTO refresh_tokens (family_id, token_hash, parent_id, expires_at)
+SELECT family_id, $3, id, now() + make_interval(secs => $4) FROM consumed
+RETURNING id
+"""
+
+
+async def rotate_refresh_token(
+    db: DB,
+    refresh_id: int,
+    family_id: uuid.UUID,
+    client_id: str,
+    child_hash: bytes,
+    ttl_seconds: float,
+    sealed: bytes,
+) -> int | None:
+    """owner: token (+ account's users). Consume a live refresh token of an active user (RFC 9700
+    4.14.2 rotation), keep ``sealed`` on it for the grace window and insert its child, in one
+    statement; the child's id, or None when nothing was consumed (token: the refresh_token grant)."""
+    child_id = await db.fetchval(ROTATE_REFRESH_SQL, refresh_id, client_id, child_hash, ttl_seconds, sealed, family_id)
+    return None if child_id is None else int(child_id)
+
+
+LIVE_REFRESH_SQL = """
+WITH rt AS MATERIALIZED (
+    SELECT family_id, created_at, expires_at FROM refresh_tokens
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+)
+SELECT rt.created_at, rt.expires_at, f.client_id, f.user_id, f.scope, u.username, u.status
+FROM rt
+JOIN token_families f ON f.id = rt.family_id
+JOIN users u ON u.id = f.user_id
+WHERE f.revoked_at IS NULL
+"""
 
 
 async def live_refresh_token(db: DB, refresh_hash: bytes) -> asyncpg.Record | None:
     """A live refresh token with its family and its user's name and status (token: introspection)."""
-    return await db.fetchrow(
-        """SELECT rt.created_at, rt.expires_at, f.client_id, f.user_id, f.scope, u.username, u.status
-           FROM refresh_tokens rt
-           JOIN token_families f ON f.id = rt.family_id
-           JOIN users u ON u.id = f.user_id
-           WHERE rt.token_hash = $1 AND rt.used_at IS NULL AND rt.expires_at > now() AND f.revoked_at IS NULL""",
-        refresh_hash,
-    )
+    return await db.fetchrow(LIVE_REFRESH_SQL, refresh_hash)
 
 
 # --- spending (docs/spending.md): authz shows the user what an app spent ----------------------

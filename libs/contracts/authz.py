@@ -1,5 +1,5 @@
 """Contracts on the authz service's tables (``authorization_codes``, ``grants`` = consent
-records; docs/contracts.md): the token service consumes a code, revocations expire codes, and the
+records; docs/contracts.md): the token service looks a code up and consumes it, revocations expire codes, and the
 account service deletes consent records of a deleted app or a disabled user."""
 
 from __future__ import annotations
@@ -13,33 +13,56 @@ DB: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
 # --- authorization_codes -------------------------------------------------------------------------
-_CONSUME_CODE_SQL = """
-UPDATE authorization_codes c SET used_at = now(), family_id = $3
-FROM users u
-WHERE c.code_hash = $1 AND c.client_id = $2 AND c.used_at IS NULL AND c.expires_at > now()
-  AND u.id = c.user_id
-RETURNING c.user_id, c.redirect_uri, c.scope, c.code_challenge, c.code_challenge_method, c.auth_time,
-          c.nonce, u.email, u.status AS user_status
+# An authorization code by its hash (the primary key) with its user: what the exchange checks
+# before consuming it (bindings, user status), and why a code could not be consumed (unknown,
+# another client's, used, expired).
+CODE_SQL = """
+SELECT c.client_id, c.user_id, c.redirect_uri, c.scope, c.code_challenge, c.code_challenge_method, c.auth_time,
+       c.nonce, c.used_at, c.family_id, c.expires_at <= now() AS expired, u.email, u.status AS user_status
+FROM authorization_codes c
+LEFT JOIN users u ON u.id = c.user_id
+WHERE c.code_hash = $1
 """
 
 
-async def consume_code(
-    conn: asyncpg.Connection, code_hash: bytes, client_id: str, family_id: uuid.UUID
-) -> asyncpg.Record | None:
-    """In the caller's transaction: take a live code of ``client_id`` once (one atomic UPDATE, RFC
-    6749 4.1.2 single use), record the family it starts, and return it with its user's email and
-    status (token: the authorization_code grant)."""
-    return await conn.fetchrow(_CONSUME_CODE_SQL, code_hash, client_id, family_id)
+async def find_code(db: DB, code_hash: bytes) -> asyncpg.Record | None:
+    """owner: authz (+ account's users). A code with its bindings, state and user's email and
+    status, or None if unknown (token: the authorization_code grant, before the exchange and to
+    say why it failed; a used code's ``family_id`` is revoked on replay)."""
+    return await db.fetchrow(CODE_SQL, code_hash)
 
 
-async def diagnose_code(db: DB, code_hash: bytes) -> asyncpg.Record | None:
-    """Why a code could not be consumed: its client, used_at, family_id, expired (token: replay
-    detection)."""
-    return await db.fetchrow(
-        """SELECT client_id, used_at, family_id, expires_at <= now() AS expired
-           FROM authorization_codes WHERE code_hash = $1""",
-        code_hash,
-    )
+# ONE statement consumes a live code bound to its client (of a user still active: status 1),
+# creates the token family linked to it and stores the family's first refresh token; it returns the
+# refresh token's id, or nothing when the code could not be consumed (used concurrently, expired,
+# revoked, the user disabled) and then nothing was written. The foreign keys between the three rows
+# are checked at the end of the statement (docs/performance.md "One statement per grant").
+EXCHANGE_CODE_SQL = """
+WITH code AS (
+    UPDATE authorization_codes c SET used_at = now(), family_id = $3
+    WHERE c.code_hash = $1 AND c.client_id = $2 AND c.used_at IS NULL AND c.expires_at > now()
+      AND EXISTS (SELECT 1 FROM users u WHERE u.id = c.user_id AND u.status = 1)
+    RETURNING c.user_id, c.scope, c.auth_time
+), family AS (
+    INSERT INTO token_families (id, client_id, user_id, scope, auth_time)
+    SELECT $3, $2, user_id, scope, auth_time FROM code
+    RETURNING id
+)
+INSERT INTO refresh_tokens (family_id, token_hash, expires_at)
+SELECT id, $4, now() + make_interval(secs => $5) FROM family
+RETURNING id
+"""
+
+
+async def exchange_code(
+    db: DB, code_hash: bytes, client_id: str, family_id: uuid.UUID, refresh_hash: bytes, ttl_seconds: float
+) -> int | None:
+    """owner: authz (+ account's users, token's token_families and refresh_tokens). Take a live
+    code of ``client_id`` once (RFC 6749 4.1.2 single use), start the family ``family_id`` from it
+    and store its first refresh token (``refresh_hash``), in one statement; the refresh token's
+    id, or None when nothing was consumed (token: the authorization_code grant)."""
+    refresh_id = await db.fetchval(EXCHANGE_CODE_SQL, code_hash, client_id, family_id, refresh_hash, ttl_seconds)
+    return None if refresh_id is None else int(refresh_id)
 
 
 async def expire_codes(conn: asyncpg.Connection, *, user_id: int | None, client_id: str | None) -> None:

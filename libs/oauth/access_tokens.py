@@ -11,8 +11,10 @@ one access-token lifetime); the token service writes it in the same request that
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,7 +31,7 @@ from libs.platform.params import is_kid
 from libs.platform.redis import key
 from libs.platform.web import PG, REDIS, SETTINGS
 
-from .keys import KeyStore, KeyTable, sign_jwt
+from .keys import KeyStore, KeyTable, signing_pool
 
 
 class RevocationCheck(Protocol):
@@ -83,7 +85,6 @@ async def mint(
     ttl: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    signing = await keys.signing_key()
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": settings.issuer,
@@ -100,7 +101,7 @@ async def mint(
         claims["fam"] = family
     if extra:
         claims.update(extra)
-    token = sign_jwt(signing, claims, "at+jwt")
+    token = await keys.sign(claims, "at+jwt")
     return token, claims
 
 
@@ -129,20 +130,54 @@ async def mark_revoked(
         await pipe.execute()
 
 
+LEEWAY_SECONDS = 5
+
+
 class AccessTokenVerifier:
+    """Verifies access tokens (signature, claims) and asks the revocation check on EVERY call.
+
+    Verified tokens are remembered in a bounded in-process map keyed by the SHA-256 of the token
+    (``verified_max`` entries, oldest out; off with ``CACHE_TTL_SECONDS=0``), so a token presented
+    again costs a hash and a dictionary lookup instead of a signature check and pyjwt's decoding
+    (docs/performance.md). What is remembered never changes: a token's signature and claims. What
+    can change is checked again on every hit: expiry, that its key is still known (a key deleted
+    after its retirement stops verifying its tokens at once), and revocation, through the same
+    event-fed, lease-guarded RevocationCache (or Redis) as a token seen for the first time. A
+    revoked token is therefore refused at once, cached or not."""
+
     def __init__(
         self,
         keys: KeyStore,
         redis: aioredis.Redis,
         settings: Settings,
         revocations: RevocationCheck | None = None,
+        verified_max: int = 20_000,
     ) -> None:
         self.keys = keys
         self.redis = redis
         self.settings = settings
         self.revocations = revocations  # None: Redis on every call
+        self.verified_max = verified_max if settings.cache_ttl_seconds > 0 else 0
+        self._verified: OrderedDict[bytes, tuple[str, AccessToken]] = OrderedDict()  # sha256 -> (kid, token)
 
     async def verify(self, token: str) -> AccessToken:
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest() if self.verified_max else b""
+        remembered = self._verified.get(digest) if digest else None
+        if remembered is not None:
+            kid, at = remembered
+            if at.exp + LEEWAY_SECONDS > time.time() and self.keys.knows(kid):
+                if await self._revoked(at.jti, at.family):
+                    raise InvalidToken("The access token was revoked")
+                return at
+            self._verified.pop(digest, None)  # expired or its key gone: the full check says why
+        at, kid = await self._verify_fully(token)
+        if digest:
+            if len(self._verified) >= self.verified_max:
+                self._verified.popitem(last=False)
+            self._verified[digest] = (kid, at)
+        return at
+
+    async def _verify_fully(self, token: str) -> tuple[AccessToken, str]:
         header = unverified_header(token)
         kid = header.get("kid")
         # The kid is checked before it is looked up (libs/platform/params.py): a NUL or other
@@ -162,7 +197,7 @@ class AccessTokenVerifier:
                 audience=self.settings.resource_audience,
                 issuer=self.settings.issuer,
                 options={"require": ["exp", "iat", "sub", "jti", "client_id", "iss", "aud"]},
-                leeway=5,
+                leeway=LEEWAY_SECONDS,
             )
         except jwt.ExpiredSignatureError:
             raise InvalidToken("The access token expired") from None
@@ -172,7 +207,7 @@ class AccessTokenVerifier:
         if await self._revoked(str(claims["jti"]), family):
             raise InvalidToken("The access token was revoked")
         sub = str(claims["sub"])
-        return AccessToken(
+        at = AccessToken(
             sub=sub,
             user_id=int(sub) if sub.isdigit() else None,
             client_id=str(claims["client_id"]),
@@ -183,6 +218,7 @@ class AccessTokenVerifier:
             iat=int(claims["iat"]),
             claims=claims,
         )
+        return at, kid
 
     async def _revoked(self, jti: str, family: str | None) -> bool:
         if self.revocations is not None:
@@ -226,21 +262,27 @@ def setup_tokens(
     """Give ``app`` a KeyStore over ``keys`` (``libs/contracts/token.SIGNING_KEYS``) as ``app[KEYS]``
     and an AccessTokenVerifier (``app[VERIFIER]``, checking ``revocations`` when given, else Redis)
     once its Postgres and Redis are up; ``then`` runs right after, with the loaded KeyStore (e.g.
-    the token service's ID-token keys)."""
+    the token service's ID-token keys). The service that signs (``create_first_key``) gets the
+    signing thread pool (SIGNING_THREADS, docs/performance.md)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
+        signer = None
         if create_first_key:
             await keys.ensure(app[PG], settings.jwt_algorithm)
-        store = KeyStore(
-            app[PG], settings.jwt_algorithm, timedelta(seconds=settings.access_token_ttl_seconds + 300), keys
-        )
+            signer = signing_pool(settings.signing_threads)
+        ttl = timedelta(seconds=settings.access_token_ttl_seconds + 300)
+        store = KeyStore(app[PG], settings.jwt_algorithm, ttl, keys, signer)
         await store.load()
         app[KEYS] = store
         app[VERIFIER] = AccessTokenVerifier(store, app[REDIS], settings, revocations)
-        if then is not None:
-            await then(app, store)
-        yield
+        try:
+            if then is not None:
+                await then(app, store)
+            yield
+        finally:
+            if signer is not None:
+                signer.shutdown(wait=False, cancel_futures=True)
 
     app.cleanup_ctx.append(ctx)
 

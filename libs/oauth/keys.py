@@ -15,9 +15,11 @@ import base64
 import functools
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -107,16 +109,49 @@ def sign_jwt(key: SigningKey, claims: dict[str, Any], typ: str) -> str:
     return (signing_input + b"." + _b64(signature).encode()).decode()
 
 
+def signing_threads(setting: int) -> int:
+    """Threads of the signing pool for ``SIGNING_THREADS`` (-1: one per core this process may use)."""
+    if setting >= 0:
+        return setting
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def signing_pool(setting: int) -> ThreadPoolExecutor | None:
+    """The small thread pool RS256 signatures run in (docs/performance.md "Signing off the event
+    loop"): pyca/cryptography releases the GIL while it signs, so with it one process signs on every
+    core while the event loop goes on parsing and answering. None (``SIGNING_THREADS=0``): sign on
+    the event loop."""
+    threads = signing_threads(setting)
+    return ThreadPoolExecutor(threads, thread_name_prefix="jws-sign") if threads > 0 else None
+
+
+# Signatures too cheap to hand to a thread: ES256 signs in about 0.05 ms, about what the hand-off
+# to a thread and back costs; HS256 is a hash.
+INLINE_ALGORITHMS = frozenset({"HS256", "ES256"})
+
+
 class KeyStore:
-    """In-process cache of the signing keys, reloaded periodically and on an unknown ``kid``."""
+    """In-process cache of the signing keys, reloaded periodically and on an unknown ``kid``.
+    ``signer``: the thread pool that signs (signing_pool), or None to sign on the event loop."""
 
     RELOAD_SECONDS = 30.0
     UNKNOWN_KID_TTL = 5.0  # how long a kid that is not in the database stays "unknown"
     UNKNOWN_KID_LOOKUPS_PER_SECOND = 20  # bounds the database work random kids can cause
 
-    def __init__(self, pool: asyncpg.Pool, alg: str, retire_grace: timedelta, table: KeyTable) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        alg: str,
+        retire_grace: timedelta,
+        table: KeyTable,
+        signer: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.pool = pool
         self.table = table
+        self.signer = signer
         self.alg = alg
         self.retire_grace = retire_grace  # how long a retired key keeps verifying
         self._keys: dict[str, SigningKey] = {}
@@ -145,11 +180,15 @@ class KeyStore:
     async def _fresh(self) -> None:
         if not self._loaded_at:  # never loaded: nothing to serve yet
             await self.load()
-        elif time.monotonic() - self._loaded_at > self.RELOAD_SECONDS and self._reload_task is None:
+        else:
+            self._reload_if_stale()
+
+    def _reload_if_stale(self) -> None:
+        if time.monotonic() - self._loaded_at > self.RELOAD_SECONDS and self._reload_task is None:
             # Stale: reload in the background and serve the cached keys meanwhile. Waiting here
-            # can deadlock the pool: callers mint inside transactions (issue_pair), and when every
-            # pooled connection is held by one of them, this reload would wait for a free
-            # connection forever while they wait for it (found by `make bench`; docs/performance.md).
+            # could deadlock the pool: when every pooled connection is held by a caller that
+            # waits for a key, this reload would wait for a free connection forever while they
+            # wait for it (found by `make bench`; docs/performance.md).
             self._reload_task = asyncio.create_task(self._reload())
 
     async def _reload(self) -> None:
@@ -180,6 +219,19 @@ class KeyStore:
         if not candidates:
             raise RuntimeError(f"no active {self.alg} signing key; run 'oauthctl keys add --alg {self.alg}'")
         return max(candidates, key=lambda k: k.activates_at)
+
+    async def sign(self, claims: dict[str, Any], typ: str) -> str:
+        """``claims`` signed with the current signing key (sign_jwt), in the signer pool if any."""
+        key = await self.signing_key()
+        if self.signer is None or key.alg in INLINE_ALGORITHMS:
+            return sign_jwt(key, claims, typ)
+        return await asyncio.get_running_loop().run_in_executor(self.signer, sign_jwt, key, claims, typ)
+
+    def knows(self, kid: str) -> bool:
+        """Is ``kid`` among the loaded keys (signing or still verifying)? No I/O; a stale set of
+        keys is reloaded in the background, as for verification_key."""
+        self._reload_if_stale()
+        return kid in self._keys
 
     async def verification_key(self, kid: str) -> SigningKey | None:
         if not is_kid(kid):  # never looked up: the caller should have checked it (params.is_kid)

@@ -166,6 +166,11 @@ class Settings(BaseSettings):
     device_max_failures_per_ip: int = Field(20, ge=1)  # wrong user codes per client IP per window
     device_failure_window_seconds: int = Field(900, ge=60)
 
+    # --- performance, round two (docs/performance.md) ----------------------------------------------
+    # Threads that sign RS256 tokens in the token service, off the event loop: -1 one per core, 0
+    # signs on the event loop.
+    signing_threads: int = Field(-1, ge=-1, le=64)
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

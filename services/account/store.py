@@ -82,16 +82,18 @@ async def set_balance(conn: Conn, user_id: int, quota: int, used_quota: int) -> 
     await conn.execute("UPDATE users SET quota = $2, used_quota = $3 WHERE id = $1", user_id, quota, used_quota)
 
 
-async def insert_numbered_users(conn: Conn, prefix: str, count: int, password_hash: str) -> None:
+async def insert_numbered_users(conn: Conn, prefix: str, count: int, password_hash: str) -> list[int]:
     """``count`` users named ``<prefix><n>`` (``<prefix><n>@example.com``), all with one password
-    hash: filler rows so tables are not toy-sized (``bench``)."""
-    await conn.execute(
+    hash: filler rows so tables are not toy-sized (``bench``); their ids."""
+    rows = await conn.fetch(
         """INSERT INTO users (username, email, password_hash)
-           SELECT $1 || g, $1 || g || '@example.com', $3 FROM generate_series(1, $2::int) g""",
+           SELECT $1 || g, $1 || g || '@example.com', $3 FROM generate_series(1, $2::int) g
+           RETURNING id""",
         prefix,
         count,
         password_hash,
     )
+    return [int(r["id"]) for r in rows]
 
 
 async def user_balance_row(conn: Conn, user_id: int) -> asyncpg.Record | None:

@@ -16,7 +16,7 @@ from libs.platform.security import token_hash
 from .authrequest import AuthRequest
 from .spend_limits import record_limit
 from .store import consent_records
-from .store.codes import CodeRow, insert_code
+from .store.codes import CodeRow, insert_code, insert_code_with_consent
 
 
 async def issue_code(
@@ -29,23 +29,26 @@ async def issue_code(
     spend: tuple[int, str] | None = None,
 ) -> str:
     """Record the consent (with the spending limit the user chose, if any: docs/spending.md) and
-    store a new code, in one transaction; return the code (shown once)."""
+    store a new code; return the code (shown once). Without a limit, one statement does both (one
+    round trip, docs/performance.md); with one, a transaction of three."""
     code = secrets.token_urlsafe(32)
+    row = CodeRow(
+        code_hash=token_hash(settings.pepper_bytes, code),
+        client_id=req.client_id,
+        user_id=user_id,
+        redirect_uri=req.redirect_uri,
+        scope=req.scope,
+        code_challenge=req.code_challenge,
+        code_challenge_method=req.code_challenge_method,
+        nonce=req.nonce,
+        auth_time=datetime.fromtimestamp(auth_time, UTC),
+        ttl_seconds=settings.auth_code_ttl_seconds,
+    )
+    if spend is None:
+        await insert_code_with_consent(pool, row, list(req.scopes))
+        return code
     async with pool.acquire() as conn, conn.transaction():
         await consent_records.upsert(conn, user_id, req.client_id, req.scopes)
-        if spend is not None:
-            await record_limit(conn, user_id, req.client_id, *spend)
-        row = CodeRow(
-            code_hash=token_hash(settings.pepper_bytes, code),
-            client_id=req.client_id,
-            user_id=user_id,
-            redirect_uri=req.redirect_uri,
-            scope=req.scope,
-            code_challenge=req.code_challenge,
-            code_challenge_method=req.code_challenge_method,
-            nonce=req.nonce,
-            auth_time=datetime.fromtimestamp(auth_time, UTC),
-            ttl_seconds=settings.auth_code_ttl_seconds,
-        )
+        await record_limit(conn, user_id, req.client_id, *spend)
         await insert_code(conn, row)
     return code

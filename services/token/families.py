@@ -5,7 +5,9 @@ access tokens (``revoked:fam:<id>`` in Redis, checked by every ``AccessTokenVeri
 tokens carry the family in ``fam``), and tells every instance with a ``token.revoked`` event written
 through the outbox in the same transaction. One family is revoked here (``revoke_family``: code
 replay, refresh-token reuse, RFC 7009); authz and account revoke a user's or an app's families in
-their own transaction through ``libs/contracts/token.revoke_families``.
+their own transaction through ``libs/contracts/token.revoke_families``. A code's family is created
+by the statement that consumes the code (``libs/contracts/authz.exchange_code``); a device code's
+by ``create_family`` (issuance.start_family).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from libs.contracts.token import SIGNING_KEYS
-from libs.oauth.keys import KeyStore, sign_jwt
+from libs.oauth.keys import KeyStore
 from libs.platform.config import Settings
 from libs.platform.web import PG, SETTINGS
 
@@ -84,7 +84,6 @@ def id_token_claims(
 async def mint_id_token(
     keys: KeyStore, settings: Settings, *, sub: str, client_id: str, scope: str, access_token: str, auth: Authentication
 ) -> str:
-    signing = await keys.signing_key()
     claims = id_token_claims(
         settings,
         sub=sub,
@@ -94,7 +93,7 @@ async def mint_id_token(
         auth=auth,
         now=int(time.time()),
     )
-    return sign_jwt(signing, claims, "JWT")
+    return await keys.sign(claims, "JWT")
 
 
 async def load_id_keys(app: web.Application, access_keys: KeyStore) -> None:
@@ -106,7 +105,7 @@ async def load_id_keys(app: web.Application, access_keys: KeyStore) -> None:
         app[ID_KEYS] = access_keys
         return
     await SIGNING_KEYS.ensure(app[PG], alg)
-    store = KeyStore(app[PG], alg, verify_window(settings), SIGNING_KEYS)
+    store = KeyStore(app[PG], alg, verify_window(settings), SIGNING_KEYS, access_keys.signer)
     await store.load()
     await access_keys.load()  # publish the new key in the JWKS now, not at the next reload
     app[ID_KEYS] = store

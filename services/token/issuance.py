@@ -1,6 +1,12 @@
-"""Issuing a token pair inside the caller's transaction: one new refresh token row and one access
-token (RFC 6749 5.1 response). Shared by the authorization_code, device_code and refresh_token
-grants; ``start_family`` opens the family a code or device code starts."""
+"""Minting a token pair (RFC 6749 5.1 response): a new refresh token, known to the database only as
+its keyed hash, and an access token (and an id_token). Shared by the authorization_code,
+refresh_token and device_code grants. The code and refresh grants mint BEFORE the one statement
+that consumes the code or the old token and stores the new refresh token's hash
+(libs/contracts/authz.exchange_code, libs/contracts/account.rotate_refresh_token): no transaction
+is held open while signing, and a pair whose statement matched nothing is dropped unseen
+(docs/performance.md). ``start_family`` stores a minted pair as a new family in the caller's
+transaction (the device code grant, which holds its code's row lock while it decides).
+"""
 
 from __future__ import annotations
 
@@ -34,33 +40,24 @@ class Deps:
 
 
 @dataclass(frozen=True)
-class Issued:
+class Minted:
     body: dict[str, Any]  # the RFC 6749 5.1 response
-    refresh_id: int
+    refresh_hash: bytes  # what the database stores of body["refresh_token"]
 
 
-async def issue_pair(
-    conn: asyncpg.Connection,
+async def mint_pair(
     deps: Deps,
     *,
     family_id: uuid.UUID,
     client_id: str,
     user_id: int,
     scope: str,
-    parent_id: int | None = None,
     auth: Authentication | None = None,
-) -> Issued:
-    """A new refresh token (stored only as its keyed hash) and an access token for ``scope``;
-    with ``auth`` and ``openid`` in ``scope``, an id_token too (OIDC Core 3.1.3.3, 12.2)."""
+) -> Minted:
+    """A new refresh token and an access token for ``scope``; with ``auth`` and ``openid`` in
+    ``scope``, an id_token too (OIDC Core 3.1.3.3, 12.2). Nothing is stored here."""
     settings = deps.settings
     refresh = new_token(REFRESH_PREFIX)
-    refresh_id = await store.insert_refresh_token(
-        conn,
-        family_id,
-        token_hash(settings.pepper_bytes, refresh),
-        parent_id,
-        float(settings.refresh_token_ttl_seconds),
-    )
     access, _claims = await mint(
         deps.keys, settings, sub=str(user_id), client_id=client_id, scope=scope, family=str(family_id)
     )
@@ -75,7 +72,7 @@ async def issue_pair(
         body["id_token"] = await mint_id_token(
             deps.id_keys, settings, sub=str(user_id), client_id=client_id, scope=scope, access_token=access, auth=auth
         )
-    return Issued(body, refresh_id)
+    return Minted(body, token_hash(settings.pepper_bytes, refresh))
 
 
 async def start_family(
@@ -88,10 +85,10 @@ async def start_family(
     scope: str,
     auth: Authentication,
 ) -> dict[str, Any]:
-    """A new token family (from an authorization code or a device code) and its first pair, in the
-    caller's transaction; the RFC 6749 5.1 body."""
+    """A new token family (from a device code) and its first pair, in the caller's transaction; the
+    RFC 6749 5.1 body."""
+    minted = await mint_pair(deps, family_id=family_id, client_id=client_id, user_id=user_id, scope=scope, auth=auth)
     await create_family(conn, family_id, client_id=client_id, user_id=user_id, scope=scope, auth_time=auth.auth_time)
-    issued = await issue_pair(
-        conn, deps, family_id=family_id, client_id=client_id, user_id=user_id, scope=scope, auth=auth
-    )
-    return issued.body
+    ttl = float(deps.settings.refresh_token_ttl_seconds)
+    await store.insert_refresh_token(conn, family_id, minted.refresh_hash, None, ttl)
+    return minted.body

@@ -55,17 +55,21 @@ async def insert_refresh_token(
     return int(refresh_id)
 
 
-async def store_grace_response(conn: asyncpg.Connection, refresh_id: int, sealed: bytes) -> None:
-    await conn.execute("UPDATE refresh_tokens SET grace_response = $2 WHERE id = $1", refresh_id, sealed)
+# The hot statements look a token up by its unique hash FIRST (a MATERIALIZED CTE: at most one row,
+# by the unique index) and only then join its family (and user) by primary key. Their plan cannot
+# depend on statistics: left to itself, the planner once drove from token_families by client_id on
+# freshly filled tables and probed refresh_tokens once per family of the app (docs/performance.md;
+# tests/integration/test_hot_plans.py checks the plans at 100,000 families of one app). The ones
+# that join another owner's table are in libs/contracts/authz.py and libs/contracts/account.py.
+REFRESH_OWNER_SQL = """
+WITH rt AS MATERIALIZED (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)
+SELECT rt.family_id, f.client_id FROM rt JOIN token_families f ON f.id = rt.family_id
+"""
 
 
 async def find_refresh_owner(db: DB, refresh_hash: bytes) -> asyncpg.Record | None:
     """family_id and client_id of a refresh token (revocation, RFC 7009)."""
-    return await db.fetchrow(
-        """SELECT rt.family_id, f.client_id FROM refresh_tokens rt JOIN token_families f ON f.id = rt.family_id
-           WHERE rt.token_hash = $1""",
-        refresh_hash,
-    )
+    return await db.fetchrow(REFRESH_OWNER_SQL, refresh_hash)
 
 
 async def revoke_family_row(conn: asyncpg.Connection, family_id: uuid.UUID, reason: str) -> asyncpg.Record | None:
@@ -91,6 +95,31 @@ async def expire_family_refresh_tokens(conn: asyncpg.Connection, family_id: uuid
 async def family_is_live(db: DB, family_id: uuid.UUID) -> bool:
     """False if the family is revoked or gone (with its user)."""
     return bool(await db.fetchval("SELECT revoked_at IS NULL AS live FROM token_families WHERE id = $1", family_id))
+
+
+async def seed_families(
+    conn: asyncpg.Connection, client_id: str, user_ids: list[int], count: int, scope: str, ttl_seconds: float
+) -> None:
+    """``count`` existing grants of ``client_id`` spread over ``user_ids``, one live refresh token
+    each (random hashes nobody holds): an app's worth of rows, as in production (``bench``, in the
+    caller's transaction)."""
+    await conn.execute(
+        """INSERT INTO token_families (id, client_id, user_id, scope)
+           SELECT gen_random_uuid(), $1, ($2::bigint[])[1 + g % cardinality($2::bigint[])], $4
+           FROM generate_series(1, $3::int) g""",
+        client_id,
+        user_ids,
+        count,
+        scope,
+    )
+    await conn.execute(
+        """INSERT INTO refresh_tokens (family_id, token_hash, expires_at)
+           SELECT f.id, decode(md5(random()::text) || md5(random()::text), 'hex'), now() + make_interval(secs => $2)
+           FROM token_families f
+           WHERE f.client_id = $1 AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family_id = f.id)""",
+        client_id,
+        ttl_seconds,
+    )
 
 
 # --- signing_keys (owned by token; key_admin.py, behind ``oauthctl keys``) ----------------------

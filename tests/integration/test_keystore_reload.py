@@ -1,6 +1,7 @@
-"""KeyStore's periodic reload never waits for a pooled connection on the request path: callers mint
-access tokens inside transactions (issue_pair), so with every connection of the pool held that way a
-synchronous reload deadlocked the token service for good (found by `make bench`)."""
+"""KeyStore's periodic reload never waits for a pooled connection on the request path: callers used
+to mint access tokens inside transactions, and still mint while holding a pooled connection (the
+grants in services/token/grants), so with every connection of the pool held that way a synchronous
+reload deadlocked the token service for good (found by `make bench`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Consent records: a user's consent to an app, with the scopes consented so far (table ``grants``;
-not to be confused with the token service's grant types)."""
+not to be confused with the token service's grant types). Consent is recorded together with the
+code it allows, by one statement (store/codes.INSERT_CODE_WITH_CONSENT_SQL) when no spending
+limit is chosen; ``upsert`` records it alone (the device flow, a limit chosen, seeding)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,17 @@
 """``grant_type=authorization_code`` (RFC 6749 4.1.3, RFC 7636 4.6, RFC 9700 2.1.1 and 4.5).
 
-The code is consumed by ONE atomic statement (docs/contracts.md) in a transaction that also creates
-the token family, links it to the code, stores the first refresh token and mints the access token:
-two concurrent exchanges of one code cannot both succeed (the second blocks on the row lock, then
-finds it used).
-
-Binding to the client is part of that statement's WHERE clause, so a code presented by another
-client is never consumed (it stays usable by the client it was issued to; RFC 6749 4.1.3 answers
-``invalid_grant`` either way). The other bindings (redirect_uri, PKCE, an active user) are checked
-on the consumed row inside the same transaction; a failure rolls the consumption back, so a request
-that gets them wrong does not burn the code for the legitimate client (a PKCE verifier is 256 bits
-and cannot be guessed by retrying).
+The code is looked up by its hash with its user (``find_code``, libs/contracts/authz.find_code) and
+its bindings are checked: redirect_uri, PKCE, an active user. A request that gets them wrong
+consumes nothing, so it does not burn the code for the legitimate client (a PKCE verifier is 256
+bits and cannot be guessed by retrying). Then the token pair is minted, and ONE atomic statement
+(``exchange_code``, docs/contracts.md) consumes the code (bound to the calling client, unused,
+unexpired, of a user still active), creates the token family linked to it and stores the first
+refresh token: two round trips to PostgreSQL per exchange, no transaction held open while signing
+(docs/performance.md). Two concurrent exchanges of one code cannot both succeed: the second
+statement blocks on the row lock, then finds it used and writes nothing; its minted pair is
+dropped unseen. Binding to the client is part of that statement's WHERE clause, so a code
+presented by another client is never consumed (it stays usable by the client it was issued to;
+RFC 6749 4.1.3 answers ``invalid_grant`` either way).
 
 A code that was already used is a replay (RFC 6749 4.1.2, 10.5): the family issued from it is
 revoked (refresh tokens and access tokens) and the answer is ``invalid_grant``.
@@ -52,7 +53,7 @@ class CodeRequest:
 
 @dataclass(frozen=True)
 class ConsumedCode:
-    """What the authorization request bound to the code, as the consuming statement returned it."""
+    """What the authorization request bound to the code (``find_code``'s row)."""
 
     redirect_uri: str
     code_challenge: str | None
@@ -91,7 +92,7 @@ def verify_pkce(challenge: str | None, method: str | None, verifier: str | None,
 
 def check_bindings(code: ConsumedCode, client: Client, redirect_uri: str, code_verifier: str | None) -> None:
     """RFC 6749 4.1.3 (redirect_uri identical), RFC 7636 4.6 (PKCE), and an active user. The client
-    binding and single use are in the consuming statement (libs/contracts/authz.consume_code)."""
+    binding and single use are in the consuming statement (libs/contracts/authz.exchange_code)."""
     if not same(redirect_uri, code.redirect_uri):
         raise InvalidGrant("redirect_uri is not identical to the one of the authorization request")
     verify_pkce(code.code_challenge, code.code_challenge_method, code_verifier, public_client=client.is_public)
@@ -102,45 +103,41 @@ def check_bindings(code: ConsumedCode, client: Client, redirect_uri: str, code_v
 async def exchange_code(
     deps: Deps, client: Client, *, code: str, redirect_uri: str, code_verifier: str | None
 ) -> dict[str, object]:
-    return await exchange(
-        PgGrantStore(deps),
-        deps.settings.pepper_bytes,
-        client,
-        code=code,
-        redirect_uri=redirect_uri,
-        code_verifier=code_verifier,
-    )
+    async with deps.pool.acquire() as conn:  # one connection for the lookup and the statement
+        return await exchange(
+            PgGrantStore(deps, conn),
+            deps.settings.pepper_bytes,
+            client,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
+        )
 
 
 async def exchange(
     grants: CodeGrantStore, pepper: bytes, client: Client, *, code: str, redirect_uri: str, code_verifier: str | None
 ) -> dict[str, Any]:
-    """Consume the code, check its bindings, start the family and issue the first pair, in one
-    transaction (storage.py); a code that could not be consumed is diagnosed (``_not_consumed``)."""
+    """Look the code up, check its bindings, mint the first pair, then consume the code and store
+    the family in one statement (storage.py); a code that could not be consumed is diagnosed
+    (``_not_consumed``)."""
     code_hash = token_hash(pepper, code)
-    family_id = uuid.uuid4()
-    async with grants.transaction() as tx:
-        row = await tx.consume_code(code_hash, client.client_id, family_id)
-        if row is not None:
-            check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)  # raises: rolled back, not burned
-            await tx.create_family(
-                family_id,
-                client_id=client.client_id,
-                user_id=row["user_id"],
-                scope=row["scope"],
-                auth_time=row["auth_time"],
-            )
-            issued = await tx.issue_pair(
-                NewPair(
-                    family_id,
-                    client.client_id,
-                    row["user_id"],
-                    row["scope"],
-                    auth=Authentication(auth_time=row["auth_time"], nonce=row["nonce"], email=row["email"]),
-                )
-            )
-            return issued.body
-    return await _not_consumed(grants, client, await grants.diagnose_code(code_hash))
+    row = await grants.find_code(code_hash)
+    if row is not None and _consumable(row, client):
+        check_bindings(ConsumedCode.of(row), client, redirect_uri, code_verifier)  # raises: nothing consumed
+        family_id = uuid.uuid4()
+        auth = Authentication(auth_time=row["auth_time"], nonce=row["nonce"], email=row["email"])
+        minted = await grants.mint_pair(NewPair(family_id, client.client_id, row["user_id"], row["scope"], auth))
+        if await grants.exchange_code(code_hash, client.client_id, family_id, minted.refresh_hash) is not None:
+            return minted.body
+        row = await grants.find_code(code_hash)  # used or revoked meanwhile, or its user disabled
+        if row is not None and _consumable(row, client) and row["user_status"] != ACTIVE:
+            raise InvalidGrant("The user account is disabled")
+    return await _not_consumed(grants, client, row)
+
+
+def _consumable(row: Row, client: Client) -> bool:
+    """Could the consuming statement match this code (``find_code``'s row)?"""
+    return bool(row["client_id"] == client.client_id and row["used_at"] is None and not row["expired"])
 
 
 async def _not_consumed(grants: CodeGrantStore, client: Client, known: Row | None) -> NoReturn:

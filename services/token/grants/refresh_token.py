@@ -1,17 +1,21 @@
 """``grant_type=refresh_token`` (RFC 6749 6, RFC 9700 4.14.2): rotation on every use, reuse
 detection, and a short grace window for concurrent refreshes.
 
-The presented token is consumed by ONE atomic statement (joined with a non-revoked family of the
-calling client and an existing user) in a transaction that inserts the child token, mints the
-access token and stores on the consumed row ``grace_response``: the JSON response, encrypted with
-AES-256-GCM under a key derived from the presented token (HMAC-SHA256(pepper, "grace:" + token)),
-so only its holder can read it back and the database alone reveals nothing.
+The presented token is looked up by its hash with its family and user (``find_refresh_token``,
+libs/contracts/account.find_refresh_token). If it is live, the new pair is minted and the response
+sealed for the grace window: AES-256-GCM under a key derived from the presented token
+(HMAC-SHA256(pepper, "grace:" + token)), so only its holder can read it back and the database
+alone reveals nothing. Then ONE atomic statement (``rotate_refresh_token``) consumes the token
+(still unused, of a non-revoked family of the calling client, with an active user), stores the
+sealed response on it and inserts the child: two round trips to PostgreSQL per rotation and no
+transaction held open while signing (docs/performance.md). A pair minted for a statement that
+matched nothing is dropped unseen.
 
-When the statement matches nothing, the token is looked up:
+When the token is not live, or the statement matched nothing (it is then looked up again):
 - used within ``refresh_grace_seconds`` while its child is still unused (i.e. it is the immediate
   predecessor of the family's live token) -> the same response again. Two tabs refreshing at once
-  both succeed with the same pair: the loser's UPDATE waits on the row lock until the winner
-  commits, then sees the row used and reads the winner's grace_response;
+  both succeed with the same pair: the loser's UPDATE waits on the row lock until the winner's
+  statement commits, then sees the row used, and the loser reads the winner's grace_response;
 - used otherwise (outside the window, or an older ancestor) -> reuse: the whole family is revoked;
 - unknown, expired, another client's, or of a revoked family -> ``invalid_grant``.
 
@@ -61,7 +65,7 @@ class RefreshRequest:
 @dataclass(frozen=True)
 class Unconsumed:
     """What is known about a presented refresh token that could not be consumed
-    (libs/contracts/account.diagnose_refresh_token)."""
+    (libs/contracts/account.find_refresh_token)."""
 
     client_id: str
     family_revoked: bool
@@ -140,14 +144,15 @@ def decide_unconsumed(known: Unconsumed | None, client_id: str) -> Literal["grac
 
 async def rotate(deps: Deps, client: Client, *, refresh_token: str, scope: str | None) -> dict[str, Any]:
     settings = deps.settings
-    return await rotate_with(
-        PgGrantStore(deps),
-        settings.pepper_bytes,
-        float(settings.refresh_grace_seconds),
-        client,
-        refresh_token=refresh_token,
-        scope=scope,
-    )
+    async with deps.pool.acquire() as conn:  # one connection for the lookup and the statement
+        return await rotate_with(
+            PgGrantStore(deps, conn),
+            settings.pepper_bytes,
+            float(settings.refresh_grace_seconds),
+            client,
+            refresh_token=refresh_token,
+            scope=scope,
+        )
 
 
 async def rotate_with(
@@ -159,32 +164,40 @@ async def rotate_with(
     refresh_token: str,
     scope: str | None,
 ) -> dict[str, Any]:
-    """Consume the token and issue its child with the sealed grace response, in one transaction
-    (storage.py); a token that could not be consumed is diagnosed (``_not_consumed``)."""
+    """Look the token up, mint its child's pair and seal the response, then consume the token and
+    insert the child in one statement (storage.py); a token that could not be consumed is
+    diagnosed (``_not_consumed``)."""
     presented_hash = token_hash(pepper, refresh_token)
-    async with grants.transaction() as tx:
-        row = await tx.consume_refresh_token(presented_hash, client.client_id)
-        if row is not None:
-            # Failures below roll the consumption back: the token stays usable.
-            if row["user_status"] != ACTIVE:
-                raise InvalidGrant("The user account is disabled")
-            access_scope = narrowed_scope(row["scope"], scope)
-            issued = await tx.issue_pair(
-                NewPair(
-                    row["family_id"],
-                    client.client_id,
-                    row["user_id"],
-                    access_scope,
-                    parent_id=row["id"],
-                    # OIDC 12.2: a refreshed id_token keeps the original auth_time and has no nonce.
-                    auth=Authentication(auth_time=row["auth_time"], nonce=None, email=row["email"]),
-                )
-            )
-            sealed = seal_response(pepper, refresh_token, row["id"], issued.body)
-            await tx.store_grace_response(row["id"], sealed)
-            return issued.body
-    known = await grants.diagnose_refresh_token(presented_hash, grace_seconds)
-    return await _not_consumed(grants, pepper, client, refresh_token, known)
+    row = await grants.find_refresh_token(presented_hash, grace_seconds)
+    if row is not None and _live(row, client):
+        # Checked again by the consuming statement; failing here consumes nothing.
+        if row["user_status"] != ACTIVE:
+            raise InvalidGrant("The user account is disabled")
+        access_scope = narrowed_scope(row["scope"], scope)
+        # OIDC 12.2: a refreshed id_token keeps the original auth_time and has no nonce.
+        auth = Authentication(auth_time=row["auth_time"], nonce=None, email=row["email"])
+        minted = await grants.mint_pair(NewPair(row["family_id"], client.client_id, row["user_id"], access_scope, auth))
+        sealed = seal_response(pepper, refresh_token, row["id"], minted.body)
+        child = await grants.rotate_refresh_token(
+            row["id"], row["family_id"], client.client_id, minted.refresh_hash, sealed
+        )
+        if child is not None:
+            return minted.body
+        row = await grants.find_refresh_token(presented_hash, grace_seconds)  # what changed meanwhile
+        if row is not None and _live(row, client) and row["user_status"] != ACTIVE:
+            raise InvalidGrant("The user account is disabled")
+    return await _not_consumed(grants, pepper, client, refresh_token, row)
+
+
+def _live(row: Row, client: Client) -> bool:
+    """Could the consuming statement match this token (``find_refresh_token``'s row)?"""
+    return bool(
+        not row["used"]
+        and not row["expired"]
+        and not row["family_revoked"]
+        and row["client_id"] == client.client_id
+        and row["user_id"] is not None
+    )
 
 
 async def _not_consumed(

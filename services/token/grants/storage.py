@@ -1,12 +1,16 @@
-"""What the code and refresh grants need from storage, as small protocols (the shape of fosite's
-``storage.go`` and oidc-provider's Adapter), so the grant rules above them run against in-memory
-fakes in tests/unit/domain/test_token_grant_flows.py; ``PgGrantStore`` is the real one.
+"""What the code and refresh grants need from storage and from the signer, as small protocols (the
+shape of fosite's ``storage.go`` and oidc-provider's Adapter), so the grant rules above them run
+against in-memory fakes in tests/unit/domain/test_token_grant_flows.py; ``PgGrantStore`` is the
+real one.
 
-A grant's store work runs in one transaction (``transaction()``): consuming the code or the
-refresh token, creating the token family, storing the new refresh token (``issue_pair``, which also
-mints the access token) and the sealed grace response. An exception inside rolls all of it back,
-so a request that fails a binding check does not burn the code or the token. The diagnosis of a
-code or token that could not be consumed, and revoking a family, run outside it.
+A grant looks its code or token up by its hash (``find_code``, ``find_refresh_token``: also what
+says why one could not be consumed), checks its rules, mints the new pair (``mint_pair``: nothing
+stored), and then ONE statement consumes the code or token and stores the new refresh token
+(``exchange_code``, ``rotate_refresh_token``): no transaction is held open while signing
+(docs/performance.md). A rule that fails before that statement consumes nothing, so a request that
+gets a binding wrong does not burn the code or the token; a statement that matches nothing (a
+concurrent request won, or a revocation came between) writes nothing and its pair is dropped
+unseen. Revoking a family runs in its own transaction.
 
 Rows are mappings with the columns the contract statements return (``libs/contracts/authz.py``,
 ``libs/contracts/account.py``).
@@ -15,57 +19,35 @@ Rows are mappings with the columns the contract statements return (``libs/contra
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
-
-import asyncpg
 
 from libs.contracts import account
 from libs.contracts import authz as codes
 
 from .. import store
-from ..families import create_family, revoke_family
+from ..families import revoke_family
 from ..id_tokens import Authentication
-from ..issuance import Deps, Issued, issue_pair
+from ..issuance import Deps, Minted, mint_pair
 
 Row = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class NewPair:
-    """What a new token pair is issued for (issuance.issue_pair's arguments)."""
+    """What a new token pair is minted for (issuance.mint_pair's arguments)."""
 
     family_id: uuid.UUID
     client_id: str
     user_id: int
     scope: str
-    parent_id: int | None = None  # the consumed refresh token, on rotation
     auth: Authentication | None = None  # for an id_token (OIDC Core 3.1.3.3, 12.2)
 
 
-class IssuingTransaction(Protocol):
-    async def issue_pair(self, pair: NewPair) -> Issued:
-        """A new refresh token in the family and an access token (issuance.issue_pair)."""
-
-
-class CodeTransaction(IssuingTransaction, Protocol):
-    async def consume_code(self, code_hash: bytes, client_id: str, family_id: uuid.UUID) -> Row | None:
-        """Mark the live, unexpired code of ``client_id`` used and linked to ``family_id``; its row
-        (with the user's email and status), or None when no such code was there."""
-
-    async def create_family(
-        self, family_id: uuid.UUID, *, client_id: str, user_id: int, scope: str, auth_time: datetime | None
-    ) -> None: ...
-
-
-class RefreshTransaction(IssuingTransaction, Protocol):
-    async def consume_refresh_token(self, refresh_hash: bytes, client_id: str) -> Row | None:
-        """Mark the live token of a non-revoked family of ``client_id`` used; its row, or None."""
-
-    async def store_grace_response(self, refresh_id: int, sealed: bytes) -> None: ...
+class PairMinter(Protocol):
+    async def mint_pair(self, pair: NewPair) -> Minted:
+        """A new refresh token and access token (and id_token), signed, not stored."""
 
 
 class FamilyRevoker(Protocol):
@@ -73,72 +55,67 @@ class FamilyRevoker(Protocol):
         """Revoke every token of the family (libs/oauth/revocation.py)."""
 
 
-class CodeGrantStore(FamilyRevoker, Protocol):
-    def transaction(self) -> AbstractAsyncContextManager[CodeTransaction]: ...
+class CodeGrantStore(PairMinter, FamilyRevoker, Protocol):
+    async def find_code(self, code_hash: bytes) -> Row | None:
+        """The code's bindings and state with its user's email and status
+        (libs/contracts/authz.CODE_SQL's columns), or None if unknown."""
 
-    async def diagnose_code(self, code_hash: bytes) -> Row | None:
-        """``client_id``, ``used_at``, ``family_id``, ``expired`` of a code, or None if unknown."""
+    async def exchange_code(
+        self, code_hash: bytes, client_id: str, family_id: uuid.UUID, refresh_hash: bytes
+    ) -> int | None:
+        """Consume the live code of ``client_id`` (of an active user), start ``family_id`` from it
+        and store its first refresh token, at once; the refresh token's id, or None (nothing
+        written)."""
 
 
-class RefreshGrantStore(FamilyRevoker, Protocol):
-    def transaction(self) -> AbstractAsyncContextManager[RefreshTransaction]: ...
+class RefreshGrantStore(PairMinter, FamilyRevoker, Protocol):
+    async def find_refresh_token(self, refresh_hash: bytes, grace_seconds: float) -> Row | None:
+        """The token's state with its family and user (libs/contracts/account.REFRESH_SQL's
+        columns), or None if unknown."""
 
-    async def diagnose_refresh_token(self, refresh_hash: bytes, grace_seconds: float) -> Row | None:
-        """The token's state (store.DIAGNOSE_REFRESH_SQL's columns), or None if unknown."""
+    async def rotate_refresh_token(
+        self, refresh_id: int, family_id: uuid.UUID, client_id: str, child_hash: bytes, sealed: bytes
+    ) -> int | None:
+        """Consume the live token (of a live family of ``client_id`` and an active user), keep
+        ``sealed`` on it and insert its child, at once; the child's id, or None (nothing written)."""
 
 
-class PgTransaction:
-    """One grant's transaction on PostgreSQL (both CodeTransaction and RefreshTransaction)."""
+class PgGrantStore:
+    """The grants' storage on one pooled connection (``db``), with Redis (revoked families) and
+    the keys from ``Deps``."""
 
-    def __init__(self, conn: asyncpg.Connection, deps: Deps) -> None:
-        self.conn = conn
+    def __init__(self, deps: Deps, db: store.DB | None = None) -> None:
         self.deps = deps
+        self.db: store.DB = deps.pool if db is None else db
+        self.ttl = float(deps.settings.refresh_token_ttl_seconds)
 
-    async def consume_code(self, code_hash: bytes, client_id: str, family_id: uuid.UUID) -> Row | None:
-        return await codes.consume_code(self.conn, code_hash, client_id, family_id)
-
-    async def create_family(
-        self, family_id: uuid.UUID, *, client_id: str, user_id: int, scope: str, auth_time: datetime | None
-    ) -> None:
-        await create_family(
-            self.conn, family_id, client_id=client_id, user_id=user_id, scope=scope, auth_time=auth_time
-        )
-
-    async def consume_refresh_token(self, refresh_hash: bytes, client_id: str) -> Row | None:
-        return await account.consume_refresh_token(self.conn, refresh_hash, client_id)
-
-    async def store_grace_response(self, refresh_id: int, sealed: bytes) -> None:
-        await store.store_grace_response(self.conn, refresh_id, sealed)
-
-    async def issue_pair(self, pair: NewPair) -> Issued:
-        return await issue_pair(
-            self.conn,
+    async def mint_pair(self, pair: NewPair) -> Minted:
+        return await mint_pair(
             self.deps,
             family_id=pair.family_id,
             client_id=pair.client_id,
             user_id=pair.user_id,
             scope=pair.scope,
-            parent_id=pair.parent_id,
             auth=pair.auth,
         )
 
+    async def find_code(self, code_hash: bytes) -> Row | None:
+        return await codes.find_code(self.db, code_hash)
 
-class PgGrantStore:
-    """The grants' storage on the app's pool, Redis (revoked families) and keys (``Deps``)."""
+    async def exchange_code(
+        self, code_hash: bytes, client_id: str, family_id: uuid.UUID, refresh_hash: bytes
+    ) -> int | None:
+        return await codes.exchange_code(self.db, code_hash, client_id, family_id, refresh_hash, self.ttl)
 
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
+    async def find_refresh_token(self, refresh_hash: bytes, grace_seconds: float) -> Row | None:
+        return await account.find_refresh_token(self.db, refresh_hash, grace_seconds)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PgTransaction]:
-        async with self.deps.pool.acquire() as conn, conn.transaction():
-            yield PgTransaction(conn, self.deps)
-
-    async def diagnose_code(self, code_hash: bytes) -> Row | None:
-        return await codes.diagnose_code(self.deps.pool, code_hash)
-
-    async def diagnose_refresh_token(self, refresh_hash: bytes, grace_seconds: float) -> Row | None:
-        return await account.diagnose_refresh_token(self.deps.pool, refresh_hash, grace_seconds)
+    async def rotate_refresh_token(
+        self, refresh_id: int, family_id: uuid.UUID, client_id: str, child_hash: bytes, sealed: bytes
+    ) -> int | None:
+        return await account.rotate_refresh_token(
+            self.db, refresh_id, family_id, client_id, child_hash, self.ttl, sealed
+        )
 
     async def revoke_family(self, family_id: uuid.UUID, reason: str) -> None:
         await revoke_family(self.deps.pool, self.deps.redis, self.deps.settings, family_id, reason)

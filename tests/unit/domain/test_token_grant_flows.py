@@ -1,18 +1,18 @@
 """The grants end to end over their storage protocols (services/token/grants/
-storage.py), against an in-memory fake with the same semantics as the SQL: a consume matches only
-a live code or token of the calling client, the transaction rolls back on any exception, the
-diagnosis sees what is left. What the rules must guarantee (RFC 6749 4.1.2, 4.1.3, 6, 10.5;
+storage.py), against an in-memory fake with the same semantics as the SQL: a lookup by hash sees
+the code or token with its family and user, the one consuming statement matches only a live code
+or token of the calling client with an active user (else it writes nothing), and a minted pair is
+stored only by that statement. What the rules must guarantee (RFC 6749 4.1.2, 4.1.3, 6, 10.5;
 RFC 7636 4.6; RFC 9700 4.14.2): a failed binding check does not burn the code; a replayed code
-revokes what it issued; rotation issues a child and seals the grace response; a concurrent retry
-in the window gets the same answer; any other reuse revokes the family; a machine token (RFC 6749
-4.4.3) is the client's own and comes without a refresh token."""
+revokes what it issued; a concurrent exchange that lost writes nothing; rotation issues a child and
+seals the grace response; a concurrent retry in the window gets the same answer; any other reuse
+revokes the family; a machine token (RFC 6749 4.4.3) is the client's own and comes without a
+refresh token."""
 
 from __future__ import annotations
 
-import copy
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +27,7 @@ from services.token.grants.client_credentials import MachineRequest, machine_tok
 from services.token.grants.refresh_token import rotate_with, seal_response
 from services.token.grants.storage import NewPair, Row
 from services.token.id_tokens import Authentication
-from services.token.issuance import Issued
+from services.token.issuance import Minted
 
 PEPPER = b"p" * 32
 GRACE = 10.0
@@ -51,103 +51,87 @@ class State:
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
-class FakeTransaction:
-    def __init__(self, store: FakeGrantStore) -> None:
-        self.store = store
-        self.state = store.state
-
-    async def consume_code(self, code_hash: bytes, client_id: str, family_id: uuid.UUID) -> Row | None:
-        code = self.state.codes.get(code_hash)
-        if code is None or code["client_id"] != client_id or code["used_at"] is not None or code["expired"]:
-            return None
-        code.update(used_at=self.store.now, family_id=family_id)
-        user = self.state.users[code["user_id"]]
-        return {**code, "email": user["email"], "user_status": user["status"]}
-
-    async def create_family(
-        self, family_id: uuid.UUID, *, client_id: str, user_id: int, scope: str, auth_time: datetime | None
-    ) -> None:
-        self.state.families[family_id] = {
-            "client_id": client_id,
-            "user_id": user_id,
-            "scope": scope,
-            "auth_time": auth_time,
-            "revoked": False,
-        }
-
-    async def consume_refresh_token(self, refresh_hash: bytes, client_id: str) -> Row | None:
-        token = self.state.tokens.get(refresh_hash)
-        if token is None or token["used_at"] is not None or token["expired"]:
-            return None
-        family = self.state.families[token["family_id"]]
-        if family["client_id"] != client_id or family["revoked"]:
-            return None
-        token["used_at"] = self.store.now
-        user = self.state.users[family["user_id"]]
-        return {
-            "id": token["id"],
-            "family_id": token["family_id"],
-            "user_id": family["user_id"],
-            "scope": family["scope"],
-            "auth_time": family["auth_time"],
-            "email": user["email"],
-            "user_status": user["status"],
-        }
-
-    async def store_grace_response(self, refresh_id: int, sealed: bytes) -> None:
-        next(t for t in self.state.tokens.values() if t["id"] == refresh_id)["grace_response"] = sealed
-
-    async def issue_pair(self, pair: NewPair) -> Issued:
-        refresh_id = self.store.new_id()
-        refresh = f"refresh_{refresh_id}"
-        self.state.tokens[token_hash(PEPPER, refresh)] = {
-            "id": refresh_id,
-            "family_id": pair.family_id,
-            "parent_id": pair.parent_id,
-            "used_at": None,
-            "expired": False,
-            "grace_response": None,
-        }
-        self.store.issued.append(pair)
-        body = {
-            "access_token": f"at_{refresh_id}",
-            "token_type": "Bearer",
-            "refresh_token": refresh,
-            "scope": pair.scope,
-        }
-        return Issued(body, refresh_id)
-
-
 class FakeGrantStore:
+    """Both CodeGrantStore and RefreshGrantStore, in memory. ``before_statement`` runs between the
+    lookup and the consuming statement (what a concurrent request or a revocation does then)."""
+
     def __init__(self) -> None:
         self.state = State()
         self.now = 1000.0
         self.revoked: list[tuple[uuid.UUID, str]] = []
-        self.issued: list[NewPair] = []
+        self.minted: list[NewPair] = []
+        self.before_statement: Callable[[], None] | None = None
         self._ids = 0
 
     def new_id(self) -> int:
         self._ids += 1
         return self._ids
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[FakeTransaction]:
-        saved, issued = copy.deepcopy(self.state), list(self.issued)
-        try:
-            yield FakeTransaction(self)
-        except BaseException:
-            self.state, self.issued = saved, issued  # rolled back
-            raise
+    def _interleave(self) -> None:
+        if self.before_statement is not None:
+            hook, self.before_statement = self.before_statement, None
+            hook()
 
-    async def diagnose_code(self, code_hash: bytes) -> Row | None:
+    def _active(self, user_id: int) -> bool:
+        return bool(self.state.users[user_id]["status"] == ACTIVE)
+
+    async def mint_pair(self, pair: NewPair) -> Minted:
+        n = len(self.minted) + 1
+        self.minted.append(pair)
+        refresh = f"refresh_{pair.family_id}_{n}"
+        body = {"access_token": f"at_{n}", "token_type": "Bearer", "refresh_token": refresh, "scope": pair.scope}
+        return Minted(body, token_hash(PEPPER, refresh))
+
+    def _store_token(self, refresh_hash: bytes, family_id: uuid.UUID, parent_id: int | None) -> int:
+        refresh_id = self.new_id()
+        self.state.tokens[refresh_hash] = {
+            "id": refresh_id,
+            "family_id": family_id,
+            "parent_id": parent_id,
+            "used_at": None,
+            "expired": False,
+            "grace_response": None,
+        }
+        return refresh_id
+
+    # --- authorization codes ---
+    async def find_code(self, code_hash: bytes) -> Row | None:
         code = self.state.codes.get(code_hash)
-        return None if code is None else {k: code[k] for k in ("client_id", "used_at", "family_id", "expired")}
+        if code is None:
+            return None
+        user = self.state.users[code["user_id"]]
+        return {**code, "email": user["email"], "user_status": user["status"]}
 
-    async def diagnose_refresh_token(self, refresh_hash: bytes, grace_seconds: float) -> Row | None:
+    async def exchange_code(
+        self, code_hash: bytes, client_id: str, family_id: uuid.UUID, refresh_hash: bytes
+    ) -> int | None:
+        self._interleave()
+        code = self.state.codes.get(code_hash)
+        if (
+            code is None
+            or code["client_id"] != client_id
+            or code["used_at"] is not None
+            or code["expired"]
+            or not self._active(code["user_id"])
+        ):
+            return None
+        code.update(used_at=self.now, family_id=family_id)
+        self.state.families[family_id] = {
+            "client_id": client_id,
+            "user_id": code["user_id"],
+            "scope": code["scope"],
+            "auth_time": code["auth_time"],
+            "revoked": False,
+        }
+        return self._store_token(refresh_hash, family_id, None)
+
+    # --- refresh tokens ---
+    async def find_refresh_token(self, refresh_hash: bytes, grace_seconds: float) -> Row | None:
         token = self.state.tokens.get(refresh_hash)
         if token is None:
             return None
         family = self.state.families[token["family_id"]]
+        user = self.state.users[family["user_id"]]
         children = [t for t in self.state.tokens.values() if t["parent_id"] == token["id"]]
         return {
             "id": token["id"],
@@ -159,11 +143,29 @@ class FakeGrantStore:
             "child_live": any(c["used_at"] is None and not c["expired"] for c in children),
             "client_id": family["client_id"],
             "family_revoked": family["revoked"],
-            "user_status": self.state.users[family["user_id"]]["status"],
+            "user_id": family["user_id"],
+            "scope": family["scope"],
+            "auth_time": family["auth_time"],
+            "email": user["email"],
+            "user_status": user["status"],
         }
 
+    async def rotate_refresh_token(
+        self, refresh_id: int, family_id: uuid.UUID, client_id: str, child_hash: bytes, sealed: bytes
+    ) -> int | None:
+        self._interleave()
+        token = next((t for t in self.state.tokens.values() if t["id"] == refresh_id), None)
+        if token is None or token["family_id"] != family_id or token["used_at"] is not None or token["expired"]:
+            return None
+        family = self.state.families[family_id]
+        if family["client_id"] != client_id or family["revoked"] or not self._active(family["user_id"]):
+            return None
+        token.update(used_at=self.now, grace_response=sealed)
+        return self._store_token(child_hash, family_id, refresh_id)
+
     async def revoke_family(self, family_id: uuid.UUID, reason: str) -> None:
-        self.state.families[family_id]["revoked"] = True
+        if family_id in self.state.families:  # unknown: nothing to revoke (as revocation.py)
+            self.state.families[family_id]["revoked"] = True
         self.revoked.append((family_id, reason))
 
     # --- arranging ---
@@ -219,8 +221,10 @@ async def test_a_code_starts_a_family_and_issues_the_first_pair() -> None:
     }
     assert store.code("code-1")["used_at"] is not None and store.code("code-1")["family_id"] == family_id
     assert body["scope"] == "openid profile"
-    assert store.issued[0].auth == Authentication(auth_time=AUTH_TIME, nonce="n-1", email="u@example.com")
-    assert store.issued[0].parent_id is None
+    assert store.minted[0].auth == Authentication(auth_time=AUTH_TIME, nonce="n-1", email="u@example.com")
+    [stored] = store.state.tokens.values()  # the first refresh token, stored by the exchange
+    assert stored["family_id"] == family_id and stored["parent_id"] is None
+    assert store.state.tokens[token_hash(PEPPER, str(body["refresh_token"]))] is stored
 
 
 # name, the code as issued, the request's changes, fragment of the invalid_grant description
@@ -247,7 +251,7 @@ async def test_a_failed_binding_does_not_burn_the_code(
     with pytest.raises(OAuthError) as caught:
         await redeem(store, **change)
     assert refused(caught, "invalid_grant", fragment)
-    assert store.code("code-1")["used_at"] is None and store.state.families == {} and store.issued == []
+    assert store.code("code-1")["used_at"] is None and store.state.families == {} and store.minted == []
     if code == {}:  # the legitimate request still works
         await redeem(store)
 
@@ -272,6 +276,31 @@ async def test_a_replayed_code_revokes_what_it_issued() -> None:
     assert store.revoked == [(family_id, "code_replay")]
 
 
+async def test_an_exchange_that_lost_the_race_writes_nothing_and_counts_as_a_replay() -> None:
+    """Between the lookup and the consuming statement another request exchanged the code: this
+    one's statement matches nothing, its minted pair is dropped, and the code's family is revoked
+    (a code used twice, RFC 6749 4.1.2)."""
+    store = FakeGrantStore()
+    store.add_code("code-1")
+    winner = uuid.uuid4()
+    store.before_statement = lambda: store.code("code-1").update(used_at=store.now, family_id=winner)
+    with pytest.raises(OAuthError) as caught:
+        await redeem(store)
+    assert refused(caught, "invalid_grant", "already used")
+    assert len(store.minted) == 1 and store.state.tokens == {}  # minted, never stored
+    assert store.revoked == [(winner, "code_replay")]
+
+
+async def test_a_user_disabled_between_lookup_and_exchange_keeps_the_code() -> None:
+    store = FakeGrantStore()
+    store.add_code("code-1")
+    store.before_statement = lambda: store.state.users[7].update(status=DISABLED)
+    with pytest.raises(OAuthError) as caught:
+        await redeem(store)
+    assert refused(caught, "invalid_grant", "disabled")
+    assert store.code("code-1")["used_at"] is None and store.state.families == {} and store.revoked == []
+
+
 # name, how the code is stored (None: not at all), who presents it, fragment
 UNCONSUMABLE: list[tuple[str, dict[str, Any] | None, Client, str]] = [
     ("unknown", None, client(), "invalid or was issued to another client"),
@@ -289,7 +318,7 @@ async def test_why_a_code_was_not_consumed(name: str, code: dict[str, Any] | Non
     with pytest.raises(OAuthError) as caught:
         await redeem(store, client=who)
     assert refused(caught, "invalid_grant", fragment)
-    assert store.revoked == [] and store.issued == []
+    assert store.revoked == [] and store.minted == [] and store.state.families == {}
     if name == "another client's":  # never consumed: still the owner's
         assert store.code("code-1")["used_at"] is None
 
@@ -306,8 +335,8 @@ async def test_rotation_issues_a_child_and_seals_the_grace_response() -> None:
     body = await refresh(store, first)
     old = store.state.tokens[token_hash(PEPPER, first)]
     assert old["used_at"] is not None and old["grace_response"] is not None
-    assert store.issued[-1].parent_id == old["id"]
-    assert store.issued[-1].auth == Authentication(auth_time=AUTH_TIME, nonce=None, email="u@example.com")
+    assert store.state.tokens[token_hash(PEPPER, str(body["refresh_token"]))]["parent_id"] == old["id"]
+    assert store.minted[-1].auth == Authentication(auth_time=AUTH_TIME, nonce=None, email="u@example.com")
     assert body["refresh_token"] != first
     assert await refresh(store, str(body["refresh_token"]))  # the child rotates in turn
 
@@ -353,6 +382,21 @@ async def test_a_retry_within_the_grace_window_gets_the_same_answer() -> None:
     store.now += GRACE - 1
     assert await refresh(store, token) == first
     assert store.revoked == []
+
+
+async def test_a_rotation_that_lost_the_race_answers_the_winners_pair() -> None:
+    """Two tabs refresh at once: between this one's lookup and its statement the other rotated the
+    token. This statement writes nothing; the winner's sealed response is answered (grace)."""
+    store = FakeGrantStore()
+    token = await family_with_token(store)
+    first = await refresh(store, token)  # the winner, already done
+    row = store.state.tokens[token_hash(PEPPER, token)]
+    sealed, used_at = row["grace_response"], row["used_at"]
+    row.update(used_at=None, grace_response=None)  # as the loser saw it at its lookup
+    children_before = len(store.state.tokens)
+    store.before_statement = lambda: row.update(used_at=used_at, grace_response=sealed)
+    assert await refresh(store, token) == first
+    assert len(store.state.tokens) == children_before and store.revoked == []
 
 
 # name, what happens between the rotation and the replay, fragment

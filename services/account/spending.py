@@ -287,10 +287,10 @@ def _now(request: web.Request) -> datetime:
     return request.app.get(CLOCK, utc_now)()
 
 
-async def handle_charge(request: web.Request) -> web.Response:
-    token = await authenticate(request, SPEND_SCOPE)
-    amount, key, description = parse_charge(await _json_body(request, FIELDS))
-    result, replayed = await charge(
+async def _charge_for(request: web.Request, token: AccessToken, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``charge`` with this instance's clock, queues and unit: (result, replayed)."""
+    amount, key, description = parse_charge(body)
+    return await charge(
         request.app[PG],
         token,
         amount,
@@ -300,6 +300,11 @@ async def handle_charge(request: web.Request) -> web.Response:
         now=_now(request),
         queues=request.app[QUEUES],
     )
+
+
+async def handle_charge(request: web.Request) -> web.Response:
+    token = await authenticate(request, SPEND_SCOPE)
+    result, replayed = await _charge_for(request, token, await _json_body(request, FIELDS))
     headers = dict(NO_STORE) | ({"Idempotent-Replayed": "true"} if replayed else {})
     return json_response(result, headers=headers)
 
@@ -322,17 +327,7 @@ async def handle_internal_charge(request: web.Request) -> web.Response:
     try:
         token = await request.app[VERIFIER].verify(raw)
         require_scope(token, SPEND_SCOPE)
-        amount, key, description = parse_charge(body)
-        result, replayed = await charge(
-            request.app[PG],
-            token,
-            amount,
-            key,
-            description,
-            per_unit=request.app[SETTINGS].quota_per_unit,
-            now=_now(request),
-            queues=request.app[QUEUES],
-        )
+        result, replayed = await _charge_for(request, token, body)
     except OAuthError as exc:
         raise ApiError(exc.status, f"{exc.error}: {exc.description}") from None
     resp = envelope(result, "replayed: this idempotency_key was already applied" if replayed else "ok")

@@ -12,6 +12,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from libs.contracts import account as account_contract
+
 Conn: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
 USER_COLUMNS = "id, username, email, status, quota, used_quota, created_at"
@@ -184,15 +186,9 @@ async def spent_and_charge_by_key(
 
 
 async def spent_since(conn: Conn, user_id: int, client_id: str, since: Any) -> int:
-    return int(
-        await conn.fetchval(
-            """SELECT coalesce(sum(amount), 0) FROM spend_charges
-               WHERE user_id = $1 AND client_id = $2 AND created_at >= $3""",
-            user_id,
-            client_id,
-            since,
-        )
-    )
+    """What the app charged the user since ``since``: the statement authz reads through the
+    contract (``libs/contracts/account.spent_since``), written once."""
+    return await account_contract.spent_since(conn, user_id, client_id, since)
 
 
 async def debit_and_record_charge(

@@ -35,7 +35,7 @@ from libs.platform.validation import has_control_chars
 from libs.platform.web import PG, SETTINGS
 
 from .authrequest import AuthRequest
-from .identity import signed_in
+from .identity import SignedIn, signed_in
 from .responses import found
 from .store import consent_records
 
@@ -228,13 +228,22 @@ def _back(query: str) -> web.Response:
     return web.Response(status=303, headers={"Location": f"{PAGE}?{query}", **NO_STORE})
 
 
-async def handle_change(request: web.Request) -> web.Response:
+async def _signed_in_post(request: web.Request) -> tuple[MultiMapping[object], SignedIn] | web.Response:
+    """The user center's form post: CSRF checked, and who is signed in (else the login page)."""
     form = await post_form(request)
     token = form.get(CSRF_FIELD)
     check_csrf(request, token if isinstance(token, str) else "")
     who = await signed_in(request)
     if who is None:
         return found("/login?next=" + PAGE)
+    return form, who
+
+
+async def handle_change(request: web.Request) -> web.Response:
+    posted = await _signed_in_post(request)
+    if isinstance(posted, web.Response):
+        return posted
+    form, who = posted
     client_id = _client_id(request)
     chosen = chosen_limit(form, request.app[SETTINGS].quota_per_unit)
     if chosen is None:
@@ -245,12 +254,10 @@ async def handle_change(request: web.Request) -> web.Response:
 
 
 async def handle_stop(request: web.Request) -> web.Response:
-    form = await post_form(request)
-    token = form.get(CSRF_FIELD)
-    check_csrf(request, token if isinstance(token, str) else "")
-    who = await signed_in(request)
-    if who is None:
-        return found("/login?next=" + PAGE)
+    posted = await _signed_in_post(request)
+    if isinstance(posted, web.Response):
+        return posted
+    _, who = posted
     client_id = _client_id(request)
     stopped = await stop(request.app[PG], who.user_id, client_id)
     return _back(("spend_stopped=" + client_id) if stopped else "nothing=1")

@@ -82,6 +82,10 @@ def _probes() -> dict[str, tuple[str, Probe]]:
         "login page": ("page", lambda h, i, f: h.get(f"{i.authz}/login")),
         "user center": ("page", lambda h, i, f: h.get(f"{i.account}/user", allow_redirects=False)),
         "register page": ("page", lambda h, i, f: h.get(f"{i.account}/register")),
+        "spend allowance": ("oauth", lambda h, i, f: h.get(f"{i.account}/api/oauth2/spend", headers=bearer(f.tokens["access_token"]))),
+        "spend charge": ("oauth", lambda h, i, f: h.post(f"{i.account}/api/oauth2/spend", json={"amount": 1, "idempotency_key": "k"}, headers=bearer(f.tokens["access_token"]))),
+        "device authorization": ("oauth", lambda h, i, f: h.post(f"{i.token}/api/oauth2/device_authorization", data=client_form(f))),
+        "device page": ("page", lambda h, i, f: h.get(f"{i.authz}/device", allow_redirects=False)),
     }  # fmt: skip
 
 

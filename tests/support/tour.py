@@ -133,6 +133,7 @@ STOPS: tuple[Stop, ...] = (
         logged_in=False,
     ),
     Stop("register", lambda p, b, d: _goto(p, f"{b}/register"), logged_in=False),
+    Stop("password-forgot", lambda p, b, d: _goto(p, f"{b}/password/forgot"), logged_in=False),
     Stop("rate-limited", _rate_limited, logged_in=False, status=429),
     Stop("not-found", lambda p, b, d: _goto(p, f"{b}/no-such-page"), logged_in=False, status=404),
     Stop(
@@ -154,6 +155,12 @@ STOPS: tuple[Stop, ...] = (
         lambda p, b, d: _goto(p, b + authorize_url(d.plain_client_id, "https://notes.example.test/cb", "profile")),
         logged_in=True,
     ),
+    Stop(
+        "consent-spend",
+        lambda p, b, d: _goto(p, b + authorize_url(d.trusted_client_id, REDIRECT, "profile spend")),
+        logged_in=True,
+    ),
+    Stop("device", lambda p, b, d: _goto(p, f"{b}/device"), logged_in=True),
     Stop("developer", lambda p, b, d: _goto(p, f"{b}/developer"), logged_in=True),
     Stop("logout", lambda p, b, d: _goto(p, f"{b}/logout"), logged_in=True),
 )

@@ -5,41 +5,18 @@ the chosen limit, then the resource server's 402 shown by the app."""
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-from aiohttp import web
 
-from examples.resource_server.app import Config as ResourceServerConfig
-from examples.resource_server.app import build_app as build_resource_server
 from libs.platform.config import Settings
 from services.account import store as account_store
 from tests.browser.test_one_click_browser import PASSWORD, TIMEOUT_MS, Chromium, Steps, chromium  # noqa: F401
 from tests.support.e2e import developer_token_over_http, example_app
 from tests.support.factories import make_user
-from tests.support.stack import Stack, free_port
-
-
-@contextlib.asynccontextmanager
-async def resource_server(stack: Stack, settings: Settings) -> AsyncIterator[str]:
-    port = free_port()
-    config = ResourceServerConfig(
-        oauth_server=stack.base,
-        account_internal_url=stack.url_of("account"),
-        internal_token=settings.internal_service_token,
-        price=100,
-        port=port,
-    )
-    runner = web.AppRunner(build_resource_server(config), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+from tests.support.spending import resource_server
+from tests.support.stack import Stack
 
 
 async def test_spend_through_the_example_app_and_resource_server(
@@ -59,7 +36,7 @@ async def test_spend_through_the_example_app_and_resource_server(
         await account_store.set_balance(conn, user.id, 1000000, 0)  # 1000.00
 
     async with (
-        resource_server(stack, settings) as rs,
+        resource_server(stack, settings, price=100) as rs,
         example_app(stack.base, token, verify_with=db, resource_server_url=rs) as example,
     ):
         context = await browser.new_context(locale="zh-CN")

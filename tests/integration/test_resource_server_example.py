@@ -5,41 +5,16 @@ call through /internal/quota/spend with the token's grant, 402 once the allowanc
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 import aiohttp
 import pytest
-from aiohttp import web
 
-from examples.resource_server.app import Config, build_app
 from libs.platform.config import Settings
 from oauthctl.demo import DemoInfo
 from oauthctl.run import _example_command, _resource_server_env
 from tests.support.codes import ClientApp, obtain_tokens
 from tests.support.factories import make_user
 from tests.support.oauth import make_app
-from tests.support.spending import CB, make_spend_grant
-from tests.support.stack import Stack, free_port
-
-
-@contextlib.asynccontextmanager
-async def serving(stack: Stack, settings: Settings, price: int = 300) -> AsyncIterator[str]:
-    port = free_port()
-    config = Config(
-        oauth_server=stack.base,
-        account_internal_url=stack.url_of("account"),
-        internal_token=settings.internal_service_token,
-        price=price,
-        port=port,
-    )
-    runner = web.AppRunner(build_app(config), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+from tests.support.spending import CB, make_spend_grant, resource_server
 
 
 async def call(http: aiohttp.ClientSession, base: str, token: str | None, key: str | None = None) -> tuple[int, dict]:
@@ -52,14 +27,14 @@ async def call(http: aiohttp.ClientSession, base: str, token: str | None, key: s
 
 async def test_charges_per_call_until_the_allowance_is_spent(stack, http, db, settings) -> None:
     g = await make_spend_grant(http, stack, db, settings, amount="1.00", period="daily")
-    async with serving(stack, settings) as rs:
+    async with resource_server(stack, settings) as rs:
         for left in (700, 400, 100):
             status, body = await call(http, rs, g.access_token)
             assert status == 200 and body["charged"] == "0.30" and body["allowance"]["remaining"] == left
         status, body = await call(http, rs, g.access_token)
         assert status == 402 and body["error"] == "spend_limit_exceeded" and "0.10 left" in body["error_description"]
         # A retried call (same Idempotency-Key) is charged once.
-        async with serving(stack, settings, price=50) as cheap:
+        async with resource_server(stack, settings, price=50) as cheap:
             assert (await call(http, cheap, g.access_token, "retry-1"))[0] == 200
             assert (await call(http, cheap, g.access_token, "retry-1"))[0] == 200
     assert await db.fetchval("SELECT sum(amount) FROM spend_charges WHERE user_id = $1", g.user_id) == 950
@@ -70,7 +45,7 @@ async def test_refuses_bad_tokens_and_tokens_without_spend(stack, http, db, sett
     client_id, secret = await make_app(db, settings, owner.id, [CB])
     user = await make_user(db)
     tokens = await obtain_tokens(http, stack.base, db, settings, ClientApp(client_id, secret, CB, user.id))
-    async with serving(stack, settings) as rs:
+    async with resource_server(stack, settings) as rs:
         assert (await call(http, rs, None))[0] == 401
         assert (await call(http, rs, "x.y.z"))[1]["error"] == "invalid_token"
         forged = tokens["access_token"][:-4] + ("AAAA" if not tokens["access_token"].endswith("AAAA") else "BBBB")

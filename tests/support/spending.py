@@ -4,17 +4,22 @@ page, exchange the code. Used by tests/integration/test_spending.py and the brow
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
+from aiohttp import web
 
+from examples.resource_server.app import Config as ResourceServerConfig
+from examples.resource_server.app import build_app as build_resource_server
 from libs.platform.config import Settings
 from services.account import store as account_store
 from tests.support.codes import post_token
 from tests.support.factories import make_user
 from tests.support.oauth import REQUEST_RE, form_value, login, make_app, query_of
-from tests.support.stack import Stack
+from tests.support.stack import Stack, free_port
 
 CB = "https://spend.example/cb"
 
@@ -92,3 +97,24 @@ async def make_spend_grant(
     status, _, body = await post_token(http, stack.base, form)
     assert status == 200, body
     return SpendGrant(user.id, user.username, client_id, secret, body["access_token"], body["refresh_token"])
+
+
+@contextlib.asynccontextmanager
+async def resource_server(stack: Stack, settings: Settings, price: int = 300) -> AsyncIterator[str]:
+    """The example resource server (examples/resource_server) on a free port against ``stack``,
+    charging ``price`` minor units per call; its base URL while the block runs."""
+    port = free_port()
+    config = ResourceServerConfig(
+        oauth_server=stack.base,
+        account_internal_url=stack.url_of("account"),
+        internal_token=settings.internal_service_token,
+        price=price,
+        port=port,
+    )
+    runner = web.AppRunner(build_resource_server(config), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

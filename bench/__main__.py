@@ -12,7 +12,8 @@
 
 Options: --duration S (per workload, default 6), --connections N (default 32), --procs 1,2,
 --no-peer, --profile (py-spy on the busy services; figures are then not comparable), --only NAMES.
-Environment: DATABASE_URL, REDIS_URL, AMQP_URL as for `make run` (.env is loaded by make).
+Environment: DATABASE_URL, REDIS_URL, AMQP_URL as for `make run` (.env is loaded by make); BENCH_ID=x
+runs beside another bench (database oauth_bench_x, its own Redis keys and exchange).
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ from .stack import OurStack, Peer, free_port, fresh_database
 from .tools import BENCH, ensure_peer, ensure_wrk, peer_pin, say, version_of
 from .wrk import Result, Wrk
 
-DB_NAME = "oauth_bench"
-REDIS_PREFIX = "oauth-bench:"
-EVENTS_EXCHANGE = "oauth-bench.events"
+# BENCH_ID keeps runs started side by side apart (their own database, Redis keys and exchange).
+_RUN_ID = os.environ.get("BENCH_ID", "")
+DB_NAME = "oauth_bench" + (f"_{_RUN_ID}" if _RUN_ID else "")
+REDIS_PREFIX = "oauth-bench:" + (f"{_RUN_ID}:" if _RUN_ID else "")
+EVENTS_EXCHANGE = "oauth-bench" + (f"-{_RUN_ID}" if _RUN_ID else "") + ".events"
 REDIRECT_URI = "http://127.0.0.1:9/callback"
 PASSWORD = "bench-password-" + "x" * 8
 RESULTS = BENCH / "results"

@@ -14,10 +14,25 @@ Everything else (userinfo, top-up, the developer API, discovery, JWKS) is not li
 party backends call those from a few addresses at high rates.
 
 The algorithm is GCRA (the "generic cell rate algorithm", a leaky bucket kept as one timestamp per
-key): one short Lua script, one round trip per request, atomic across instances, and it yields the
-exact wait for ``Retry-After`` (RFC 9110 10.2.3). The ``limits`` library was the alternative; its
-async Redis storage keeps its own connection pool, and its moving window needs a second round trip
-to learn the reset time, for no gain over these twenty lines.
+key): one short Lua script, atomic across instances, and it yields the exact wait for
+``Retry-After`` (RFC 9110 10.2.3). The ``limits`` library was the alternative; its async Redis
+storage keeps its own connection pool, and its moving window needs a second round trip to learn the
+reset time, for no gain over these lines.
+
+Leases: a limit of at most 200 a minute (logins, auth failures, and every checked failure bucket)
+costs one round trip per request, as exact as GCRA is. Above that, one script call reserves a batch
+for this instance: it advances the key's TAT by ``n`` intervals at once, ``n`` being what fits now,
+at most ``per_minute // 200`` (and 64). The instance spends the batch without Redis for up to
+LEASE_SECONDS, then lets what is left lapse. A reservation is a count in the shared bucket, so the
+instances together never admit more than the limit; a client may only be refused slightly early
+(the lapsed rest, at most one batch per instance and key). The batch starts at one request and
+doubles while this instance uses it up within its lifetime, and shrinks to what was used when it
+lapses, so a client far below its limit does not waste its bucket on leases. A lease is per set of
+keys: for a client, per client_id *and* address, because its failure bucket is checked with every
+reservation; a 401 drops that pair's lease, so its next request asks Redis (where the failure was
+just counted) again. One refill per lease at a time: concurrent requests wait for it rather than
+each reserving a batch. A refusal is remembered for its wait: Retry-After stays exact (the wait
+counts down; other instances can only lengthen it).
 
 When Redis does not answer within GATEWAY_RATE_LIMIT_REDIS_TIMEOUT_SECONDS the same algorithm runs
 on this instance's own counters (fail open to a local limit: with N gateways a client then gets up
@@ -33,7 +48,8 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 from urllib.parse import parse_qs, unquote_plus
 
 import redis.asyncio as aioredis
@@ -54,31 +70,42 @@ CLIENT_PATHS = frozenset(
 MAX_CLIENT_ID = 128
 WINDOW_MS = 60_000.0
 REDIS_RETRY_SECONDS = 5.0
+LEASE_SECONDS = 1.0  # a reserved batch not spent within this lapses
+LEASE_PER_MINUTE = 200  # one more request per lease for each 200 a minute of the limit ...
+MAX_LEASE = 64  # ... up to this many
+MAX_LEASES = 100_000
 
 # KEYS: the buckets. ARGV: per bucket, its emission interval (ms per request), its burst window (ms)
-# and whether this request is counted in it ("1") or the bucket is only checked ("0"). Each bucket
-# stores its "theoretical arrival time" (TAT); a request is allowed while every new TAT stays within
-# one window of now, and then counted in all the "1" buckets at once. Returns the milliseconds to
-# wait, 0 when allowed. (All keys of one request; on Redis Cluster they would need one hash slot.)
+# and whether this request is counted in it ("1") or the bucket is only checked ("0"); last, the
+# most requests to reserve at once. Each bucket stores its "theoretical arrival time" (TAT); a
+# request is allowed while every new TAT stays within one window of now. Then as many requests as
+# fit in every counted bucket (at least one, at most the last argument) are counted in them at
+# once. Returns {requests reserved, 0} or {0, milliseconds to wait}. (All keys of one request; on
+# Redis Cluster they would need one hash slot.)
 GCRA_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local n = tonumber(ARGV[3 * #KEYS + 1])
 local wait = 0
 local tats = {}
 for i, key in ipairs(KEYS) do
   local tat = tonumber(redis.call('GET', key)) or now
   if tat < now then tat = now end
-  tats[i] = tat + tonumber(ARGV[3 * i - 2])
-  local w = tats[i] - tonumber(ARGV[3 * i - 1]) - now
-  if w > wait then wait = w end
+  tats[i] = tat
+  local interval = tonumber(ARGV[3 * i - 2])
+  local room = tonumber(ARGV[3 * i - 1]) + now - tat
+  if interval - room > wait then wait = interval - room end
+  if ARGV[3 * i] == '1' and math.floor(room / interval) < n then n = math.floor(room / interval) end
 end
-if wait > 0 then return math.ceil(wait) end
+if wait > 0 then return {0, math.ceil(wait)} end
+if n < 1 then n = 1 end
 for i, key in ipairs(KEYS) do
   if ARGV[3 * i] == '1' then
-    redis.call('SET', key, string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now))
+    local tat = tats[i] + n * tonumber(ARGV[3 * i - 2])
+    redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(tat - now))
   end
 end
-return 0
+return {n, 0}
 """
 
 
@@ -91,6 +118,42 @@ class Bucket:
     @property
     def interval(self) -> float:
         return WINDOW_MS / self.per_minute
+
+
+def lease_cap(buckets: list[Bucket]) -> int:
+    """The most requests one reservation may take for these buckets (1: no lease)."""
+    counted = [b.per_minute for b in buckets if b.count]
+    return max(1, min(MAX_LEASE, min(counted, default=0) // LEASE_PER_MINUTE))
+
+
+@dataclass(eq=False)
+class Lease:
+    """Requests reserved in Redis for this instance, spent locally until ``expires``."""
+
+    left: int = 0
+    expires: float = 0.0
+    granted: int = 0  # the size of the last reservation
+    size: int = 1  # how many the next reservation asks for
+    refused_until: float = 0.0
+    refill: asyncio.Event | None = field(default=None, repr=False)
+
+    def take(self, now: float) -> bool:
+        if self.left > 0 and now < self.expires:
+            self.left -= 1
+            return True
+        return False
+
+    def next_size(self, now: float, cap: int) -> int:
+        """Double while the batches run out before they lapse; shrink to what was used when they lapse."""
+        if self.granted:
+            if now < self.expires:
+                self.size = min(cap, self.size * 2)
+            elif self.left:
+                self.size = max(1, self.granted - self.left)
+        return min(self.size, cap)
+
+    def fill(self, granted: int, now: float) -> None:
+        self.granted, self.left, self.expires = granted, granted - 1, now + LEASE_SECONDS
 
 
 class LocalGcra:
@@ -119,6 +182,7 @@ class Limiter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.local = LocalGcra()
+        self.leases: dict[tuple[str, ...], Lease] = {}
         self._script: Callable[..., Awaitable[object]] | None = None
         self._warned_at = 0.0
         # After a failure Redis is left alone for a few seconds, so an outage that makes it hang
@@ -128,24 +192,69 @@ class Limiter:
     async def acquire(self, redis: aioredis.Redis, buckets: list[Bucket]) -> float:
         """Check every bucket and count the request in those it counts in, atomically; the seconds
         to wait before retrying, 0 when allowed (and then counted)."""
+        cap = lease_cap(buckets)
+        if cap == 1:
+            return (await self._reserve(redis, buckets, 1))[1] / 1000
+        return await self._leased(redis, buckets, cap) / 1000
+
+    def forget(self, keys: tuple[str, ...]) -> None:
+        """Drop the lease of these buckets: their next request asks Redis."""
+        self.leases.pop(keys, None)
+
+    async def _leased(self, redis: aioredis.Redis, buckets: list[Bucket], cap: int) -> float:
+        keys = tuple(b.key for b in buckets)
+        while True:
+            lease = self.leases.get(keys) or self._new_lease(keys)
+            now = time.monotonic()
+            if lease.take(now):
+                return 0.0
+            if now < lease.refused_until:
+                return (lease.refused_until - now) * 1000
+            if lease.refill is None:
+                break
+            await lease.refill.wait()  # another request is reserving for this lease: share its batch
+        lease.refill = refill = asyncio.Event()
+        try:
+            granted, wait_ms = await self._reserve(redis, buckets, lease.next_size(now, cap))
+        finally:
+            lease.refill = None
+            refill.set()
+        if granted:
+            lease.fill(granted, time.monotonic())
+        else:
+            lease.refused_until = now + wait_ms / 1000
+        return wait_ms
+
+    def _new_lease(self, keys: tuple[str, ...]) -> Lease:
+        if len(self.leases) >= MAX_LEASES:
+            now = time.monotonic()
+            self.leases = {k: v for k, v in self.leases.items() if v.refill or max(v.expires, v.refused_until) > now}
+        lease = self.leases[keys] = Lease()
+        return lease
+
+    async def _reserve(self, redis: aioredis.Redis, buckets: list[Bucket], most: int) -> tuple[int, float]:
+        """Up to ``most`` requests counted in Redis at once: (how many, 0), or (0, ms to wait)."""
         if time.monotonic() < self._skip_redis_until:
             LIMITER_FALLBACK.inc()
-            return self.local.acquire(buckets) / 1000
+            return self._local(buckets)
         keys = [self.settings.redis_prefix + "rl:" + b.key for b in buckets]
-        args = [a for b in buckets for a in (b.interval, WINDOW_MS, int(b.count))]
+        args = [a for b in buckets for a in (b.interval, WINDOW_MS, int(b.count))] + [most]
         try:
             if self._script is None:
                 self._script = redis.register_script(GCRA_LUA)
-            wait = await asyncio.wait_for(
-                self._script(keys=keys, args=args), self.settings.gateway_rate_limit_redis_timeout_seconds
-            )
-            wait_ms = float(wait)  # type: ignore[arg-type]
+            # asyncio.timeout, not wait_for: no task per call (Python 3.11's wait_for wraps one).
+            async with asyncio.timeout(self.settings.gateway_rate_limit_redis_timeout_seconds):
+                granted, wait = await self._script(keys=keys, args=args)  # type: ignore[misc]
         except (TimeoutError, OSError, aioredis.RedisError) as exc:
             LIMITER_FALLBACK.inc()
             self._skip_redis_until = time.monotonic() + REDIS_RETRY_SECONDS
             self._warn(exc)
-            wait_ms = self.local.acquire(buckets)
-        return wait_ms / 1000
+            return self._local(buckets)
+        return int(granted), float(wait)
+
+    def _local(self, buckets: list[Bucket]) -> tuple[int, float]:
+        wait_ms = self.local.acquire(buckets)
+        return (0, wait_ms) if wait_ms > 0 else (1, 0.0)
 
     def _warn(self, exc: BaseException) -> None:
         now = time.monotonic()
@@ -157,6 +266,13 @@ class Limiter:
 
 
 LIMITER = web.AppKey("rate_limiter", Limiter)
+
+
+class Failures(NamedTuple):
+    """What ``count_failure`` needs after a 401: the pair's failure bucket, and the lease to drop."""
+
+    bucket: Bucket
+    lease: tuple[str, ...]
 
 
 def client_ip(request: web.Request, settings: Settings) -> str:
@@ -205,7 +321,7 @@ def client_id_of(request: web.Request, body: bytes | None) -> str | None:
     return None
 
 
-async def check(request: web.Request, read_body: Callable[[], Awaitable[bytes | None]]) -> Bucket | None:
+async def check(request: web.Request, read_body: Callable[[], Awaitable[bytes | None]]) -> Failures | None:
     """Count the request in its buckets; raise 429 with Retry-After when over a limit. Returns the
     bucket of failed client authentications to count the request in if it is answered 401."""
     settings = request.app[SETTINGS]
@@ -235,9 +351,12 @@ async def check(request: web.Request, read_body: Callable[[], Awaitable[bytes | 
             reason=f"Too many requests; try again in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         )
-    return failures
+    return None if failures is None else Failures(failures, tuple(b.key for b in buckets))
 
 
-async def count_failure(request: web.Request, failures: Bucket) -> None:
-    """The client failed to authenticate (RFC 6749 5.2 invalid_client, 401): count it."""
-    await request.app[LIMITER].acquire(request.app[REDIS], [replace(failures, count=True)])
+async def count_failure(request: web.Request, failures: Failures) -> None:
+    """The client failed to authenticate (RFC 6749 5.2 invalid_client, 401): count it, and drop the
+    pair's lease first, so its next request is checked in Redis against the failure just counted."""
+    limiter = request.app[LIMITER]
+    limiter.forget(failures.lease)
+    await limiter.acquire(request.app[REDIS], [replace(failures.bucket, count=True)])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,11 @@ class PageContext:
     support_url: str = ""
 
 
-page_context: contextvars.ContextVar[PageContext | None] = contextvars.ContextVar("page_context", default=None)
+# Set per request to a function computing it (the language needs the query and cookies parsed:
+# only worth it when a page is rendered).
+page_context: contextvars.ContextVar[Callable[[], PageContext] | None] = contextvars.ContextVar(
+    "page_context", default=None
+)
 
 DEFAULT_BRAND = {"zh": "开放平台", "en": "Open Platform"}
 # Titles and explanations by status, for pages whose handler gave none of its own.
@@ -100,7 +105,8 @@ def error_page(
 ) -> web.Response:
     """A styled error page in the request's language: ``title``/``detail`` (a string, or one per
     language), else the status's own words; a link back (``back_url``), support, the request id."""
-    ctx = page_context.get() or PageContext()
+    context_of = page_context.get()
+    ctx = context_of() if context_of is not None else PageContext()
     lang = ctx.lang if ctx.lang in WORDS else "zh"
     default_title, default_detail = status_text(status, lang)
     shown_title = (title.get(lang) if isinstance(title, dict) else title) or default_title

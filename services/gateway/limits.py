@@ -19,20 +19,21 @@ key): one short Lua script, atomic across instances, and it yields the exact wai
 storage keeps its own connection pool, and its moving window needs a second round trip to learn the
 reset time, for no gain over these lines.
 
-Leases: a limit of at most 200 a minute (logins, auth failures, and every checked failure bucket)
-costs one round trip per request, as exact as GCRA is. Above that, one script call reserves a batch
-for this instance: it advances the key's TAT by ``n`` intervals at once, ``n`` being what fits now,
-at most ``per_minute // 200`` (and 64). The instance spends the batch without Redis for up to
-LEASE_SECONDS, then lets what is left lapse. A reservation is a count in the shared bucket, so the
-instances together never admit more than the limit; a client may only be refused slightly early
-(the lapsed rest, at most one batch per instance and key). The batch starts at one request and
-doubles while this instance uses it up within its lifetime, and shrinks to what was used when it
-lapses, so a client far below its limit does not waste its bucket on leases. A lease is per set of
-keys: for a client, per client_id *and* address, because its failure bucket is checked with every
-reservation; a 401 drops that pair's lease, so its next request asks Redis (where the failure was
-just counted) again. One refill per lease at a time: concurrent requests wait for it rather than
-each reserving a batch. A refusal is remembered for its wait: Retry-After stays exact (the wait
-counts down; other instances can only lengthen it).
+Leases: a limit under 400 a minute (logins, auth failures) costs one round trip per request, as
+exact as GCRA is (the smallest limit a request is counted in decides). From 400 a minute on, one
+script call reserves a batch for this instance: it advances the key's TAT by ``n`` intervals at
+once, ``n`` being what fits now, at most ``per_minute // 200`` (and 64). The instance spends the
+batch without Redis for up to LEASE_SECONDS, then lets what is left lapse. A reservation is a count
+in the shared bucket, so the instances together never admit more than the bucket allows (a leased
+request is admitted at most LEASE_SECONDS after it was counted); a client may only be refused
+slightly early (by the lapsed rest: at most one batch per instance and key). The batch starts at
+one request and doubles while this instance uses it up within its lifetime, and shrinks to what
+was used when it lapses, so a client far below its limit does not waste its bucket on leases. A
+lease is per set of keys: for a client, per client_id *and* address, because its failure bucket is
+checked with every reservation; a 401 drops that pair's lease, so its next request asks Redis
+(where the failure was just counted) again. One refill per lease at a time: concurrent requests
+wait for it rather than each reserving a batch. A refusal is remembered for its wait: Retry-After
+stays exact (the wait counts down; other instances can only lengthen it).
 
 When Redis does not answer within GATEWAY_RATE_LIMIT_REDIS_TIMEOUT_SECONDS the same algorithm runs
 on this instance's own counters (fail open to a local limit: with N gateways a client then gets up

@@ -293,10 +293,12 @@ class Upstream:
         self.idle: list[Connection] = []
 
     async def acquire(self, fresh: bool = False) -> tuple[Connection, bool]:
-        """A connection (an idle one unless ``fresh``) and whether it was reused; holds a slot."""
+        """A connection (an idle one unless ``fresh``) and whether it was reused; holds a slot.
+        Waiting for a slot and connecting share UPSTREAM_CONNECT_TIMEOUT_SECONDS (TimeoutError)."""
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
         if self.slots.locked():
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout_at(deadline):
                 await self.slots.acquire()
         else:
             await self.slots.acquire()
@@ -304,11 +306,14 @@ class Upstream:
             conn = None if fresh else self._idle_connection(loop.time())
             if conn is not None:
                 return conn, True
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout_at(deadline):
                 _, conn = await loop.create_connection(
                     lambda: Connection(loop, self.read_timeout), self.host, self.port
                 )
             return conn, False
+        except TimeoutError:  # an OSError too: not "unavailable" but too slow, 504 as before
+            self.slots.release()
+            raise
         except OSError as exc:
             self.slots.release()
             raise UpstreamUnavailable(f"cannot connect: {type(exc).__name__}") from exc

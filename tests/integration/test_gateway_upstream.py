@@ -5,7 +5,9 @@ answer malformed, trickle). Through the gateway: what is relayed; directly: pool
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -295,6 +297,28 @@ async def test_no_slot_within_the_connect_timeout_is_a_timeout(env: Env) -> None
     async with Exchange(up, "GET", get("/a")) as answer:  # the slot is back
         assert answer.status == 200
     up.close()
+
+
+async def test_a_connect_that_hangs_is_a_timeout_not_unavailable() -> None:
+    """TimeoutError (504), as aiohttp's ConnectionTimeoutError was, though it is an OSError too."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = [socket.socket() for _ in range(3)]  # fill its accept queue: further SYNs are dropped
+    for f in fillers:
+        f.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            f.connect(listener.getsockname())
+    await asyncio.sleep(0.1)
+    up = pool(f"http://127.0.0.1:{listener.getsockname()[1]}", connect=0.3)
+    try:
+        with pytest.raises(TimeoutError) as caught:
+            async with Exchange(up, "GET", get("/a")):
+                pass
+        assert not isinstance(caught.value, UpstreamUnavailable) and not up.slots.locked()
+    finally:
+        for f in [*fillers, listener]:
+            f.close()
 
 
 async def test_nothing_listening_is_unavailable() -> None:

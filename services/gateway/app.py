@@ -57,10 +57,11 @@ CHUNK = 64 * 1024
 # without the streaming machinery (token, introspection and API requests and answers are all far
 # smaller).
 _BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # aiohttp's client sends no Content-Length: 0
-# A request target the lean client forwards as is: what aiohttp's client (yarl) would send unchanged
-# (RFC 3986 unreserved and sub-delims, ":", "@", "/", "?"); anything else, percent-escapes included,
-# goes through aiohttp's client, which normalises it.
-_PLAIN_TARGET = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*").fullmatch
+# A request target the lean client forwards as is: an origin-form path (RFC 9112 3.2.1) that
+# aiohttp's client (yarl) would send unchanged (RFC 3986 unreserved and sub-delims, ":", "@", "/",
+# "?", but not a trailing "?", which it drops); anything else, percent-escapes and absolute-form
+# included, goes through aiohttp's client.
+_PLAIN_TARGET = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*(?<!\?)").fullmatch
 
 
 class BodyTooLarge(Exception):

@@ -262,6 +262,23 @@ async def test_an_answer_cut_short_or_malformed_is_broken_and_not_reused() -> No
         server.close()
 
 
+async def test_an_informational_answer_is_skipped() -> None:
+    async def early_hints(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n" + OK)
+
+    server, base, _ = await raw_server(early_hints)
+    up = pool(base)
+    try:
+        for _ in range(2):
+            async with Exchange(up, "GET", get("/a")) as answer:
+                assert answer.status == 200 and answer.body == b"ok"
+                assert [name for name, _ in answer.headers] == ["Content-Length"]
+        assert len(up.idle) == 1
+    finally:
+        up.close()
+        server.close()
+
+
 async def test_silence_times_out_but_a_trickle_does_not() -> None:
     async def trickle(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if n == 1:

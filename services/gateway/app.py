@@ -1,18 +1,20 @@
 """The gateway: the only public entry. Routes by path prefix to authz, token and account over
-pooled keep-alive connections, streams bodies both ways with a size limit, and never exposes
+pooled keep-alive connections (the lean client of upstream.py for the common small exchange,
+aiohttp's client for the rest), streams bodies both ways with a size limit, and never exposes
 ``/internal/*``."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import NoReturn
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 import libs.platform
 from libs.platform.config import Settings
@@ -20,10 +22,12 @@ from libs.platform.web import READY_CHECKS, REQUEST_ID, SETTINGS, create_app, re
 
 from . import cors, limits, openapi
 from .routes import route_for
+from .upstream import NO_BODY_STATUSES, SMALL_BODY, Exchange, Upstream, UpstreamBroken, UpstreamError
 
 log = logging.getLogger("oauth.gateway")
 
-CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)
+CLIENT = web.AppKey("upstream_client", aiohttp.ClientSession)  # streamed uploads, HEAD, https upstreams
+UPSTREAMS = web.AppKey("lean_upstreams", dict[str, Upstream])  # the lean client's pools (upstream.py)
 BODY_DEADLINE = web.RequestKey("body_deadline", float)
 
 # RFC 9110 7.6.1: connection-specific headers are not forwarded by a proxy.
@@ -46,11 +50,18 @@ OWN_REQUEST_HEADERS = frozenset(
     {"host", "content-length", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id"}
 )
 RESPONSE_OWN_HEADERS = frozenset({"content-length", "server", "date"})
+RESPONSE_DROP = HOP_BY_HOP | RESPONSE_OWN_HEADERS
+_DROP_REQUEST = frozenset(h.encode() for h in HOP_BY_HOP | OWN_REQUEST_HEADERS)
 CHUNK = 64 * 1024
-# Bodies up to this size with a known length are read whole and sent in one write, without the
-# streaming machinery (token, introspection and API requests and answers are all far smaller).
-SMALL_BODY = 16 * 1024
-NO_BODY_STATUSES = frozenset({204, 304})
+# Bodies up to SMALL_BODY (upstream.py) with a known length are read whole and sent in one write,
+# without the streaming machinery (token, introspection and API requests and answers are all far
+# smaller).
+_BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # aiohttp's client sends no Content-Length: 0
+# A request target the lean client forwards as is: an origin-form path (RFC 9112 3.2.1) that
+# aiohttp's client (yarl) would send unchanged (RFC 3986 unreserved and sub-delims, ":", "@", "/",
+# "?", but not a trailing "?", which it drops); anything else, percent-escapes and absolute-form
+# included, goes through aiohttp's client.
+_PLAIN_TARGET = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*(?<!\?)").fullmatch
 
 
 class BodyTooLarge(Exception):
@@ -73,6 +84,8 @@ async def _read_small_body(request: web.Request) -> bytes | None:
     """The whole body of a request with a known length up to SMALL_BODY (cached by aiohttp), else None."""
     if request.content_length is None or request.content_length > SMALL_BODY or not request.body_exists:
         return None
+    if request.content.is_eof():
+        return await request.read()  # all of it arrived with the head: nothing to wait for
     try:
         async with asyncio.timeout_at(_body_deadline(request)):
             return await request.read()
@@ -106,18 +119,16 @@ async def edge_middleware(
         return resp
 
 
-def _strip(
-    headers: CIMultiDict[str] | aiohttp.typedefs.LooseHeaders, extra: frozenset[str] = frozenset()
-) -> CIMultiDict[str]:
-    src = headers if isinstance(headers, CIMultiDict | CIMultiDictProxy) else CIMultiDict(headers)
-    listed = {t.strip().lower() for v in src.getall("Connection", []) for t in v.split(",")}
-    out: CIMultiDict[str] = CIMultiDict()
-    for k, v in src.items():
-        lk = k.lower()
-        if lk in HOP_BY_HOP or lk in listed or lk in extra:
-            continue
-        out.add(k, v)
-    return out
+def _listed(connection: Iterable[str]) -> frozenset[str]:
+    """The field names a Connection header lists (RFC 9110 7.6.1), lowercased."""
+    return frozenset(t.strip().lower() for v in connection for t in v.split(","))
+
+
+def _strip(pairs: Iterable[tuple[str, str]], connection: Iterable[str], drop: frozenset[str]) -> list[tuple[str, str]]:
+    """``pairs`` without hop-by-hop fields, those ``connection`` lists and ``drop`` (lowercase names)."""
+    if connection:
+        drop = drop | _listed(connection)
+    return [(k, v) for k, v in pairs if k.lower() not in drop]
 
 
 def _is_unsafe_path(request: web.Request) -> bool:
@@ -125,29 +136,32 @@ def _is_unsafe_path(request: web.Request) -> bool:
     raw = request.raw_path.split("?", 1)[0].lower()
     if "%2e" in raw or "%2f" in raw or "%5c" in raw or "\\" in raw:
         return True
-    segments = request.path.split("/")
-    return any(s in (".", "..") for s in segments)
+    path = request.path
+    return "." in path and any(s in (".", "..") for s in path.split("/"))
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     """Forward one request to the service that owns its path, in steps: route lookup, the size
-    limit, header filtering, the body, the upstream call and relaying its answer (rate limits ran
+    limit, the body, header filtering, the upstream call and relaying its answer (rate limits ran
     before, in edge_middleware). A failure maps to 413 / 408 / 502 / 504 (``_failed``)."""
     settings = request.app[SETTINGS]
     service = _route(request)
     limit = _check_declared_size(request, settings.max_body_bytes)
-    headers = _forward_headers(request, settings)
     upload = _Upload()
-    data = await _request_body(request, headers, limit, upload)
-    # A streamed body must be complete by its deadline too; the watch stops once the body is sent
-    # or the upstream has answered.
-    upload.watch = asyncio.timeout_at(_body_deadline(request) if upload.streaming else None)
-    url = settings.upstream_url(service) + request.raw_path
+    data = await _request_body(request, limit, upload)
+    headers = _forward_headers(request, settings)
     sent: list[web.StreamResponse] = []
     try:
+        lean = _lean_upstream(request, service)
+        if lean is not None and not upload.streaming:
+            assert data is None or isinstance(data, bytes)
+            return await _exchange_lean(request, lean, _lean_message(request, lean, headers, data), sent)
+        # A streamed body must be complete by its deadline too; the watch stops once the body is
+        # sent or the upstream has answered.
+        upload.watch = asyncio.timeout_at(_body_deadline(request) if upload.streaming else None)
         async with upload.watch:
-            return await _exchange(request, url, headers, data, upload, sent)
-    except (TimeoutError, BodyTooLarge, BodyTimeout, aiohttp.ClientError) as exc:
+            return await _exchange(request, service, _decoded(headers), data, upload, sent)
+    except (TimeoutError, BodyTooLarge, BodyTimeout, aiohttp.ClientError, UpstreamError) as exc:
         return _failed(service, exc, upload, limit, sent)
 
 
@@ -177,7 +191,7 @@ def _failed(
     its headers already went out (never a second status), else 502 / 504 for the upstream."""
     if upload.too_large:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=limit + 1) from None
-    if upload.timed_out or upload.watch.expired():
+    if upload.timed_out or (upload.watch is not None and upload.watch.expired()):
         raise BodyTimeout from None
     if sent and sent[0].prepared:
         log.warning("upstream failed mid-response", extra={"upstream": service, "error": type(exc).__name__})
@@ -188,40 +202,52 @@ def _failed(
 class _Upload:
     """How forwarding the request body went."""
 
+    __slots__ = ("streaming", "too_large", "timed_out", "length", "watch")
+
     def __init__(self) -> None:
         self.streaming = self.too_large = self.timed_out = False
-        self.watch = asyncio.timeout_at(None)
+        self.length: int | None = None  # the Content-Length to send upstream
+        self.watch: asyncio.Timeout | None = None
 
     def done(self) -> None:
-        self.watch.reschedule(None)
+        if self.watch is not None:
+            self.watch.reschedule(None)
 
 
-def _forward_headers(request: web.Request, settings: Settings) -> CIMultiDict[str]:
-    headers = _strip(request.headers, OWN_REQUEST_HEADERS)
+def _forward_headers(request: web.Request, settings: Settings) -> list[tuple[bytes, bytes]]:
+    """The request's fields as sent upstream, raw: without hop-by-hop fields (RFC 9110 7.6.1) or
+    those the gateway sets itself, plus X-Forwarded-* and X-Request-Id. Content-Length and Host
+    are added by the client that sends it."""
+    drop = _DROP_REQUEST
+    if "Connection" in request.headers:
+        drop = drop | {t.encode("utf-8", "surrogateescape") for t in _listed(request.headers.getall("Connection"))}
+    out = [(k, v) for k, v in request.raw_headers if k.lower() not in drop]
     peer = request.remote or ""
-    forwarded_for = request.headers.get("X-Forwarded-For") if settings.trust_forwarded_headers else None
-    headers["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
-    headers["X-Forwarded-Proto"] = (
-        request.headers.get("X-Forwarded-Proto", request.scheme) if settings.trust_forwarded_headers else request.scheme
-    )
-    headers["X-Forwarded-Host"] = request.host
-    headers["X-Request-Id"] = request[REQUEST_ID]
-    return headers
+    trusted = settings.trust_forwarded_headers
+    forwarded_for = request.headers.get("X-Forwarded-For") if trusted else None
+    proto = request.headers.get("X-Forwarded-Proto", request.scheme) if trusted else request.scheme
+    for name, value in (
+        (b"X-Forwarded-For", f"{forwarded_for}, {peer}" if forwarded_for else peer),
+        (b"X-Forwarded-Proto", proto),
+        (b"X-Forwarded-Host", request.host),
+        (b"X-Request-Id", request[REQUEST_ID]),
+    ):
+        out.append((name, value.encode("utf-8", "surrogateescape")))
+    return out
 
 
-async def _request_body(
-    request: web.Request, headers: CIMultiDict[str], limit: int, upload: _Upload
-) -> AsyncIterator[bytes] | bytes | None:
+def _decoded(headers: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """Forwarded fields for aiohttp's client, decoded as aiohttp's parser decodes them."""
+    return CIMultiDict((k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for k, v in headers)
+
+
+async def _request_body(request: web.Request, limit: int, upload: _Upload) -> AsyncIterator[bytes] | bytes | None:
     if request.content_length is not None and request.content_length <= SMALL_BODY:
         # Small and of a known, already checked length: read whole, forwarded in one write.
-        data = await _read_small_body(request)
-        if data is not None:
-            headers["Content-Length"] = str(len(data))
-        return data
+        return await _read_small_body(request)
     if not request.body_exists:
         return None
-    if request.content_length is not None:
-        headers["Content-Length"] = str(request.content_length)
+    upload.length = request.content_length
     upload.streaming = True
 
     async def body() -> AsyncIterator[bytes]:
@@ -246,23 +272,80 @@ async def _request_body(
     return body()
 
 
+def _lean_upstream(request: web.Request, service: str) -> Upstream | None:
+    """The lean client's pool for this exchange (upstream.py), or None for aiohttp's client: a
+    streamed upload, HEAD (llhttp cannot be told an answer has no body), an https upstream, or a
+    request target aiohttp's client would normalise (percent-escapes, non-ASCII)."""
+    if request.method == "HEAD" or _PLAIN_TARGET(request.raw_path) is None:
+        return None
+    return request.app[UPSTREAMS].get(service)
+
+
+def _lean_message(
+    request: web.Request, upstream: Upstream, headers: list[tuple[bytes, bytes]], data: bytes | None
+) -> bytes:
+    """The whole request for the lean client: one request line, Host, the forwarded fields, our own
+    Content-Length, the body. A field value carrying CR, LF or NUL (which could split the request
+    upstream: request smuggling) is refused, though aiohttp's parser never lets one through."""
+    block = b"\r\n".join([b": ".join(field) for field in headers])
+    # Names are tokens (aiohttp's parser, our constants): any CR or LF beyond the n - 1 separators
+    # comes from a value.
+    lines = len(headers) - 1
+    if block.count(b"\r") != lines or block.count(b"\n") != lines or b"\0" in block:
+        raise web.HTTPBadRequest(reason="Invalid header value")
+    start = f"{request.method} {upstream.prefix}{request.raw_path} HTTP/1.1\r\n".encode()
+    parts = [start, upstream.host_header, block, b"\r\n"]
+    if "Accept" not in request.headers or not any(k.lower() == b"accept" for k, _ in headers):
+        parts.append(b"Accept: */*\r\n")  # as aiohttp's client adds it
+    if data is not None:
+        parts += (b"Content-Length: %d\r\n\r\n" % len(data), data)
+    elif request.method not in _BODILESS_METHODS:
+        parts.append(b"Content-Length: 0\r\n\r\n")  # as aiohttp's client sends for POST, PUT, PATCH, DELETE
+    else:
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+async def _exchange_lean(
+    request: web.Request, lean: Upstream, message: bytes, sent: list[web.StreamResponse]
+) -> web.StreamResponse:
+    """Send the request with the lean client and relay the answer (``sent`` holds a response once started)."""
+    async with Exchange(lean, request.method, message) as upstream:
+        headers = _strip(upstream.headers, upstream.connection, RESPONSE_DROP)
+        if upstream.small:
+            return _relay_small(upstream.status, upstream.reason, headers, upstream.body)
+        length = None if upstream.encoded else upstream.content_length
+        resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        sent.append(resp)
+        await _relay_stream(request, resp, headers, length, upstream.chunks())
+        return resp
+
+
 async def _exchange(
     request: web.Request,
-    url: str,
+    service: str,
     headers: CIMultiDict[str],
     data: AsyncIterator[bytes] | bytes | None,
     upload: _Upload,
     sent: list[web.StreamResponse],
 ) -> web.StreamResponse:
-    """Send the request upstream and relay the answer (``sent`` holds a response once started)."""
+    """Send the request with aiohttp's client and relay the answer (``sent`` holds a response once started)."""
+    if isinstance(data, bytes):
+        headers["Content-Length"] = str(len(data))
+    elif upload.length is not None:
+        headers["Content-Length"] = str(upload.length)
+    url = request.app[SETTINGS].upstream_url(service) + request.raw_path
     client = request.app[CLIENT]
     async with client.request(request.method, url, headers=headers, data=data, allow_redirects=False) as upstream:
         upload.done()
+        kept = _strip(upstream.headers.items(), upstream.headers.getall("Connection", ()), RESPONSE_DROP)
         if _is_small_answer(request, upstream):
-            return await _relay_small(upstream)
+            return _relay_small(upstream.status, upstream.reason, kept, await upstream.read())
+        encoded = "Content-Encoding" in upstream.headers
         resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         sent.append(resp)
-        await _relay_stream(request, upstream, resp)
+        length = None if encoded else upstream.content_length
+        await _relay_stream(request, resp, kept, length, upstream.content.iter_chunked(CHUNK))
         return resp
 
 
@@ -278,27 +361,32 @@ def _is_small_answer(request: web.Request, upstream: aiohttp.ClientResponse) -> 
     )
 
 
-async def _relay_small(upstream: aiohttp.ClientResponse) -> web.Response:
+def _relay_small(status: int, reason: str | None, headers: list[tuple[str, str]], payload: bytes) -> web.Response:
     """Small and of a known length: headers and body go out in one write."""
-    payload = await upstream.read()
-    small = web.Response(status=upstream.status, reason=upstream.reason, body=payload)
-    small.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
+    small = web.Response(status=status, reason=reason, body=payload)
+    small.headers.extend(headers)
     return small
 
 
-async def _relay_stream(request: web.Request, upstream: aiohttp.ClientResponse, resp: web.StreamResponse) -> None:
+async def _relay_stream(
+    request: web.Request,
+    resp: web.StreamResponse,
+    headers: list[tuple[str, str]],
+    length: int | None,
+    chunks: AsyncIterator[bytes],
+) -> None:
     """Stream the upstream's answer through ``resp`` chunk by chunk."""
-    resp.headers.extend(_strip(upstream.headers, RESPONSE_OWN_HEADERS))
-    if upstream.content_length is not None and "Content-Encoding" not in upstream.headers:
-        resp.content_length = upstream.content_length
+    resp.headers.extend(headers)
+    if length is not None:
+        resp.content_length = length
     await resp.prepare(request)
-    async for chunk in upstream.content.iter_chunked(CHUNK):
+    async for chunk in chunks:
         await resp.write(chunk)
     await resp.write_eof()
 
 
 def _raise_upstream_error(service: str, exc: BaseException) -> NoReturn:
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, aiohttp.ClientPayloadError | UpstreamBroken):
         log.warning("upstream payload error", extra={"upstream": service, "error": type(exc).__name__})
         raise web.HTTPBadGateway(reason=f"The {service} service sent a broken response; try again") from None
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
@@ -363,9 +451,12 @@ def build(settings: Settings) -> web.Application:
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
         )
         app[CLIENT] = session
+        app[UPSTREAMS] = _lean_pools(settings)
         for service in ("authz", "token", "account"):
             app[READY_CHECKS][service] = _upstream_check(session, settings.upstream_url(service))
         yield
+        for pool in app[UPSTREAMS].values():
+            pool.close()
         await session.close()
 
     app.cleanup_ctx.append(client_ctx)
@@ -375,6 +466,18 @@ def build(settings: Settings) -> web.Application:
     openapi.add_routes(app)  # served by the gateway itself: it describes every service's public API
     app.router.add_route("*", "/{tail:.*}", proxy)
     return app
+
+
+def _lean_pools(settings: Settings) -> dict[str, Upstream]:
+    """The lean client's pool per plain-http upstream, sharing UPSTREAM_POOL_SIZE busy connections."""
+    slots = asyncio.Semaphore(settings.upstream_pool_size)
+    pools = {}
+    for service in ("authz", "token", "account"):
+        base = settings.upstream_url(service)
+        if base.startswith("http://"):
+            timeouts = (settings.upstream_connect_timeout_seconds, settings.upstream_timeout_seconds)
+            pools[service] = Upstream(base, slots, *timeouts)
+    return pools
 
 
 def _upstream_check(session: aiohttp.ClientSession, base: str):  # type: ignore[no-untyped-def]

@@ -89,10 +89,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _vary(response: web.StreamResponse, *names: str) -> None:
-    present = {v.strip().lower() for v in response.headers.get("Vary", "").split(",") if v.strip()}
+    current = response.headers.get("Vary")
+    if current is None:
+        response.headers["Vary"] = ", ".join(names)
+        return
+    present = {v.strip().lower() for v in current.split(",") if v.strip()}
     missing = [n for n in names if n.lower() not in present]
     if missing:
-        current = response.headers.get("Vary")
         response.headers["Vary"] = ", ".join([current, *missing] if current else missing)
 
 
@@ -138,7 +141,7 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
     if request.get(ANSWERED):
         return
     # Only the gateway answers CORS: whatever an upstream said is dropped.
-    for name in {h for h in response.headers if h.lower().startswith("access-control-")}:
+    for name in [h for h in response.headers if h[:15].lower() == "access-control-"]:
         response.headers.popall(name, None)
     if request.path not in CORS_PATHS:
         return

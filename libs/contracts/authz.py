@@ -65,6 +65,45 @@ async def exchange_code(
     return None if refresh_id is None else int(refresh_id)
 
 
+# authz: the authorize endpoint's usual answer in ONE statement (docs/performance.md "authorize in
+# one statement"): store a new code of a signed-in user only if the user is still active (status 1)
+# and their consent record already covers every requested scope ($11). The record is locked FOR KEY
+# SHARE, so a revocation (its DELETE, then ``expire_codes``) either came first and no code is
+# stored, or waits for this statement and then expires the code. An unchanged record is not
+# rewritten: only ``last_authorized_at``, and only once it is a minute old (the authorized-apps
+# page shows it to the minute). One row (username, active, issued), none when the user is gone.
+ISSUE_CONSENTED_CODE_SQL = """
+WITH u AS (
+    SELECT username, status FROM users WHERE id = $3
+), consent AS (
+    SELECT g.last_authorized_at FROM grants g
+    WHERE g.user_id = $3 AND g.client_id = $2 AND g.scopes @> $11::text[]
+      AND EXISTS (SELECT 1 FROM u WHERE u.status = 1)
+    FOR KEY SHARE
+), touched AS (
+    UPDATE grants SET last_authorized_at = now()
+    WHERE user_id = $3 AND client_id = $2
+      AND EXISTS (SELECT 1 FROM consent WHERE last_authorized_at < now() - interval '1 minute')
+), code AS (
+    INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, code_challenge,
+                                     code_challenge_method, nonce, auth_time, expires_at)
+    SELECT $1::bytea, $2, $3, $4::text, $5::text, $6::text, $7::text, $8::text, $9::timestamptz,
+           now() + make_interval(secs => $10::int)
+    FROM consent
+    RETURNING 1
+)
+SELECT u.username, u.status = 1 AS active, EXISTS (SELECT 1 FROM code) AS issued FROM u
+"""
+
+
+async def issue_consented_code(db: DB, code: tuple[object, ...], scopes: list[str]) -> asyncpg.Record | None:
+    """owner: authz (+ account's users). ``code``: the new code's columns in the order of
+    ``services/authz/store/codes.INSERT_CODE_SQL`` ($1..$10: hash, client_id, user_id, redirect_uri,
+    scope, challenge, method, nonce, auth_time, ttl seconds). (username, active, issued), or None
+    when the user is gone (authz: authorize with a consent record, ``ISSUE_CONSENTED_CODE_SQL``)."""
+    return await db.fetchrow(ISSUE_CONSENTED_CODE_SQL, *code, scopes)
+
+
 async def expire_codes(conn: asyncpg.Connection, *, user_id: int | None, client_id: str | None) -> None:
     """In the caller's transaction: expire the unused authorization codes and device codes of
     ``user_id`` and/or ``client_id`` (``token.revoke_families``, before the families: an exchange in

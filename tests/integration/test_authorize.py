@@ -23,6 +23,8 @@ from libs.platform.config import Settings
 from libs.platform.redis import key
 from libs.platform.security import token_hash
 from services.account import store as account_store
+from services.authz.store import consent_records
+from tests.support.clock import age_consent
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import (
     REQUEST_RE,
@@ -562,6 +564,39 @@ async def test_existing_grant_skips_consent(stack, browser, db, settings, client
     grant = await db.fetchrow("SELECT * FROM grants WHERE user_id = $1", user.id)
     assert list(grant["scopes"]) == ["profile", "balance", "openid"]
     assert grant["first_authorized_at"] == first and grant["last_authorized_at"] > first
+
+
+async def test_an_unchanged_consent_record_is_not_rewritten(stack, browser, db, settings, client, user) -> None:
+    """A covering record answers with a code in one statement that leaves it alone; only a
+    last_authorized_at a minute old is refreshed (the authorized-apps page shows it to the minute)."""
+    _, request_id, token = await consent_page(browser, stack, client[0])
+    await answer(browser, stack, request_id, token, "allow")
+    before = await db.fetchrow("SELECT xmin::text AS version, * FROM grants WHERE user_id = $1", user.id)
+    for _ in range(3):
+        assert (await authorize(browser, stack.base, client[0], CB, auto_authorize=None))["code"]  # type: ignore[arg-type]
+    after = await db.fetchrow("SELECT xmin::text AS version, * FROM grants WHERE user_id = $1", user.id)
+    assert after == before
+    await age_consent(db, user.id, client[0], 61)
+    assert (await authorize(browser, stack.base, client[0], CB, auto_authorize=None))["code"]  # type: ignore[arg-type]
+    refreshed = await db.fetchrow("SELECT * FROM grants WHERE user_id = $1", user.id)
+    assert refreshed["last_authorized_at"] >= before["last_authorized_at"]
+    assert list(refreshed["scopes"]) == list(before["scopes"])
+
+
+async def test_a_revocation_in_progress_holds_the_code_back(stack, browser, db, settings, client, user) -> None:
+    """The record is locked while the code is stored: an authorize that meets a revocation still
+    committing waits for it, then finds no record (no code; prompt=none: consent_required)."""
+    _, request_id, token = await consent_page(browser, stack, client[0])
+    await answer(browser, stack, request_id, token, "allow")
+    codes = "SELECT count(*) FROM authorization_codes WHERE user_id = $1"
+    issued = await db.fetchval(codes, user.id)
+    async with db.acquire() as conn, conn.transaction():
+        assert await consent_records.delete(conn, user.id, client[0])
+        pending = asyncio.ensure_future(get(browser, stack, params(client[0], prompt="none")))
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        assert not done  # waiting for the revocation's row lock
+    assert_redirect_error(*(await pending)[:2], settings, "consent_required")
+    assert await db.fetchval(codes, user.id) == issued
 
 
 async def test_prompt_none_without_grant_is_consent_required(stack, browser, settings, client) -> None:

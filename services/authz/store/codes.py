@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from libs.contracts.authz import issue_consented_code
+
 
 @dataclass(frozen=True)
 class CodeRow:
@@ -71,3 +73,10 @@ WITH consent AS (
 
 async def insert_code_with_consent(db: asyncpg.Pool | asyncpg.Connection, row: CodeRow, scopes: list[str]) -> None:
     await db.execute(INSERT_CODE_WITH_CONSENT_SQL, *_code_args(row), scopes)
+
+
+async def insert_code_if_consented(db: asyncpg.Pool, row: CodeRow, scopes: list[str]) -> asyncpg.Record | None:
+    """The code only if its user is active and their consent record covers ``scopes``, in one
+    statement that also reads the user (``libs/contracts/authz.issue_consented_code``):
+    (username, active, issued), or None when the user is gone."""
+    return await issue_consented_code(db, _code_args(row), scopes)

@@ -104,6 +104,39 @@ async def issue_consented_code(db: DB, code: tuple[object, ...], scopes: list[st
     return await db.fetchrow(ISSUE_CONSENTED_CODE_SQL, *code, scopes)
 
 
+# authz: a one-click login (docs/operations.md "App verification") in ONE statement: for a user still
+# active, record the consent (the union of the old and new scopes, the first time kept) and store
+# the code. A record that already covers the scopes is not rewritten (ON CONFLICT ... WHERE: only
+# locked), unless its last_authorized_at is a minute old. The same row as ISSUE_CONSENTED_CODE_SQL.
+ISSUE_ONE_CLICK_CODE_SQL = """
+WITH u AS (
+    SELECT username, status FROM users WHERE id = $3
+), consent AS (
+    INSERT INTO grants (user_id, client_id, scopes)
+    SELECT $3, $2, $11::text[] FROM u WHERE u.status = 1
+    ON CONFLICT (user_id, client_id) DO UPDATE SET
+        scopes = ARRAY(SELECT s FROM unnest(grants.scopes || EXCLUDED.scopes) WITH ORDINALITY AS t(s, i)
+                       GROUP BY s ORDER BY min(i)),
+        last_authorized_at = now()
+    WHERE NOT (grants.scopes @> EXCLUDED.scopes) OR grants.last_authorized_at < now() - interval '1 minute'
+), code AS (
+    INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, code_challenge,
+                                     code_challenge_method, nonce, auth_time, expires_at)
+    SELECT $1::bytea, $2, $3, $4::text, $5::text, $6::text, $7::text, $8::text, $9::timestamptz,
+           now() + make_interval(secs => $10::int)
+    FROM u WHERE u.status = 1
+    RETURNING 1
+)
+SELECT u.username, u.status = 1 AS active, EXISTS (SELECT 1 FROM code) AS issued FROM u
+"""
+
+
+async def issue_one_click_code(db: DB, code: tuple[object, ...], scopes: list[str]) -> asyncpg.Record | None:
+    """owner: authz (+ account's users). ``ISSUE_ONE_CLICK_CODE_SQL``; ``code`` and the answer as
+    for ``issue_consented_code`` (authz: authorize, a one-click login)."""
+    return await db.fetchrow(ISSUE_ONE_CLICK_CODE_SQL, *code, scopes)
+
+
 async def expire_codes(conn: asyncpg.Connection, *, user_id: int | None, client_id: str | None) -> None:
     """In the caller's transaction: expire the unused authorization codes and device codes of
     ``user_id`` and/or ``client_id`` (``token.revoke_families``, before the families: an exchange in

@@ -1,8 +1,9 @@
 """``GET /api/oauth2/authorize`` (RFC 6749 4.1, RFC 7636 PKCE, RFC 9207 ``iss``, OIDC prompt/max_age).
 
 Flow: validate (authrequest.CHECKS) -> who is logged in -> decide (decision.py) -> act. The usual
-request (a session needing no fresh login, a consent record covering the scopes) is answered by
-one statement that checks the user and the record and stores the code (``_decide``):
+request (a session needing no fresh login, a consent record covering the scopes or a one-click
+login) is answered by one statement that checks the user and the record and stores the code
+(``_decide``):
 
 - not logged in: ``prompt=none`` -> ``login_required``; else the login page, then back here;
 - a fresh login is needed (``prompt=login``, or ``max_age`` exceeded): ``prompt=none`` ->
@@ -33,8 +34,8 @@ from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import consent, loginrequest
 from .authrequest import AuthRequest, load_client, parse
-from .codes import issue_code, issue_code_if_consented
-from .decision import OneClickPolicy, Step, consent_step, decide, login_step, record_decides
+from .codes import issue_code, issue_code_at_once
+from .decision import OneClickPolicy, Step, consent_step, decide, login_step, one_click_allowed
 from .identity import SignedIn, drop_dead_session, signed_in
 from .responses import ErrorPage, error_page, found, redirect_error, to_client
 from .store import consent_records
@@ -83,22 +84,23 @@ async def handle_authorize(request: web.Request) -> web.Response:
 async def _decide(
     request: web.Request, req: AuthRequest, session: Session | None, fresh: bool, now: int
 ) -> str | tuple[SignedIn | None, Step]:
-    """The code, when a consent record decides and covers the request; else who is signed in (an
-    active user) and the step (decision.py).
+    """The code, when it can be issued at once; else who is signed in (an active user) and the
+    step (decision.py).
 
-    When the session needs no fresh login and only a consent record can say ``issue``, ONE
-    statement checks that the user is still active and that their record covers the scopes, and
-    stores the code (docs/performance.md "authorize in one statement"): no separate user and
-    record reads, no rewrite of an unchanged record."""
+    When the session needs no fresh login and there is no ``prompt=consent``, ONE statement checks
+    that the user is still active and that their consent record covers the scopes (or, for a
+    one-click login, records the consent), and stores the code (docs/performance.md "authorize in
+    one statement"): no separate user and record reads, no rewrite of an unchanged record."""
     settings, db = request.app[SETTINGS], request.app[PG]
     policy = OneClickPolicy.from_settings(settings)
-    if session is not None and login_step(req, session.auth_time, fresh, now) is None and record_decides(policy, req):
-        consented = await issue_code_if_consented(db, settings, req, session.user_id, session.auth_time)
-        if consented.code is not None:
-            return consented.code
-        if consented.username is None:  # the user is gone or disabled: the session no longer counts
+    if session is not None and login_step(req, session.auth_time, fresh, now) is None and "consent" not in req.prompt:
+        one_click = one_click_allowed(policy, req)
+        at_once = await issue_code_at_once(db, settings, req, session.user_id, session.auth_time, one_click=one_click)
+        if at_once.code is not None:
+            return at_once.code
+        if at_once.username is None:  # the user is gone or disabled: the session no longer counts
             return None, login_step(req, None, fresh, now) or "login"
-        return SignedIn(session, session.user_id, consented.username), consent_step(policy, req, covered=False)
+        return SignedIn(session, session.user_id, at_once.username), consent_step(policy, req, covered=False)
     who = await signed_in(request)
     auth = (who.user_id, who.session.auth_time) if who else None
     return who, await decide(consent_records.Store(db), policy, req, auth, fresh, now)

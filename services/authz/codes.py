@@ -17,7 +17,7 @@ from libs.platform.security import token_hash
 from .authrequest import AuthRequest
 from .spend_limits import record_limit
 from .store import consent_records
-from .store.codes import CodeRow, insert_code, insert_code_if_consented, insert_code_with_consent
+from .store.codes import CodeRow, insert_code, insert_code_at_once, insert_code_with_consent
 
 
 def _new_code(settings: Settings, req: AuthRequest, user_id: int, auth_time: int) -> tuple[str, CodeRow]:
@@ -62,23 +62,24 @@ async def issue_code(
 
 
 @dataclass(frozen=True)
-class Consented:
-    """What ``issue_code_if_consented`` found: the code (None when none was stored) and the user's
+class AtOnce:
+    """What ``issue_code_at_once`` found: the code (None when none was stored) and the user's
     name, None when the user is gone or no longer active."""
 
     code: str | None
     username: str | None
 
 
-async def issue_code_if_consented(
-    pool: asyncpg.Pool, settings: Settings, req: AuthRequest, user_id: int, auth_time: int
-) -> Consented:
+async def issue_code_at_once(
+    pool: asyncpg.Pool, settings: Settings, req: AuthRequest, user_id: int, auth_time: int, *, one_click: bool
+) -> AtOnce:
     """authorize's usual answer, in one round trip (docs/performance.md "authorize in one
-    statement"): a new code, stored only if ``user_id`` is still active and their consent record
-    already covers ``req.scopes`` (the record is then not rewritten); else no code, and whether the
-    user is active (their name) for the rest of the decision."""
+    statement"): a new code, stored only if ``user_id`` is still active and either their consent
+    record already covers ``req.scopes`` or ``one_click`` (a one-click login, which records the
+    consent); a record that already covers the scopes is not rewritten. Else no code, and whether
+    the user is active (their name) for the rest of the decision."""
     code, row = _new_code(settings, req, user_id, auth_time)
-    found = await insert_code_if_consented(pool, row, list(req.scopes))
+    found = await insert_code_at_once(pool, row, list(req.scopes), one_click=one_click)
     if found is None or not found["active"]:
-        return Consented(None, None)
-    return Consented(code if found["issued"] else None, found["username"])
+        return AtOnce(None, None)
+    return AtOnce(code if found["issued"] else None, found["username"])

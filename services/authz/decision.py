@@ -68,12 +68,6 @@ def login_step(req: AuthRequest, auth_time: int | None, fresh: bool, now: int) -
     return None
 
 
-def record_decides(policy: OneClickPolicy, req: AuthRequest) -> bool:
-    """Only a consent record can still say ``issue``: no ``prompt=consent`` (the page is then
-    shown whatever the record says) and no one-click login allowed."""
-    return "consent" not in req.prompt and not one_click_allowed(policy, req)
-
-
 def consent_step(policy: OneClickPolicy, req: AuthRequest, covered: bool) -> Step:
     """``covered``: a consent record of this user already covers every requested scope."""
     if "consent" not in req.prompt and (one_click_allowed(policy, req) or covered):
@@ -94,5 +88,6 @@ async def decide(
     if step is not None or who is None:
         return step or "login"
     # The record is read only when it can change the answer.
-    covered = record_decides(policy, req) and await records.covers(who[0], req.client_id, req.scopes)
+    needed = "consent" not in req.prompt and not one_click_allowed(policy, req)
+    covered = needed and await records.covers(who[0], req.client_id, req.scopes)
     return consent_step(policy, req, covered)

@@ -341,6 +341,22 @@ async def test_one_click_returns_a_code_at_once(stack, browser, db, settings, cl
     assert grant is not None and list(grant["scopes"]) == ["profile", "balance"]
 
 
+async def test_one_click_adds_new_scopes_and_leaves_a_covering_record_alone(stack, browser, db, client, user) -> None:
+    """One statement records the consent with the code: new scopes are added (the first time kept);
+    a record that already covers the request is not rewritten."""
+    grant_sql = "SELECT xmin::text AS version, * FROM grants WHERE user_id = $1 AND client_id = $2"
+    assert (await authorize(browser, stack.base, client[0], CB))["code"]
+    first = await db.fetchrow(grant_sql, user.id, client[0])
+    for scope in ("profile balance", "balance"):
+        assert (await authorize(browser, stack.base, client[0], CB, scope=scope))["code"]
+    assert await db.fetchrow(grant_sql, user.id, client[0]) == first
+    assert (await authorize(browser, stack.base, client[0], CB, scope="openid"))["code"]
+    grant = await db.fetchrow(grant_sql, user.id, client[0])
+    assert list(grant["scopes"]) == ["profile", "balance", "openid"]
+    assert grant["first_authorized_at"] == first["first_authorized_at"]
+    assert grant["last_authorized_at"] >= first["last_authorized_at"]
+
+
 async def test_code_row_is_hashed_and_bound(stack, browser, db, settings, client, user) -> None:
     verifier, challenge = pkce_pair()
     q = await authorize(

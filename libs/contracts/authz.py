@@ -65,6 +65,15 @@ async def exchange_code(
     return None if refresh_id is None else int(refresh_id)
 
 
+# authorize's statements below: the new code's row ($1..$10, typed: an INSERT ... SELECT infers no
+# parameter type from its target), and their answer (none when the user is gone).
+_NEW_CODE = """
+    INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, code_challenge,
+                                     code_challenge_method, nonce, auth_time, expires_at)
+    SELECT $1::bytea, $2, $3, $4::text, $5::text, $6::text, $7::text, $8::text, $9::timestamptz,
+           now() + make_interval(secs => $10::int)"""
+_ANSWER = "SELECT u.username, u.status = 1 AS active, EXISTS (SELECT 1 FROM code) AS issued FROM u\n"
+
 # authz: the authorize endpoint's usual answer in ONE statement (docs/performance.md "authorize in
 # one statement"): store a new code of a signed-in user only if the user is still active (status 1)
 # and their consent record already covers every requested scope ($11). The record is locked FOR KEY
@@ -72,7 +81,8 @@ async def exchange_code(
 # stored, or waits for this statement and then expires the code. An unchanged record is not
 # rewritten: only ``last_authorized_at``, and only once it is a minute old (the authorized-apps
 # page shows it to the minute). One row (username, active, issued), none when the user is gone.
-ISSUE_CONSENTED_CODE_SQL = """
+ISSUE_CONSENTED_CODE_SQL = (
+    """
 WITH u AS (
     SELECT username, status FROM users WHERE id = $3
 ), consent AS (
@@ -85,15 +95,15 @@ WITH u AS (
     WHERE user_id = $3 AND client_id = $2
       AND EXISTS (SELECT 1 FROM consent WHERE last_authorized_at < now() - interval '1 minute')
 ), code AS (
-    INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, code_challenge,
-                                     code_challenge_method, nonce, auth_time, expires_at)
-    SELECT $1::bytea, $2, $3, $4::text, $5::text, $6::text, $7::text, $8::text, $9::timestamptz,
-           now() + make_interval(secs => $10::int)
+"""
+    + _NEW_CODE
+    + """
     FROM consent
     RETURNING 1
 )
-SELECT u.username, u.status = 1 AS active, EXISTS (SELECT 1 FROM code) AS issued FROM u
 """
+    + _ANSWER
+)
 
 
 async def issue_consented_code(db: DB, code: tuple[object, ...], scopes: list[str]) -> asyncpg.Record | None:
@@ -108,7 +118,8 @@ async def issue_consented_code(db: DB, code: tuple[object, ...], scopes: list[st
 # active, record the consent (the union of the old and new scopes, the first time kept) and store
 # the code. A record that already covers the scopes is not rewritten (ON CONFLICT ... WHERE: only
 # locked), unless its last_authorized_at is a minute old. The same row as ISSUE_CONSENTED_CODE_SQL.
-ISSUE_ONE_CLICK_CODE_SQL = """
+ISSUE_ONE_CLICK_CODE_SQL = (
+    """
 WITH u AS (
     SELECT username, status FROM users WHERE id = $3
 ), consent AS (
@@ -120,15 +131,15 @@ WITH u AS (
         last_authorized_at = now()
     WHERE NOT (grants.scopes @> EXCLUDED.scopes) OR grants.last_authorized_at < now() - interval '1 minute'
 ), code AS (
-    INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, code_challenge,
-                                     code_challenge_method, nonce, auth_time, expires_at)
-    SELECT $1::bytea, $2, $3, $4::text, $5::text, $6::text, $7::text, $8::text, $9::timestamptz,
-           now() + make_interval(secs => $10::int)
+"""
+    + _NEW_CODE
+    + """
     FROM u WHERE u.status = 1
     RETURNING 1
 )
-SELECT u.username, u.status = 1 AS active, EXISTS (SELECT 1 FROM code) AS issued FROM u
 """
+    + _ANSWER
+)
 
 
 async def issue_one_click_code(db: DB, code: tuple[object, ...], scopes: list[str]) -> asyncpg.Record | None:

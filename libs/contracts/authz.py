@@ -73,6 +73,9 @@ _NEW_CODE = """
     SELECT $1::bytea, $2, $3, $4::text, $5::text, $6::text, $7::text, $8::text, $9::timestamptz,
            now() + make_interval(secs => $10::int)"""
 _ANSWER = "SELECT u.username, u.status = 1 AS active, EXISTS (SELECT 1 FROM code) AS issued FROM u\n"
+# Both lock the user's row (FOR KEY SHARE, as the code's foreign key check would at the end) before
+# the consent record: the order in which disabling a user takes them (its row, then its records),
+# so the two wait for each other instead of deadlocking; a user disabled meanwhile gets no code.
 
 # authz: the authorize endpoint's usual answer in ONE statement (docs/performance.md "authorize in
 # one statement"): store a new code of a signed-in user only if the user is still active (status 1)
@@ -84,7 +87,7 @@ _ANSWER = "SELECT u.username, u.status = 1 AS active, EXISTS (SELECT 1 FROM code
 ISSUE_CONSENTED_CODE_SQL = (
     """
 WITH u AS (
-    SELECT username, status FROM users WHERE id = $3
+    SELECT username, status FROM users WHERE id = $3 FOR KEY SHARE
 ), consent AS (
     SELECT g.last_authorized_at FROM grants g
     WHERE g.user_id = $3 AND g.client_id = $2 AND g.scopes @> $11::text[]
@@ -121,7 +124,7 @@ async def issue_consented_code(db: DB, code: tuple[object, ...], scopes: list[st
 ISSUE_ONE_CLICK_CODE_SQL = (
     """
 WITH u AS (
-    SELECT username, status FROM users WHERE id = $3
+    SELECT username, status FROM users WHERE id = $3 FOR KEY SHARE
 ), consent AS (
     INSERT INTO grants (user_id, client_id, scopes)
     SELECT $3, $2, $11::text[] FROM u WHERE u.status = 1

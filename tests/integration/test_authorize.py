@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from yarl import URL
 
+from libs.contracts.authz import delete_user_consents
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
 from libs.platform.redis import key
@@ -613,6 +614,21 @@ async def test_a_revocation_in_progress_holds_the_code_back(stack, browser, db, 
         assert not done  # waiting for the revocation's row lock
     assert_redirect_error(*(await pending)[:2], settings, "consent_required")
     assert await db.fetchval(codes, user.id) == issued
+
+
+async def test_authorize_waits_for_a_user_being_disabled(stack, browser, db, settings, client, user) -> None:
+    """Disabling a user locks the user's row, then deletes the consent records: an authorize
+    arriving in between waits for it (no deadlock between the two), then issues no code."""
+    _, request_id, token = await consent_page(browser, stack, client[0])
+    await answer(browser, stack, request_id, token, "allow")
+    async with db.acquire() as conn, conn.transaction():
+        await account_store.lock_user_status(conn, user.id)
+        pending = asyncio.ensure_future(get(browser, stack, params(client[0], prompt="none")))
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        assert not done  # waiting for the user's row
+        await account_store.set_user_status(conn, user.id, UserStatus.DISABLED)
+        await delete_user_consents(conn, user.id)
+    assert_redirect_error(*(await pending)[:2], settings, "login_required")
 
 
 async def test_prompt_none_without_grant_is_consent_required(stack, browser, settings, client) -> None:

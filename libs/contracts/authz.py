@@ -65,6 +65,92 @@ async def exchange_code(
     return None if refresh_id is None else int(refresh_id)
 
 
+# authorize's statements below: the new code's row ($1..$10, typed: an INSERT ... SELECT infers no
+# parameter type from its target), and their answer (none when the user is gone).
+_NEW_CODE = """
+    INSERT INTO authorization_codes (code_hash, client_id, user_id, redirect_uri, scope, code_challenge,
+                                     code_challenge_method, nonce, auth_time, expires_at)
+    SELECT $1::bytea, $2, $3, $4::text, $5::text, $6::text, $7::text, $8::text, $9::timestamptz,
+           now() + make_interval(secs => $10::int)"""
+_ANSWER = "SELECT u.username, u.status = 1 AS active, EXISTS (SELECT 1 FROM code) AS issued FROM u\n"
+# Both lock the user's row (FOR KEY SHARE, as the code's foreign key check would at the end) before
+# the consent record: the order in which disabling a user takes them (its row, then its records),
+# so the two wait for each other instead of deadlocking; a user disabled meanwhile gets no code.
+
+# authz: the authorize endpoint's usual answer in ONE statement (docs/performance.md "authorize in
+# one statement"): store a new code of a signed-in user only if the user is still active (status 1)
+# and their consent record already covers every requested scope ($11). The record is locked FOR KEY
+# SHARE, so a revocation (its DELETE, then ``expire_codes``) either came first and no code is
+# stored, or waits for this statement and then expires the code. An unchanged record is not
+# rewritten: only ``last_authorized_at``, and only once it is a minute old (the authorized-apps
+# page shows it to the minute). One row (username, active, issued), none when the user is gone.
+ISSUE_CONSENTED_CODE_SQL = (
+    """
+WITH u AS (
+    SELECT username, status FROM users WHERE id = $3 FOR KEY SHARE
+), consent AS (
+    SELECT g.last_authorized_at FROM grants g
+    WHERE g.user_id = $3 AND g.client_id = $2 AND g.scopes @> $11::text[]
+      AND EXISTS (SELECT 1 FROM u WHERE u.status = 1)
+    FOR KEY SHARE
+), touched AS (
+    UPDATE grants SET last_authorized_at = now()
+    WHERE user_id = $3 AND client_id = $2
+      AND EXISTS (SELECT 1 FROM consent WHERE last_authorized_at < now() - interval '1 minute')
+), code AS (
+"""
+    + _NEW_CODE
+    + """
+    FROM consent
+    RETURNING 1
+)
+"""
+    + _ANSWER
+)
+
+
+async def issue_consented_code(db: DB, code: tuple[object, ...], scopes: list[str]) -> asyncpg.Record | None:
+    """owner: authz (+ account's users). ``code``: the new code's columns in the order of
+    ``services/authz/store/codes.INSERT_CODE_SQL`` ($1..$10: hash, client_id, user_id, redirect_uri,
+    scope, challenge, method, nonce, auth_time, ttl seconds). (username, active, issued), or None
+    when the user is gone (authz: authorize with a consent record, ``ISSUE_CONSENTED_CODE_SQL``)."""
+    return await db.fetchrow(ISSUE_CONSENTED_CODE_SQL, *code, scopes)
+
+
+# authz: a one-click login (docs/operations.md "App verification") in ONE statement: for a user still
+# active, record the consent (the union of the old and new scopes, the first time kept) and store
+# the code. A record that already covers the scopes is not rewritten (ON CONFLICT ... WHERE: only
+# locked), unless its last_authorized_at is a minute old. The same row as ISSUE_CONSENTED_CODE_SQL.
+ISSUE_ONE_CLICK_CODE_SQL = (
+    """
+WITH u AS (
+    SELECT username, status FROM users WHERE id = $3 FOR KEY SHARE
+), consent AS (
+    INSERT INTO grants (user_id, client_id, scopes)
+    SELECT $3, $2, $11::text[] FROM u WHERE u.status = 1
+    ON CONFLICT (user_id, client_id) DO UPDATE SET
+        scopes = ARRAY(SELECT s FROM unnest(grants.scopes || EXCLUDED.scopes) WITH ORDINALITY AS t(s, i)
+                       GROUP BY s ORDER BY min(i)),
+        last_authorized_at = now()
+    WHERE NOT (grants.scopes @> EXCLUDED.scopes) OR grants.last_authorized_at < now() - interval '1 minute'
+), code AS (
+"""
+    + _NEW_CODE
+    + """
+    FROM u WHERE u.status = 1
+    RETURNING 1
+)
+"""
+    + _ANSWER
+)
+
+
+async def issue_one_click_code(db: DB, code: tuple[object, ...], scopes: list[str]) -> asyncpg.Record | None:
+    """owner: authz (+ account's users). ``ISSUE_ONE_CLICK_CODE_SQL``; ``code`` and the answer as
+    for ``issue_consented_code`` (authz: authorize, a one-click login)."""
+    return await db.fetchrow(ISSUE_ONE_CLICK_CODE_SQL, *code, scopes)
+
+
 async def expire_codes(conn: asyncpg.Connection, *, user_id: int | None, client_id: str | None) -> None:
     """In the caller's transaction: expire the unused authorization codes and device codes of
     ``user_id`` and/or ``client_id`` (``token.revoke_families``, before the families: an exchange in

@@ -1,6 +1,9 @@
 """``GET /api/oauth2/authorize`` (RFC 6749 4.1, RFC 7636 PKCE, RFC 9207 ``iss``, OIDC prompt/max_age).
 
-Flow: validate (authrequest.CHECKS) -> who is logged in -> decide (decision.py) -> act:
+Flow: validate (authrequest.CHECKS) -> who is logged in -> decide (decision.py) -> act. The usual
+request (a session needing no fresh login, a consent record covering the scopes or a one-click
+login) is answered by one statement that checks the user and the record and stores the code
+(``_decide``):
 
 - not logged in: ``prompt=none`` -> ``login_required``; else the login page, then back here;
 - a fresh login is needed (``prompt=login``, or ``max_age`` exceeded): ``prompt=none`` ->
@@ -26,12 +29,13 @@ from aiohttp import web
 
 from libs.contracts.account import get_client
 from libs.oauth.errors import ConsentRequired, LoginRequired
+from libs.oauth.sessions import Session, current_session
 from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import consent, loginrequest
 from .authrequest import AuthRequest, load_client, parse
-from .codes import issue_code
-from .decision import OneClickPolicy, Step, decide
+from .codes import issue_code, issue_code_at_once
+from .decision import OneClickPolicy, Step, consent_step, decide, login_step, one_click_allowed
 from .identity import SignedIn, drop_dead_session, signed_in
 from .responses import ErrorPage, error_page, found, redirect_error, to_client
 from .store import consent_records
@@ -49,13 +53,11 @@ async def login_redirect_url(request: web.Request, now: int, reauth: bool) -> st
     return "/login?" + urlencode(params)
 
 
-async def fresh_login(request: web.Request, who: SignedIn | None) -> bool:
-    if who is None:
+async def fresh_login(request: web.Request, session: Session | None) -> bool:
+    if session is None:
         return False
     pairs = list(request.rel_url.query.items())
-    return (
-        await loginrequest.take_fresh_login(request.app[REDIS], request.app[SETTINGS], pairs, who.session) is not None
-    )
+    return await loginrequest.take_fresh_login(request.app[REDIS], request.app[SETTINGS], pairs, session) is not None
 
 
 async def handle_authorize(request: web.Request) -> web.Response:
@@ -66,16 +68,42 @@ async def handle_authorize(request: web.Request) -> web.Response:
     except ErrorPage as exc:  # with a way back to the app when the client_id names one
         back = await load_client(lambda cid: get_client(db, cid), request.rel_url.query)
         return await error_page(request, exc.status, exc.key, back_app=back, **exc.message_args)
-    who = await signed_in(request)
     now = int(time.time())
-    auth = (who.user_id, who.session.auth_time) if who else None
-    policy = OneClickPolicy.from_settings(settings)
-    step = await decide(consent_records.Store(db), policy, req, auth, await fresh_login(request, who), now)
+    session = await current_session(request)
+    decided = await _decide(request, req, session, await fresh_login(request, session), now)
+    if isinstance(decided, str):  # the usual answer: a code at once
+        return to_client(req.redirect_uri, settings.issuer, req.state, code=decided)
+    who, step = decided
     if who is not None and step in ("issue", "consent"):
         return await _act_signed_in(request, req, who, step, now)
     if step == "consent_required":
         return redirect_error(request, req.redirect_uri, req.state, ConsentRequired())
     return await _to_login(request, req, who, step, now)
+
+
+async def _decide(
+    request: web.Request, req: AuthRequest, session: Session | None, fresh: bool, now: int
+) -> str | tuple[SignedIn | None, Step]:
+    """The code, when it can be issued at once; else who is signed in (an active user) and the
+    step (decision.py).
+
+    When the session needs no fresh login and there is no ``prompt=consent``, ONE statement checks
+    that the user is still active and that their consent record covers the scopes (or, for a
+    one-click login, records the consent), and stores the code (docs/performance.md "authorize in
+    one statement"): no separate user and record reads, no rewrite of an unchanged record."""
+    settings, db = request.app[SETTINGS], request.app[PG]
+    policy = OneClickPolicy.from_settings(settings)
+    if session is not None and login_step(req, session.auth_time, fresh, now) is None and "consent" not in req.prompt:
+        one_click = one_click_allowed(policy, req)
+        at_once = await issue_code_at_once(db, settings, req, session.user_id, session.auth_time, one_click=one_click)
+        if at_once.code is not None:
+            return at_once.code
+        if at_once.username is None:  # the user is gone or disabled: the session no longer counts
+            return None, login_step(req, None, fresh, now) or "login"
+        return SignedIn(session, session.user_id, at_once.username), consent_step(policy, req, covered=False)
+    who = await signed_in(request)
+    auth = (who.user_id, who.session.auth_time) if who else None
+    return who, await decide(consent_records.Store(db), policy, req, auth, fresh, now)
 
 
 async def _act_signed_in(request: web.Request, req: AuthRequest, who: SignedIn, step: Step, now: int) -> web.Response:

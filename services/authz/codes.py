@@ -6,6 +6,7 @@ valid for AUTH_CODE_TTL_SECONDS (<= 10 min). The token service consumes them (do
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -16,7 +17,25 @@ from libs.platform.security import token_hash
 from .authrequest import AuthRequest
 from .spend_limits import record_limit
 from .store import consent_records
-from .store.codes import CodeRow, insert_code, insert_code_with_consent
+from .store.codes import CodeRow, insert_code, insert_code_at_once, insert_code_with_consent
+
+
+def _new_code(settings: Settings, req: AuthRequest, user_id: int, auth_time: int) -> tuple[str, CodeRow]:
+    """A new random code and its row."""
+    code = secrets.token_urlsafe(32)
+    row = CodeRow(
+        code_hash=token_hash(settings.pepper_bytes, code),
+        client_id=req.client_id,
+        user_id=user_id,
+        redirect_uri=req.redirect_uri,
+        scope=req.scope,
+        code_challenge=req.code_challenge,
+        code_challenge_method=req.code_challenge_method,
+        nonce=req.nonce,
+        auth_time=datetime.fromtimestamp(auth_time, UTC),
+        ttl_seconds=settings.auth_code_ttl_seconds,
+    )
+    return code, row
 
 
 async def issue_code(
@@ -31,19 +50,7 @@ async def issue_code(
     """Record the consent (with the spending limit the user chose, if any: docs/spending.md) and
     store a new code; return the code (shown once). Without a limit, one statement does both (one
     round trip, docs/performance.md); with one, a transaction of three."""
-    code = secrets.token_urlsafe(32)
-    row = CodeRow(
-        code_hash=token_hash(settings.pepper_bytes, code),
-        client_id=req.client_id,
-        user_id=user_id,
-        redirect_uri=req.redirect_uri,
-        scope=req.scope,
-        code_challenge=req.code_challenge,
-        code_challenge_method=req.code_challenge_method,
-        nonce=req.nonce,
-        auth_time=datetime.fromtimestamp(auth_time, UTC),
-        ttl_seconds=settings.auth_code_ttl_seconds,
-    )
+    code, row = _new_code(settings, req, user_id, auth_time)
     if spend is None:
         await insert_code_with_consent(pool, row, list(req.scopes))
         return code
@@ -52,3 +59,27 @@ async def issue_code(
         await record_limit(conn, user_id, req.client_id, *spend)
         await insert_code(conn, row)
     return code
+
+
+@dataclass(frozen=True)
+class AtOnce:
+    """What ``issue_code_at_once`` found: the code (None when none was stored) and the user's
+    name, None when the user is gone or no longer active."""
+
+    code: str | None
+    username: str | None
+
+
+async def issue_code_at_once(
+    pool: asyncpg.Pool, settings: Settings, req: AuthRequest, user_id: int, auth_time: int, *, one_click: bool
+) -> AtOnce:
+    """authorize's usual answer, in one round trip (docs/performance.md "authorize in one
+    statement"): a new code, stored only if ``user_id`` is still active and either their consent
+    record already covers ``req.scopes`` or ``one_click`` (a one-click login, which records the
+    consent); a record that already covers the scopes is not rewritten. Else no code, and whether
+    the user is active (their name) for the rest of the decision."""
+    code, row = _new_code(settings, req, user_id, auth_time)
+    found = await insert_code_at_once(pool, row, list(req.scopes), one_click=one_click)
+    if found is None or not found["active"]:
+        return AtOnce(None, None)
+    return AtOnce(code if found["issued"] else None, found["username"])

@@ -18,11 +18,14 @@ import pytest
 import redis.asyncio as aioredis
 from yarl import URL
 
+from libs.contracts.authz import delete_user_consents
 from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
 from libs.platform.redis import key
 from libs.platform.security import token_hash
 from services.account import store as account_store
+from services.authz.store import consent_records
+from tests.support.clock import age_consent
 from tests.support.factories import make_developer, make_user
 from tests.support.oauth import (
     REQUEST_RE,
@@ -339,6 +342,22 @@ async def test_one_click_returns_a_code_at_once(stack, browser, db, settings, cl
     assert grant is not None and list(grant["scopes"]) == ["profile", "balance"]
 
 
+async def test_one_click_adds_new_scopes_and_leaves_a_covering_record_alone(stack, browser, db, client, user) -> None:
+    """One statement records the consent with the code: new scopes are added (the first time kept);
+    a record that already covers the request is not rewritten."""
+    grant_sql = "SELECT xmin::text AS version, * FROM grants WHERE user_id = $1 AND client_id = $2"
+    assert (await authorize(browser, stack.base, client[0], CB))["code"]
+    first = await db.fetchrow(grant_sql, user.id, client[0])
+    for scope in ("profile balance", "balance"):
+        assert (await authorize(browser, stack.base, client[0], CB, scope=scope))["code"]
+    assert await db.fetchrow(grant_sql, user.id, client[0]) == first
+    assert (await authorize(browser, stack.base, client[0], CB, scope="openid"))["code"]
+    grant = await db.fetchrow(grant_sql, user.id, client[0])
+    assert list(grant["scopes"]) == ["profile", "balance", "openid"]
+    assert grant["first_authorized_at"] == first["first_authorized_at"]
+    assert grant["last_authorized_at"] >= first["last_authorized_at"]
+
+
 async def test_code_row_is_hashed_and_bound(stack, browser, db, settings, client, user) -> None:
     verifier, challenge = pkce_pair()
     q = await authorize(
@@ -562,6 +581,54 @@ async def test_existing_grant_skips_consent(stack, browser, db, settings, client
     grant = await db.fetchrow("SELECT * FROM grants WHERE user_id = $1", user.id)
     assert list(grant["scopes"]) == ["profile", "balance", "openid"]
     assert grant["first_authorized_at"] == first and grant["last_authorized_at"] > first
+
+
+async def test_an_unchanged_consent_record_is_not_rewritten(stack, browser, db, settings, client, user) -> None:
+    """A covering record answers with a code in one statement that leaves it alone; only a
+    last_authorized_at a minute old is refreshed (the authorized-apps page shows it to the minute)."""
+    _, request_id, token = await consent_page(browser, stack, client[0])
+    await answer(browser, stack, request_id, token, "allow")
+    before = await db.fetchrow("SELECT xmin::text AS version, * FROM grants WHERE user_id = $1", user.id)
+    for _ in range(3):
+        assert (await authorize(browser, stack.base, client[0], CB, auto_authorize=None))["code"]  # type: ignore[arg-type]
+    after = await db.fetchrow("SELECT xmin::text AS version, * FROM grants WHERE user_id = $1", user.id)
+    assert after == before
+    await age_consent(db, user.id, client[0], 61)
+    assert (await authorize(browser, stack.base, client[0], CB, auto_authorize=None))["code"]  # type: ignore[arg-type]
+    refreshed = await db.fetchrow("SELECT * FROM grants WHERE user_id = $1", user.id)
+    assert refreshed["last_authorized_at"] >= before["last_authorized_at"]
+    assert list(refreshed["scopes"]) == list(before["scopes"])
+
+
+async def test_a_revocation_in_progress_holds_the_code_back(stack, browser, db, settings, client, user) -> None:
+    """The record is locked while the code is stored: an authorize that meets a revocation still
+    committing waits for it, then finds no record (no code; prompt=none: consent_required)."""
+    _, request_id, token = await consent_page(browser, stack, client[0])
+    await answer(browser, stack, request_id, token, "allow")
+    codes = "SELECT count(*) FROM authorization_codes WHERE user_id = $1"
+    issued = await db.fetchval(codes, user.id)
+    async with db.acquire() as conn, conn.transaction():
+        assert await consent_records.delete(conn, user.id, client[0])
+        pending = asyncio.ensure_future(get(browser, stack, params(client[0], prompt="none")))
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        assert not done  # waiting for the revocation's row lock
+    assert_redirect_error(*(await pending)[:2], settings, "consent_required")
+    assert await db.fetchval(codes, user.id) == issued
+
+
+async def test_authorize_waits_for_a_user_being_disabled(stack, browser, db, settings, client, user) -> None:
+    """Disabling a user locks the user's row, then deletes the consent records: an authorize
+    arriving in between waits for it (no deadlock between the two), then issues no code."""
+    _, request_id, token = await consent_page(browser, stack, client[0])
+    await answer(browser, stack, request_id, token, "allow")
+    async with db.acquire() as conn, conn.transaction():
+        await account_store.lock_user_status(conn, user.id)
+        pending = asyncio.ensure_future(get(browser, stack, params(client[0], prompt="none")))
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        assert not done  # waiting for the user's row
+        await account_store.set_user_status(conn, user.id, UserStatus.DISABLED)
+        await delete_user_consents(conn, user.id)
+    assert_redirect_error(*(await pending)[:2], settings, "login_required")
 
 
 async def test_prompt_none_without_grant_is_consent_required(stack, browser, settings, client) -> None:

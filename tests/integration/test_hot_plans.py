@@ -196,3 +196,30 @@ async def test_consuming_a_token_touches_a_handful_of_pages(seeded: asyncpg.Conn
         [lit(code_hash), f"'{CLIENT}'", f"'{uuid.uuid4()}'::uuid", lit(uuid.uuid4().bytes * 2), "3600"],
     )
     assert rows == 1 and buffers < 100, (rows, buffers)
+
+
+async def test_authorize_reaches_the_consent_record_by_its_key(seeded: asyncpg.Connection) -> None:
+    """authorize's one statement (``libs/contracts/authz.issue_consented_code`` and
+    ``issue_one_click_code``) reaches the user and the consent record by primary key, at 100,000
+    consent records (1,000 users x 100 apps, ``CLIENT`` among them), stale and analyzed: never
+    from the app's records by ``grants_client``, never a scan of ``grants``."""
+    conn = seeded
+    first_user = await conn.fetchval("SELECT min(user_id) FROM token_families WHERE client_id = $1", CLIENT)
+    await conn.execute(
+        """INSERT INTO grants (user_id, client_id, scopes)
+           SELECT $2 + u, CASE WHEN a = 0 THEN $1 ELSE $1 || '-' || a END, '{openid,profile}'
+           FROM generate_series(0, $3 - 1) u, generate_series(0, 99) a""",
+        CLIENT,
+        first_user,
+        USERS,
+    )
+    args = [lit(uuid.uuid4().bytes * 2), f"'{CLIENT}'", str(first_user + 7), "'https://app.example/cb'"]
+    args += ["'openid'", "NULL", "NULL", "NULL", "now()", "600", "'{openid}'::text[]"]
+    for statistics in (False, True):
+        if statistics:
+            await conn.execute("ANALYZE users, grants")
+        for mode in ("force_generic_plan", "force_custom_plan"):
+            for sql in (authz.ISSUE_CONSENTED_CODE_SQL, authz.ISSUE_ONE_CLICK_CODE_SQL):
+                text = await plan(conn, sql, args, mode)
+                assert "users_pkey" in text and "grants_pkey" in text, text
+                assert "Seq Scan on grants" not in text and "grants_client" not in text, text

@@ -77,3 +77,14 @@ async def spending_a_day_ago(db: asyncpg.Pool, user_id: int) -> None:
             "UPDATE spend_charges SET created_at = created_at - interval '1 day' WHERE user_id = $1", user_id
         )
         await conn.execute("UPDATE grants SET spend_since = spend_since - interval '1 day' WHERE user_id = $1", user_id)
+
+
+async def age_consent(db: asyncpg.Pool, user_id: int, client_id: str, seconds: float) -> None:
+    """The consent record was last authorized ``seconds`` ago."""
+    await db.execute(
+        """UPDATE grants SET last_authorized_at = now() - make_interval(secs => $3)
+           WHERE user_id = $1 AND client_id = $2""",
+        user_id,
+        client_id,
+        float(seconds),
+    )

@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from libs.contracts.authz import issue_consented_code, issue_one_click_code
+
 
 @dataclass(frozen=True)
 class CodeRow:
@@ -71,3 +73,14 @@ WITH consent AS (
 
 async def insert_code_with_consent(db: asyncpg.Pool | asyncpg.Connection, row: CodeRow, scopes: list[str]) -> None:
     await db.execute(INSERT_CODE_WITH_CONSENT_SQL, *_code_args(row), scopes)
+
+
+async def insert_code_at_once(
+    db: asyncpg.Pool, row: CodeRow, scopes: list[str], *, one_click: bool
+) -> asyncpg.Record | None:
+    """The code only if its user is active and, unless ``one_click`` (which records the consent in
+    the same statement), their consent record covers ``scopes``: one statement that also reads the
+    user (``libs/contracts/authz.issue_consented_code``, ``issue_one_click_code``).
+    (username, active, issued), or None when the user is gone."""
+    issue = issue_one_click_code if one_click else issue_consented_code
+    return await issue(db, _code_args(row), scopes)

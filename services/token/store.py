@@ -16,6 +16,8 @@ from typing import TypeAlias
 
 import asyncpg
 
+from libs.platform.retention import PurgeRule
+
 DB: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
 
@@ -180,3 +182,59 @@ async def retire_key_now(conn: asyncpg.Connection, kid: str) -> datetime:
 async def delete_keys_retired_before(conn: asyncpg.Connection, window: timedelta) -> list[str]:
     rows = await conn.fetch("DELETE FROM signing_keys WHERE retired_at <= now() - $1::interval RETURNING kid", window)
     return [r["kid"] for r in rows]
+
+
+# --- retention (docs/operations.md "Retention"; `oauthctl purge`) --------------------------------
+# A token family is dead, and with it every refresh token it ever had, used ones included, once
+# ($1 = PURGE_TOKEN_RETENTION_SECONDS, $2 = ACCESS_TOKEN_TTL_SECONDS):
+# - nothing it issued can still be valid: its last issuance (the family's creation or its newest
+#   refresh token's, which is when the last access token was minted) is older than the access-token
+#   lifetime plus the retention, so every access token of it expired at least the retention ago
+#   and the revocation check no longer needs the row (token_families.revoked_at, `revoked_in_db`);
+# - and it is either revoked for longer than the retention, or has no unused refresh token left
+#   that is unexpired or expired within the retention (nothing can rotate it any more).
+# Until then a live family keeps its used refresh tokens: a used one presented again is the reuse
+# that revokes the family (RFC 9700 4.14.2), so deleting it would turn a detected theft into a
+# plain invalid_grant. A dead family cannot come back to life (a rotation needs an unused, unexpired
+# token of an unrevoked family), so an interrupted purge is safe to resume.
+DEAD_FAMILY = """
+f.created_at < now() - make_interval(secs => $1::float8 + $2::float8)
+AND NOT EXISTS (SELECT 1 FROM refresh_tokens x
+                WHERE x.family_id = f.id AND x.created_at >= now() - make_interval(secs => $1::float8 + $2::float8))
+AND (f.revoked_at < now() - make_interval(secs => $1::float8)
+     OR (f.revoked_at IS NULL
+         AND NOT EXISTS (SELECT 1 FROM refresh_tokens x
+                         WHERE x.family_id = f.id AND x.used_at IS NULL
+                           AND x.expires_at >= now() - make_interval(secs => $1::float8))))
+"""
+
+
+def purge_rules(retention_seconds: float, access_token_ttl_seconds: float) -> list[PurgeRule]:
+    """The dead rows of token's tables, refresh tokens before their families (so a family's
+    delete cascades to nothing and every batch stays ``batch_size`` rows)."""
+    args = (float(retention_seconds), float(access_token_ttl_seconds))
+    refresh = f"FROM token_families f JOIN refresh_tokens r ON r.family_id = f.id WHERE {DEAD_FAMILY}"
+    families = f"FROM token_families f WHERE {DEAD_FAMILY}"
+    return [
+        PurgeRule(
+            table="refresh_tokens",
+            owner="token",
+            rule="every refresh token (used or not) of a dead token family",
+            count_sql=f"SELECT count(*) {refresh}",
+            delete_sql=f"""WITH doomed AS (SELECT r.id {refresh} LIMIT $3 FOR UPDATE OF r SKIP LOCKED),
+                gone AS (DELETE FROM refresh_tokens WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+                SELECT count(*) FROM gone""",
+            args=args,
+        ),
+        PurgeRule(
+            table="token_families",
+            owner="token",
+            rule="families revoked, or with no usable refresh token, whose access tokens all expired, "
+            "both longer ago than the retention",
+            count_sql=f"SELECT count(*) {families}",
+            delete_sql=f"""WITH doomed AS (SELECT f.id {families} LIMIT $3 FOR UPDATE SKIP LOCKED),
+                gone AS (DELETE FROM token_families WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+                SELECT count(*) FROM gone""",
+            args=args,
+        ),
+    ]

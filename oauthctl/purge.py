@@ -11,6 +11,7 @@ batch its own short transaction. Safe to run at any time, next to the services a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from typing import Any
 
@@ -124,7 +125,12 @@ async def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
         except asyncpg.UndefinedTableError as exc:
             return die(f"{exc}: the schema is not there yet; run 'oauthctl migrate' first")
 
-    return await with_conn(settings, run)
+    while True:
+        rc = await with_conn(settings, run)
+        if not args.every or args.dry_run:
+            return rc
+        print(f"purge: next run in {args.every} s", flush=True)
+        await asyncio.sleep(args.every)
 
 
 def _batch_size(text: str) -> int:
@@ -181,5 +187,13 @@ def add_parser(sub: Any) -> None:
         default=0,
         metavar="S",
         help="stop after this long, between two batches (default 0: until done); the next run continues",
+    )
+    p.add_argument(
+        "--every",
+        type=_max_seconds,
+        default=0,
+        metavar="S",
+        help="run again every S seconds, for ever (compose's purge service; default 0: once). A run that "
+        "cannot reach PostgreSQL ends the process with an error, for the supervisor to restart it",
     )
     p.set_defaults(fn=cmd_purge)

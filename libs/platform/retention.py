@@ -31,6 +31,12 @@ class PurgeRule:
     ``count_sql`` counts them with parameters ``$1..$n`` = ``args``; ``delete_sql`` deletes at
     most ``$n+1`` of them (``FOR UPDATE SKIP LOCKED``: a row a request holds is left for later)
     and returns how many it deleted.
+
+    A rule whose dead rows cannot be read from an index of dead rows only (a dead token family is
+    told apart by its refresh tokens) walks its table in index order instead, so that a run reads
+    it once rather than once per batch: it gives ``start``, the cursor before the first row (a
+    tuple of key values), its ``delete_sql`` takes the cursor as ``$n+2...`` (rows from there on)
+    and returns ``(deleted, *cursor)``, the cursor being the last key it deleted (NULLs if none).
     """
 
     table: str
@@ -39,6 +45,7 @@ class PurgeRule:
     count_sql: str
     delete_sql: str
     args: tuple[Any, ...] = ()
+    start: tuple[Any, ...] | None = None  # the first cursor of a rule that walks its table
 
 
 async def count_dead(conn: asyncpg.Connection, rule: PurgeRule) -> int:
@@ -47,11 +54,20 @@ async def count_dead(conn: asyncpg.Connection, rule: PurgeRule) -> int:
         return int(await conn.fetchval(rule.count_sql, *rule.args, timeout=CLIENT_TIMEOUT))
 
 
-async def delete_batch(conn: asyncpg.Connection, rule: PurgeRule, batch_size: int) -> int:
-    """Delete at most ``batch_size`` dead rows in one short transaction; how many went."""
+async def delete_batch(
+    conn: asyncpg.Connection, rule: PurgeRule, batch_size: int, cursor: tuple[Any, ...] | None = None
+) -> tuple[int, tuple[Any, ...] | None]:
+    """Delete at most ``batch_size`` dead rows in one short transaction: how many went, and where
+    the next batch of a rule that walks its table starts (``cursor``; None: at ``rule.start``)."""
     async with conn.transaction():
         await _bound(conn)
-        return int(await conn.fetchval(rule.delete_sql, *rule.args, batch_size, timeout=CLIENT_TIMEOUT))
+        if rule.start is None:
+            return int(await conn.fetchval(rule.delete_sql, *rule.args, batch_size, timeout=CLIENT_TIMEOUT)), None
+        at = cursor or rule.start
+        row = await conn.fetchrow(rule.delete_sql, *rule.args, batch_size, *at, timeout=CLIENT_TIMEOUT)
+        assert row is not None
+        following = tuple(row)[1:]
+        return int(row[0]), at if following[0] is None else following
 
 
 async def purge_batches(
@@ -60,8 +76,9 @@ async def purge_batches(
     """Delete the rule's dead rows batch after batch, yielding each batch's count, until a batch
     comes back short (the rule matches nothing more). ``pause_seconds`` between batches lets
     replicas, WAL archiving and autovacuum keep up."""
+    cursor: tuple[Any, ...] | None = None
     while True:
-        deleted = await delete_batch(conn, rule, batch_size)
+        deleted, cursor = await delete_batch(conn, rule, batch_size, cursor)
         yield deleted
         if deleted < batch_size:
             return
@@ -71,5 +88,7 @@ async def purge_batches(
 
 async def _bound(conn: asyncpg.Connection) -> None:
     await conn.execute(
-        f"SET LOCAL statement_timeout = '{BATCH_STATEMENT_TIMEOUT}'; SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}'"
+        f"SET LOCAL statement_timeout = '{BATCH_STATEMENT_TIMEOUT}'; SET LOCAL lock_timeout = '{BATCH_LOCK_TIMEOUT}';"
+        # Batches are many small statements: compiling each with JIT cost more than it ran.
+        " SET LOCAL jit = off"
     )

@@ -9,18 +9,28 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from libs.contracts.account import rotate_refresh_token
 from libs.contracts.authz import insert_device_code
+from libs.oauth.events.consumer import process_once
+from libs.oauth.revocation import revoke_access_token
 from libs.platform.config import Settings
 from libs.platform.security import token_hash
 from oauthctl.__main__ import build_parser
 from services.account import store as account_store
 from services.token import store as token_store
-from tests.support.clock import age_code, age_device_code, age_family, age_refresh_token_use, age_reset_tokens
+from tests.support.clock import (
+    age_code,
+    age_device_code,
+    age_family,
+    age_processed_event,
+    age_refresh_token_use,
+    age_reset_tokens,
+)
 from tests.support.codes import ClientApp, issue_code, make_client, obtain_tokens, post_token, refresh_form
 from tests.support.factories import make_user
 from tests.support.stack import Stack
@@ -230,6 +240,35 @@ async def test_batches_of_batch_size(db, settings, capsys) -> None:
     assert "purge: password_reset_tokens: 5 deleted (3 batches" in out, out
     assert "refresh_tokens" not in out  # --table: only that table
     assert await db.fetchval("SELECT count(*) FROM password_reset_tokens WHERE user_id = $1", user_id) == 0
+
+
+async def test_libs_oauth_tables(db, settings) -> None:
+    """Revoked access tokens an hour past their expiry, and applied-event records past
+    EVENTS_OUTBOX_RETENTION_SECONDS, go; younger ones stay."""
+    now = datetime.now(UTC)
+    old_jti, recent_jti = uuid.uuid4().hex, uuid.uuid4().hex
+    old_event, recent_event = uuid.uuid4(), uuid.uuid4()
+    async with db.acquire() as conn, conn.transaction():
+        for jti, expired_ago in ((old_jti, 7200), (recent_jti, 600)):
+            await revoke_access_token(
+                conn,
+                jti=jti,
+                family_id=None,
+                client_id="purge-test",
+                user_id=None,
+                expires_at=now - timedelta(seconds=expired_ago),
+                reason="test",
+            )
+        for event_id in (old_event, recent_event):
+            assert await process_once(conn, "purge-test", str(event_id))
+    await age_processed_event(db, "purge-test", old_event, settings.events_outbox_retention_seconds + 3600)
+
+    assert await purge(settings, "--table", "revoked_access_tokens", "--table", "processed_events") == 0
+
+    jtis = await db.fetch("SELECT jti FROM revoked_access_tokens WHERE jti = ANY($1::text[])", [old_jti, recent_jti])
+    assert [r["jti"] for r in jtis] == [recent_jti]
+    events = await db.fetch("SELECT event_id FROM processed_events WHERE consumer = 'purge-test'")
+    assert [r["event_id"] for r in events] == [recent_event]
 
 
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--batch-size", "x"], ["--table", "spend_charges"]])

@@ -138,3 +138,14 @@ async def age_reset_tokens(db: asyncpg.Pool, user_id: int, seconds: float) -> No
         user_id,
         float(seconds),
     )
+
+
+async def age_processed_event(db: asyncpg.Pool, consumer: str, event_id: uuid.UUID, seconds: float) -> None:
+    """The consumer applied the event ``seconds`` earlier."""
+    await db.execute(
+        """UPDATE processed_events SET processed_at = processed_at - make_interval(secs => $3)
+           WHERE consumer = $1 AND event_id = $2""",
+        consumer,
+        event_id,
+        float(seconds),
+    )

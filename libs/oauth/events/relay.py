@@ -330,10 +330,8 @@ class OutboxRelay:
             async with self.pool.acquire() as conn:
                 for rule in purge_rules(self.settings.events_outbox_retention_seconds):
                     for _ in range(MAINTENANCE_BATCHES):
-                        if (
-                            await delete_batch(conn, rule, self.settings.purge_batch_size)
-                            < self.settings.purge_batch_size
-                        ):
+                        deleted, _ = await delete_batch(conn, rule, self.settings.purge_batch_size)
+                        if deleted < self.settings.purge_batch_size:
                             break
         except Exception as exc:  # PostgreSQL away or slow: next time (the relay loop must live on)
             log.warning("outbox maintenance failed", extra={"error": type(exc).__name__})

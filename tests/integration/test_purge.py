@@ -79,7 +79,7 @@ async def new_family(
     return family_id, ids
 
 
-async def client_credentials_family(db: asyncpg.Pool, app: ClientApp) -> uuid.UUID:
+async def family_without_refresh_tokens(db: asyncpg.Pool, app: ClientApp) -> uuid.UUID:
     family_id = uuid.uuid4()
     async with db.acquire() as conn:
         await token_store.insert_family(
@@ -150,8 +150,8 @@ async def seed_families(db: asyncpg.Pool, settings: Settings, app: ClientApp) ->
     await age_family(db, fam, old)
     s.dead_families.append(fam)
     s.dead_tokens += ids
-    # Dead: a client_credentials family (no refresh token) whose access token expired long ago.
-    fam = await client_credentials_family(db, app)
+    # Dead: a family without refresh tokens (none is made today) whose access token expired long ago.
+    fam = await family_without_refresh_tokens(db, app)
     await age_family(db, fam, old)
     s.dead_families.append(fam)
     # Live: a long-lived family whose first token was used two months ago (and expired since):
@@ -171,8 +171,8 @@ async def seed_families(db: asyncpg.Pool, settings: Settings, app: ClientApp) ->
     assert DAY < retention
     s.live_families.append(fam)
     s.live_tokens += ids
-    # Live: a fresh client_credentials family.
-    s.live_families.append(await client_credentials_family(db, app))
+    # Live: a fresh family without refresh tokens.
+    s.live_families.append(await family_without_refresh_tokens(db, app))
     return s
 
 

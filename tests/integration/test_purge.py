@@ -20,6 +20,7 @@ from libs.oauth.events.consumer import process_once
 from libs.oauth.revocation import revoke_access_token
 from libs.platform.config import Settings
 from libs.platform.security import token_hash
+from oauthctl import purge as purge_cli
 from oauthctl.__main__ import build_parser
 from services.account import store as account_store
 from services.token import store as token_store
@@ -228,7 +229,8 @@ async def test_dry_run_counts_and_deletes_nothing(db, settings, app, capsys) -> 
     assert await db.fetchval("SELECT count(*) FROM password_reset_tokens WHERE user_id = $1", user_id) == 3
 
 
-async def test_batches_of_batch_size(db, settings, capsys) -> None:
+async def test_batches_of_batch_size(db, settings, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(purge_cli, "PROGRESS_EVERY_SECONDS", 0.0)  # a progress line per batch
     assert await purge(settings, "--table", "password_reset_tokens") == 0
     user_id = await reset_tokens(db, settings, 5)
     await age_reset_tokens(db, user_id, settings.purge_code_retention_seconds + 3600)
@@ -238,6 +240,7 @@ async def test_batches_of_batch_size(db, settings, capsys) -> None:
 
     out = capsys.readouterr().out
     assert "purge: password_reset_tokens: 5 deleted (3 batches" in out, out
+    assert "purge: password_reset_tokens: 4 deleted so far (2 batches" in out, out
     assert "refresh_tokens" not in out  # --table: only that table
     assert await db.fetchval("SELECT count(*) FROM password_reset_tokens WHERE user_id = $1", user_id) == 0
 

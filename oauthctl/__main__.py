@@ -10,6 +10,7 @@ oauthctl app set-internal --client-id X [--off]  allow (or stop) client_credenti
 oauthctl app verify|unverify --client-id X     let auto_authorize=true skip consent (or stop it)
 oauthctl keys add [--alg A] [--activate-in S]  rotate the JWT signing key (publish now, sign later)
 oauthctl keys list | retire --kid K | prune   signing keys: see, stop signing, delete expired
+oauthctl purge [--dry-run] [--batch-size N]   delete dead tokens, codes and events in small batches
 oauthctl demo                            create the demo data once and print it
 oauthctl run                             migrate, demo data, start every service (make run)
 """
@@ -31,7 +32,7 @@ from libs.platform.config import Settings, load_settings
 from libs.platform.migrate import MigrationError
 from oauthctl.util import die, migrate, with_conn
 
-from . import keys
+from . import keys, purge
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -282,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         av.set_defaults(fn=cmd_app_verify)
 
     keys.add_parser(sub)
+    purge.add_parser(sub)
 
     sub.add_parser(
         "demo",

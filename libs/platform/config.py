@@ -166,6 +166,15 @@ class Settings(BaseSettings):
     device_max_failures_per_ip: int = Field(20, ge=1)  # wrong user codes per client IP per window
     device_failure_window_seconds: int = Field(900, ge=60)
 
+    # --- retention (`oauthctl purge`; docs/operations.md "Retention") ----------------------------
+    # Dead token families (and all their refresh tokens) are kept this long after they died and
+    # after their last access token expired; expired codes (authorization, device, password reset)
+    # this long after they expired.
+    purge_token_retention_seconds: int = Field(7 * 24 * 3600, ge=3600)
+    purge_code_retention_seconds: int = Field(24 * 3600, ge=3600)
+    purge_batch_size: int = Field(5000, ge=1, le=100_000)  # rows per DELETE, each its own transaction
+    purge_batch_pause_seconds: float = Field(0.05, ge=0, le=60)  # between batches: replicas, WAL, vacuum
+
     # --- performance, round two (docs/performance.md) ----------------------------------------------
     # Threads that sign RS256 tokens in the token service, off the event loop: -1 one per core, 0
     # signs on the event loop.

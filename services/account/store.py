@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from libs.contracts import account as account_contract
+from libs.platform.retention import PurgeRule
 
 Conn: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
@@ -510,5 +511,24 @@ async def use_reset_tokens(conn: Conn, user_id: int) -> None:
     )
 
 
-async def delete_old_reset_tokens(conn: Conn) -> None:
-    await conn.execute("DELETE FROM password_reset_tokens WHERE expires_at < now() - interval '1 day'")
+# --- retention (docs/operations.md "Retention"; `oauthctl purge`) --------------------------------
+# A password-reset token is single use and lives PASSWORD_RESET_TTL_SECONDS; once expired (used or
+# not) longer ago than $1 = PURGE_CODE_RETENTION_SECONDS it answers nothing a missing row would not.
+# The other tables here only grow by what people do (users, apps, developer tokens) or are a
+# ledger (topup_codes, quota_operations, spend_charges): no rule deletes them.
+RESET_TOKENS_DEAD = "FROM password_reset_tokens WHERE expires_at < now() - make_interval(secs => $1::float8)"
+
+
+def purge_rules(retention_seconds: float) -> list[PurgeRule]:
+    return [
+        PurgeRule(
+            table="password_reset_tokens",
+            owner="account",
+            rule="reset links (used or not) expired longer ago than the retention",
+            count_sql=f"SELECT count(*) {RESET_TOKENS_DEAD}",
+            delete_sql=f"""WITH doomed AS (SELECT id {RESET_TOKENS_DEAD} LIMIT $2 FOR UPDATE SKIP LOCKED),
+                gone AS (DELETE FROM password_reset_tokens WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+                SELECT count(*) FROM gone""",
+            args=(float(retention_seconds),),
+        )
+    ]

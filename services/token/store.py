@@ -11,10 +11,12 @@ libs/contracts/authz.py and libs/contracts/account.py.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeAlias
 
 import asyncpg
+
+from libs.platform.retention import PurgeRule
 
 DB: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
@@ -180,3 +182,75 @@ async def retire_key_now(conn: asyncpg.Connection, kid: str) -> datetime:
 async def delete_keys_retired_before(conn: asyncpg.Connection, window: timedelta) -> list[str]:
     rows = await conn.fetch("DELETE FROM signing_keys WHERE retired_at <= now() - $1::interval RETURNING kid", window)
     return [r["kid"] for r in rows]
+
+
+# --- retention (docs/operations.md "Retention"; `oauthctl purge`) --------------------------------
+# A token family is dead, and with it every refresh token it ever had, used ones included, once
+# ($1 = PURGE_TOKEN_RETENTION_SECONDS, $2 = ACCESS_TOKEN_TTL_SECONDS):
+# - nothing it issued can still be valid: its last issuance (the family's creation or its newest
+#   refresh token's, which is when the last access token was minted) is older than the access-token
+#   lifetime plus the retention, so every access token of it expired at least the retention ago
+#   and the revocation check no longer needs the row (token_families.revoked_at, `revoked_in_db`);
+# - and it is either revoked for longer than the retention, or has no unused refresh token left
+#   that is unexpired or expired within the retention (nothing can rotate it any more).
+# Until then a live family keeps its used refresh tokens: a used one presented again is the reuse
+# that revokes the family (RFC 9700 4.14.2), so deleting it would turn a detected theft into a
+# plain invalid_grant. A dead family cannot come back to life (a rotation needs an unused, unexpired
+# token of an unrevoked family), so an interrupted purge is safe to resume.
+# Where a walk of token_families by (created_at, id) starts.
+OLDEST = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
+# "OFFSET 0" keeps each NOT EXISTS a per-family probe of refresh_tokens_family: without it the
+# planner turns the first into a hash anti-join over the whole of refresh_tokens, for every batch.
+DEAD_FAMILY = """
+f.created_at < now() - make_interval(secs => $1::float8 + $2::float8)
+AND NOT EXISTS (SELECT 1 FROM refresh_tokens x
+                WHERE x.family_id = f.id AND x.created_at >= now() - make_interval(secs => $1::float8 + $2::float8)
+                OFFSET 0)
+AND (f.revoked_at < now() - make_interval(secs => $1::float8)
+     OR (f.revoked_at IS NULL
+         AND NOT EXISTS (SELECT 1 FROM refresh_tokens x
+                         WHERE x.family_id = f.id AND x.used_at IS NULL
+                           AND x.expires_at >= now() - make_interval(secs => $1::float8)
+                         OFFSET 0)))
+"""
+
+
+def purge_rules(retention_seconds: float, access_token_ttl_seconds: float) -> list[PurgeRule]:
+    """The dead rows of token's tables, refresh tokens before their families (so a family's
+    delete cascades to nothing and every batch stays ``batch_size`` rows). Both walk
+    token_families from the oldest, by (created_at, id) (index token_families_created, migration
+    0003; ``$4, $5`` the cursor, included: a batch may end inside a family), so a run reads each
+    old family once instead of once per batch, and never the young ones."""
+    args = (float(retention_seconds), float(access_token_ttl_seconds))
+    refresh = f"FROM token_families f JOIN refresh_tokens r ON r.family_id = f.id WHERE {DEAD_FAMILY}"
+    families = f"FROM token_families f WHERE {DEAD_FAMILY}"
+    walk = "AND (f.created_at, f.id) >= ($4, $5) ORDER BY f.created_at, f.id LIMIT $3"
+    last = """SELECT (SELECT count(*) FROM gone), last.created_at, last.id FROM (SELECT 1) one
+              LEFT JOIN LATERAL (SELECT created_at, id FROM doomed ORDER BY created_at DESC, id DESC LIMIT 1) last
+              ON true"""
+    return [
+        PurgeRule(
+            table="refresh_tokens",
+            owner="token",
+            rule="every refresh token (used or not) of a dead token family",
+            count_sql=f"SELECT count(*) {refresh}",
+            delete_sql=f"""WITH doomed AS (SELECT r.id AS token_id, f.created_at, f.id {refresh} {walk}
+                                       FOR UPDATE OF r SKIP LOCKED),
+                gone AS (DELETE FROM refresh_tokens WHERE id IN (SELECT token_id FROM doomed) RETURNING 1)
+                {last}""",
+            args=args,
+            start=OLDEST,
+        ),
+        PurgeRule(
+            table="token_families",
+            owner="token",
+            rule="families revoked, or with no usable refresh token, whose access tokens all expired, "
+            "both longer ago than the retention",
+            count_sql=f"SELECT count(*) {families}",
+            delete_sql=f"""WITH doomed AS (SELECT f.created_at, f.id {families} {walk} FOR UPDATE SKIP LOCKED),
+                gone AS (DELETE FROM token_families WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+                {last}""",
+            args=args,
+            start=OLDEST,
+        ),
+    ]

@@ -4,6 +4,8 @@ few time jumps the tests need are here, one per kind of row, instead of spread o
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 
 from libs.platform.config import Settings
@@ -86,5 +88,75 @@ async def age_consent(db: asyncpg.Pool, user_id: int, client_id: str, seconds: f
            WHERE user_id = $1 AND client_id = $2""",
         user_id,
         client_id,
+        float(seconds),
+    )
+
+
+# --- retention (tests/integration/test_purge.py): rows made as old as the purge needs ----------
+async def age_family(
+    db: asyncpg.Pool, family_id: uuid.UUID, seconds: float, refresh_ids: list[int] | None = None
+) -> None:
+    """The token family was created (and revoked, if it is) ``seconds`` earlier, and so was
+    everything of its refresh tokens (or only of ``refresh_ids``): creation, use and expiry."""
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """UPDATE token_families SET created_at = created_at - make_interval(secs => $2),
+                                         revoked_at = revoked_at - make_interval(secs => $2)
+               WHERE id = $1""",
+            family_id,
+            float(seconds),
+        )
+        await conn.execute(
+            """UPDATE refresh_tokens SET created_at = created_at - make_interval(secs => $2),
+                                         used_at = used_at - make_interval(secs => $2),
+                                         expires_at = expires_at - make_interval(secs => $2)
+               WHERE family_id = $1 AND ($3::bigint[] IS NULL OR id = ANY($3::bigint[]))""",
+            family_id,
+            float(seconds),
+            refresh_ids,
+        )
+
+
+async def age_code(db: asyncpg.Pool, settings: Settings, code: str, seconds: float) -> None:
+    """The authorization code was issued (and expired) ``seconds`` earlier."""
+    await db.execute(
+        """UPDATE authorization_codes SET created_at = created_at - make_interval(secs => $2),
+                                          expires_at = expires_at - make_interval(secs => $2)
+           WHERE code_hash = $1""",
+        token_hash(settings.pepper_bytes, code),
+        float(seconds),
+    )
+
+
+async def age_device_code(db: asyncpg.Pool, device_id: int, seconds: float) -> None:
+    """The device authorization request was made (and expired) ``seconds`` earlier."""
+    await db.execute(
+        """UPDATE device_codes SET created_at = created_at - make_interval(secs => $2),
+                                   expires_at = expires_at - make_interval(secs => $2)
+           WHERE id = $1""",
+        device_id,
+        float(seconds),
+    )
+
+
+async def age_reset_tokens(db: asyncpg.Pool, user_id: int, seconds: float) -> None:
+    """The user's password-reset links were sent (used, expired) ``seconds`` earlier."""
+    await db.execute(
+        """UPDATE password_reset_tokens SET created_at = created_at - make_interval(secs => $2),
+                                            used_at = used_at - make_interval(secs => $2),
+                                            expires_at = expires_at - make_interval(secs => $2)
+           WHERE user_id = $1""",
+        user_id,
+        float(seconds),
+    )
+
+
+async def age_processed_event(db: asyncpg.Pool, consumer: str, event_id: uuid.UUID, seconds: float) -> None:
+    """The consumer applied the event ``seconds`` earlier."""
+    await db.execute(
+        """UPDATE processed_events SET processed_at = processed_at - make_interval(secs => $3)
+           WHERE consumer = $1 AND event_id = $2""",
+        consumer,
+        event_id,
         float(seconds),
     )

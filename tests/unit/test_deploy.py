@@ -67,6 +67,7 @@ INFRA_ENV_PREFIXES = ("POSTGRES_", "RABBITMQ_")
 NOT_PUBLIC_PATHS = ("/internal", "/internal/anything", "/metrics", "/healthz", "/readyz")
 LIVENESS, READINESS = "/healthz", "/readyz"
 MIGRATE_COMMAND = ["oauthctl", "migrate"]
+PURGE_COMMAND = ["oauthctl", "purge"]  # docs/operations.md "Retention": an hourly CronJob runs it
 # Stand-in for a secret the operator supplies (.env for compose, the Secret in k8s).
 SAMPLE_SECRET = "sample-secret-value-" + "x" * 40
 
@@ -756,14 +757,43 @@ def check_k8s(k8s: K8s, image_uid: int | None, routes_table: dict[str, str] = RO
     if not jobs:
         p.append(f"k8s: no Job runs {' '.join(MIGRATE_COMMAND)}")
     for job in jobs:
-        pod = job["spec"]["template"]["spec"]
-        for c in pod["containers"]:
-            where = f"k8s Job {job['metadata']['name']}"
-            p.extend(container_security_problems(where, pod, c, image_uid))
-            env, env_problems = pod_env(k8s, c)
-            p.extend(f"{where}: {e}" for e in env_problems)
-            if "DATABASE_URL" not in env:
-                p.append(f"{where}: DATABASE_URL is not provided")
+        p.extend(job_pod_problems(k8s, f"k8s Job {job['metadata']['name']}", job["spec"]["template"], image_uid))
+    p.extend(purge_cronjob_problems(k8s, image_uid))
+    return p
+
+
+def job_pod_problems(k8s: K8s, where: str, template: dict[str, Any], image_uid: int | None) -> Problems:
+    """A Job's (or a CronJob's job's) pod: hardened like the services', and it reaches the database."""
+    p: Problems = []
+    pod = template["spec"]
+    for c in pod["containers"]:
+        p.extend(container_security_problems(where, pod, c, image_uid))
+        env, env_problems = pod_env(k8s, c)
+        p.extend(f"{where}: {e}" for e in env_problems)
+        if "DATABASE_URL" not in env:
+            p.append(f"{where}: DATABASE_URL is not provided")
+    return p
+
+
+def cronjob_args(cronjob: dict[str, Any]) -> list[list[str]]:
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return [c.get("args") or [] for c in pod.get("containers") or []]
+
+
+def purge_cronjob_problems(k8s: K8s, image_uid: int | None) -> Problems:
+    """The retention purge (docs/operations.md "Retention") runs at least hourly, one run at a time."""
+    p: Problems = []
+    purges = [cj for cj in k8s.find("CronJob") if any(a[:2] == PURGE_COMMAND for a in cronjob_args(cj))]
+    if not purges:
+        return [f"k8s: no CronJob runs {' '.join(PURGE_COMMAND)}"]
+    for cj in purges:
+        where = f"k8s CronJob {cj['metadata']['name']}"
+        minute, hour, *_ = str(cj["spec"].get("schedule", "")).split() + ["", ""]
+        if not minute.isdigit() or hour != "*":
+            p.append(f"{where}: schedule {cj['spec'].get('schedule')!r} is not hourly ('M * * * *')")
+        if cj["spec"].get("concurrencyPolicy") != "Forbid":
+            p.append(f"{where}: concurrencyPolicy must be Forbid (a slow run must not pile up with the next)")
+        p.extend(job_pod_problems(k8s, where, cj["spec"]["jobTemplate"]["spec"]["template"], image_uid))
     return p
 
 
@@ -829,6 +859,8 @@ def deploy_commands(compose: dict[str, Any], k8s: K8s) -> list[list[str]]:
     for doc in k8s.docs:
         if doc.get("kind") in ("Deployment", "Job"):
             commands += [c.get("args") or [] for c in doc["spec"]["template"]["spec"].get("containers") or []]
+        elif doc.get("kind") == "CronJob":
+            commands += cronjob_args(doc)
     return commands
 
 
@@ -857,6 +889,7 @@ def test_kustomization_lists_every_manifest_but_the_secret_template() -> None:
 
 def test_dockerfile_runs_every_deploy_command() -> None:
     commands = deploy_commands(load_compose(), load_k8s())
+    assert any(c[:2] == PURGE_COMMAND for c in commands), commands
     assert MIGRATE_COMMAND in commands and all([f"services.{s}"] in commands for s in SERVICES), commands
     _assert_none(check_dockerfile(load_image(), commands, load_pyproject(), load_ignore()))
 
@@ -1077,6 +1110,21 @@ K8S_BREAKS: dict[str, tuple[Callable[[K8s], object], str]] = {
     ),
     "wrong args": (lambda k: _container(k, UPSTREAMS[0]).update(args=["services.nope"]), "args must be"),
     "migration Job missing": (lambda k: _drop(k, "Job", k.find("Job")[0]["metadata"]["name"]), "no Job runs"),
+    "purge CronJob missing": (lambda k: _drop(k, "CronJob", "oauth-purge"), "no CronJob runs oauthctl purge"),
+    "purge CronJob daily": (
+        lambda k: _one(k, "CronJob", "oauth-purge")["spec"].update(schedule="0 3 * * *"),
+        "not hourly",
+    ),
+    "purge CronJob runs overlap": (
+        lambda k: _one(k, "CronJob", "oauth-purge")["spec"].update(concurrencyPolicy="Allow"),
+        "concurrencyPolicy must be Forbid",
+    ),
+    "purge CronJob with a writable root filesystem": (
+        lambda k: _one(k, "CronJob", "oauth-purge")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
+            "securityContext"
+        ].update(readOnlyRootFilesystem=False),
+        "k8s CronJob oauth-purge: securityContext.readOnlyRootFilesystem must be true",
+    ),
 }
 
 

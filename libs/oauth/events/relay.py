@@ -28,10 +28,12 @@ from prometheus_client import Counter
 
 from libs.platform.amqp import AmqpLink
 from libs.platform.config import Settings
+from libs.platform.retention import delete_batch
 from libs.platform.tasks import cancel_and_wait
 
 from ..lease import BARRIER_SQL, CLOCK_ALLOWANCE_SECONDS, HEARTBEAT
 from ..metrics import RELAY_LAG
+from ..retention import purge_rules
 from .types import Event, rfc3339
 
 log = logging.getLogger("oauth.events")
@@ -39,6 +41,8 @@ log = logging.getLogger("oauth.events")
 NOTIFY_CHANNEL = "event_outbox"  # libs/oauth/migrations/0002_events_revocation.sql
 
 EVENTS_PUBLISHED = Counter("events_published_total", "Events published by the outbox relay", ["type"])
+MAINTENANCE_BATCHES = 10  # per table per maintenance round
+
 EVENTS_PUBLISH_FAILURES = Counter("events_publish_failures_total", "Outbox publications that failed (retried)")
 
 
@@ -314,28 +318,20 @@ class OutboxRelay:
 
     # --- housekeeping -----------------------------------------------------------------------------
     async def _maintenance(self) -> None:
-        """Prune what nobody needs any more, about every 10 minutes (any one instance may do it)."""
+        """Prune what nobody needs any more, about every 10 minutes (any one instance may do it):
+        libs/oauth/retention.py's rules, in batches of PURGE_BATCH_SIZE rows, each its own short
+        transaction, at most MAINTENANCE_BATCHES of them per table: the loop publishes nothing
+        meanwhile, and `oauthctl purge` takes any backlog."""
         now = time.monotonic()
         if now - self._last_maintenance < 600:
             return
         self._last_maintenance = now
-        retention = float(self.settings.events_outbox_retention_seconds)
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                # Bulk deletes may take longer than a request's statement_timeout: their own bound.
-                await conn.execute("SET LOCAL statement_timeout = '60s'")
-                await conn.execute(
-                    "DELETE FROM event_outbox WHERE published_at < now() - make_interval(secs => $1)",
-                    retention,
-                    timeout=60,
-                )
-                await conn.execute(
-                    "DELETE FROM revoked_access_tokens WHERE expires_at < now() - interval '1 hour'", timeout=60
-                )
-                await conn.execute(
-                    "DELETE FROM processed_events WHERE processed_at < now() - make_interval(secs => $1)",
-                    retention,
-                    timeout=60,
-                )
+            async with self.pool.acquire() as conn:
+                for rule in purge_rules(self.settings.events_outbox_retention_seconds):
+                    for _ in range(MAINTENANCE_BATCHES):
+                        deleted, _ = await delete_batch(conn, rule, self.settings.purge_batch_size)
+                        if deleted < self.settings.purge_batch_size:
+                            break
         except Exception as exc:  # PostgreSQL away or slow: next time (the relay loop must live on)
             log.warning("outbox maintenance failed", extra={"error": type(exc).__name__})

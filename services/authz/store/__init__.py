@@ -5,7 +5,8 @@ queries in small named functions taking a pool or the caller's connection.
   types);
 - ``codes``: table ``authorization_codes`` (the token service consumes them, docs/contracts.md);
 - ``device_codes``: table ``device_codes`` (RFC 8628; the token service creates and consumes them
-  through ``libs/contracts/authz.py``).
+  through ``libs/contracts/authz.py``);
+- ``retention``: which rows of the last two are dead (``oauthctl purge``, docs/operations.md).
 
 Reads of the account service's tables (a user for login, apps' names) are contracts in
 ``libs/contracts/account.py``.

@@ -1,0 +1,11 @@
+-- The retention purge (`oauthctl purge`, docs/operations.md "Retention") walks token_families from
+-- the oldest: a family can only be dead once it is older than the access-token lifetime plus the
+-- retention, so a run reads the old families only, never the young ones (at client_credentials
+-- rates, most of the table), and each batch goes on where the last one stopped. A family insert
+-- adds one entry at the right edge of this index; no hot statement can use it (they start from a
+-- token's hash or a primary key, tests/integration/test_hot_plans.py).
+--
+-- On a large existing table this takes a write lock while it builds: create it first by hand,
+--   CREATE INDEX CONCURRENTLY IF NOT EXISTS token_families_created ON token_families (created_at, id);
+-- and this migration then finds it there.
+CREATE INDEX IF NOT EXISTS token_families_created ON token_families (created_at, id);

@@ -157,9 +157,7 @@ class SigningPool:
 
     def __init__(self, threads: int) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"jws-sign_{i}", daemon=True) for i in range(threads)
-        ]
+        self._threads = [threading.Thread(target=self._work, name=f"jws-sign_{i}", daemon=True) for i in range(threads)]
         for thread in self._threads:
             thread.start()
 

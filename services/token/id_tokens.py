@@ -92,7 +92,9 @@ async def sign_with_id_token(
     if id_claims is None or id_keys is None:
         return await keys.run_signing(functools.partial(sign_jwt, key, access_claims, "at+jwt"), key), None
     id_key = await id_keys.signing_key()
-    return await keys.run_signing(functools.partial(sign_access_and_id_token, key, access_claims, id_key, id_claims), key, id_key)
+    return await keys.run_signing(
+        functools.partial(sign_access_and_id_token, key, access_claims, id_key, id_claims), key, id_key
+    )
 
 
 def sign_access_and_id_token(

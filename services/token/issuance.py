@@ -29,6 +29,8 @@ from . import store
 from .families import create_family
 from .id_tokens import Authentication, id_token_claims, sign_with_id_token
 
+GRACE_NONCE_BYTES = 12  # AES-GCM's 96-bit nonce (NIST SP 800-38D 8.2.2: random, never reused under a key)
+
 
 @dataclass(frozen=True)
 class Deps:
@@ -45,6 +47,9 @@ class Deps:
 class Minted:
     body: dict[str, Any]  # the RFC 6749 5.1 response
     refresh_hash: bytes  # what the database stores of body["refresh_token"]
+    # 12 more CSPRNG bytes of the same draw: the AES-GCM nonce if a rotation seals this response
+    # (grants/refresh_token.seal_response); None: it draws its own.
+    grace_nonce: bytes | None = None
 
 
 async def mint_pair(
@@ -59,8 +64,9 @@ async def mint_pair(
     """A new refresh token and an access token for ``scope``; with ``auth`` and ``openid`` in
     ``scope``, an id_token too (OIDC Core 3.1.3.3, 12.2). Nothing is stored here."""
     settings = deps.settings
-    # One CSPRNG call for the refresh token's 256 bits and the access token's jti (128 bits).
-    random_bytes = os.urandom(TOKEN_BYTES + 16)
+    # One CSPRNG call for every random value of the response: the refresh token's 256 bits, the
+    # access token's jti (128 bits) and the grace response's nonce (96 bits; refresh_token.py).
+    random_bytes = os.urandom(TOKEN_BYTES + 16 + GRACE_NONCE_BYTES)
     refresh = token_from(REFRESH_PREFIX, random_bytes[:TOKEN_BYTES])
     sub, now = str(user_id), int(time.time())
     claims = access_claims(
@@ -69,7 +75,7 @@ async def mint_pair(
         client_id=client_id,
         scope=scope,
         family=str(family_id),
-        jti=random_bytes[TOKEN_BYTES:].hex(),
+        jti=random_bytes[TOKEN_BYTES : TOKEN_BYTES + 16].hex(),
         now=now,
     )
     id_claims = None
@@ -85,7 +91,7 @@ async def mint_pair(
     }
     if id_token is not None:
         body["id_token"] = id_token
-    return Minted(body, token_hash(settings.pepper_bytes, refresh))
+    return Minted(body, token_hash(settings.pepper_bytes, refresh), random_bytes[TOKEN_BYTES + 16 :])
 
 
 async def start_family(

@@ -17,8 +17,8 @@ from services.token.id_tokens import (
     sign_access_and_id_token,
     token_hash_claim,
 )
-from tests.unit.test_sign_jwt import signing_key
 from services.token.key_admin import _state, signing_algorithms
+from tests.unit.test_sign_jwt import signing_key
 
 SETTINGS = Settings(token_pepper="x" * 40, public_base_url="https://auth.example")
 

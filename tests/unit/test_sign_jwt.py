@@ -3,9 +3,8 @@ with the published JWK); keys.SigningPool hands jobs to its threads and their ou
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import asyncio
+from datetime import UTC, datetime
 
 import jwt
 import pytest

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -74,6 +74,43 @@ def unverified_header(token: str) -> dict[str, Any]:
     return header
 
 
+def new_jti() -> str:
+    """A fresh ``jti``: 128 bits from the OS CSPRNG as 32 hex digits (one ``os.urandom`` call;
+    ``uuid4().hex`` had the same shape with 122 random bits and cost four times as much)."""
+    return os.urandom(16).hex()
+
+
+def access_claims(
+    settings: Settings,
+    *,
+    sub: str,
+    client_id: str,
+    scope: str,
+    family: str | None,
+    jti: str,
+    now: int,
+    ttl: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The claims of an access token (RFC 9068 2.2), ``fam`` when it belongs to a token family."""
+    claims: dict[str, Any] = {
+        "iss": settings.issuer,
+        "sub": sub,
+        "aud": settings.resource_audience,
+        "exp": now + (ttl or settings.access_token_ttl_seconds),
+        "iat": now,
+        "nbf": now,
+        "jti": jti,
+        "client_id": client_id,
+        "scope": scope,
+    }
+    if family:
+        claims["fam"] = family
+    if extra:
+        claims.update(extra)
+    return claims
+
+
 async def mint(
     keys: KeyStore,
     settings: Settings,
@@ -85,22 +122,18 @@ async def mint(
     ttl: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "iss": settings.issuer,
-        "sub": sub,
-        "aud": settings.resource_audience,
-        "exp": now + (ttl or settings.access_token_ttl_seconds),
-        "iat": now,
-        "nbf": now,
-        "jti": uuid.uuid4().hex,
-        "client_id": client_id,
-        "scope": scope,
-    }
-    if family:
-        claims["fam"] = family
-    if extra:
-        claims.update(extra)
+    """An access token signed with the current key (KeyStore.sign), and its claims."""
+    claims = access_claims(
+        settings,
+        sub=sub,
+        client_id=client_id,
+        scope=scope,
+        family=family,
+        jti=new_jti(),
+        now=int(time.time()),
+        ttl=ttl,
+        extra=extra,
+    )
     token = await keys.sign(claims, "at+jwt")
     return token, claims
 
@@ -282,7 +315,7 @@ def setup_tokens(
             yield
         finally:
             if signer is not None:
-                signer.shutdown(wait=False, cancel_futures=True)
+                signer.shutdown()
 
     app.cleanup_ctx.append(ctx)
 

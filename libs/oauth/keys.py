@@ -13,28 +13,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hmac
 import json
 import logging
 import os
+import queue
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import jwt
 import orjson
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from libs.platform.params import is_kid
 
 ALGORITHMS = ("RS256", "ES256", "HS256")
 log = logging.getLogger("oauth.keys")
 KEYGEN_LOCK = 0x0A07_4B45
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -101,12 +105,32 @@ def _jose_header(alg: str, kid: str, typ: str) -> bytes:
     return _b64(orjson.dumps({"alg": alg, "kid": kid, "typ": typ})).encode()
 
 
+_PKCS1V15 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+def jws_signature(key: SigningKey, signing_input: bytes) -> bytes:
+    """The JWS Signature of ``signing_input`` (RFC 7518 3.2 HS256, 3.3 RS256, 3.4 ES256), with
+    cryptography's key objects directly: what pyjwt's ``Algorithm.sign`` does, without building its
+    padding and hash objects per call. ES256's DER signature becomes the fixed-size R || S of RFC
+    7518 3.4."""
+    if key.alg == "RS256":
+        return key.private.sign(signing_input, _PKCS1V15, _SHA256)  # type: ignore[no-any-return]
+    if key.alg == "ES256":
+        r, s = decode_dss_signature(key.private.sign(signing_input, _ECDSA_SHA256))
+        size = (key.private.curve.key_size + 7) // 8
+        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+    if key.alg == "HS256":
+        return hmac.digest(key.private, signing_input, "sha256")
+    raise ValueError(f"unsupported algorithm {key.alg}")
+
+
 def sign_jwt(key: SigningKey, claims: dict[str, Any], typ: str) -> str:
     """A compact JWS (RFC 7515) of ``claims`` signed with ``key``: the same bytes pyjwt's encode
     makes, without its per-call header merging and JSON re-encoding (the header is cached per key)."""
     signing_input = _jose_header(key.alg, key.kid, typ) + b"." + _b64(orjson.dumps(claims)).encode()
-    signature = jwt.get_algorithm_by_name(key.alg).sign(signing_input, key.private)
-    return (signing_input + b"." + _b64(signature).encode()).decode()
+    return (signing_input + b"." + _b64(jws_signature(key, signing_input)).encode()).decode()
 
 
 def signing_threads(setting: int) -> int:
@@ -119,13 +143,73 @@ def signing_threads(setting: int) -> int:
         return os.cpu_count() or 1
 
 
-def signing_pool(setting: int) -> ThreadPoolExecutor | None:
-    """The small thread pool RS256 signatures run in (docs/performance.md "Signing off the event
-    loop"): pyca/cryptography releases the GIL while it signs, so with it one process signs on every
-    core while the event loop goes on parsing and answering. None (``SIGNING_THREADS=0``): sign on
-    the event loop."""
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+
+
+class SigningPool:
+    """The threads RS256 signatures run in (docs/performance.md "Signing off the event loop"):
+    pyca/cryptography releases the GIL while it signs, so with them one process signs on every core
+    while the event loop goes on parsing and answering.
+
+    A lighter hand-off than ``loop.run_in_executor``: a job goes on a queue, a thread runs it and
+    hands the outcome back with one ``call_soon_threadsafe``, without the concurrent.futures Future,
+    work item and the two futures chained both ways per call (docs/performance.md, round two)."""
+
+    def __init__(self, threads: int) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"jws-sign_{i}", daemon=True) for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def run(self, job: Callable[[], T]) -> asyncio.Future[T]:
+        """``job()`` in one of the threads; await the returned future for its result or exception."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((loop, future, job))
+        return future
+
+    def _work(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            loop, future, job = item
+            if future.cancelled():  # its request is gone: nobody will read the signature
+                continue
+            try:
+                result, error = job(), None
+            except BaseException as exc:  # handed to the awaiting coroutine, whatever it is
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+    def shutdown(self) -> None:
+        """Cancel the jobs not started yet and let the threads end (called on the event loop; the
+        threads are daemons, so exiting does not wait for a signature in progress)."""
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[1].cancel()
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def signing_pool(setting: int) -> SigningPool | None:
+    """The signing threads for ``SIGNING_THREADS`` (signing_threads); None (``SIGNING_THREADS=0``):
+    sign on the event loop."""
     threads = signing_threads(setting)
-    return ThreadPoolExecutor(threads, thread_name_prefix="jws-sign") if threads > 0 else None
+    return SigningPool(threads) if threads > 0 else None
 
 
 # Signatures too cheap to hand to a thread: ES256 signs in about 0.05 ms, about what the hand-off
@@ -147,7 +231,7 @@ class KeyStore:
         alg: str,
         retire_grace: timedelta,
         table: KeyTable,
-        signer: ThreadPoolExecutor | None = None,
+        signer: SigningPool | None = None,
     ) -> None:
         self.pool = pool
         self.table = table
@@ -223,9 +307,15 @@ class KeyStore:
     async def sign(self, claims: dict[str, Any], typ: str) -> str:
         """``claims`` signed with the current signing key (sign_jwt), in the signer pool if any."""
         key = await self.signing_key()
-        if self.signer is None or key.alg in INLINE_ALGORITHMS:
-            return sign_jwt(key, claims, typ)
-        return await asyncio.get_running_loop().run_in_executor(self.signer, sign_jwt, key, claims, typ)
+        return await self.run_signing(functools.partial(sign_jwt, key, claims, typ), key)
+
+    async def run_signing(self, job: Callable[[], T], *keys: SigningKey) -> T:
+        """``job``, which signs with ``keys``, in ONE hand-off to the signer pool (all the
+        signatures of a response together), or on the event loop when there is no pool or every
+        key's algorithm is too cheap to hand off (INLINE_ALGORITHMS)."""
+        if self.signer is None or all(k.alg in INLINE_ALGORITHMS for k in keys):
+            return job()
+        return await self.signer.run(job)
 
     def knows(self, kid: str) -> bool:
         """Is ``kid`` among the loaded keys (signing or still verifying)? No I/O; a stale set of

@@ -8,6 +8,7 @@ forced and it keeps the token endpoint fast. Only passwords, which people choose
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import secrets
@@ -25,7 +26,14 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 def new_token(prefix: str) -> str:
     """``<prefix>_<43 url-safe chars>``: 256 bits from the OS CSPRNG."""
-    return f"{prefix}_{secrets.token_urlsafe(TOKEN_BYTES)}"
+    return token_from(prefix, secrets.token_bytes(TOKEN_BYTES))
+
+
+def token_from(prefix: str, random_bytes: bytes) -> str:
+    """``<prefix>_<url-safe base64 of random_bytes, unpadded>`` (new_token's shape, as
+    ``secrets.token_urlsafe``), for a caller that drew ``random_bytes`` from the OS CSPRNG
+    (``os.urandom``) together with its other random values in one call."""
+    return f"{prefix}_{base64.urlsafe_b64encode(random_bytes).rstrip(b'=').decode('ascii')}"
 
 
 def token_hash(pepper: bytes, token: str) -> bytes:

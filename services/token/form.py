@@ -12,8 +12,9 @@ Reusable by every form-encoded endpoint of the token service (token, revocation,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -27,8 +28,14 @@ MAX_VALUE_CHARS = 2048  # redirect URIs are at most 2000 characters (services/ac
 
 
 async def _read_bounded(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise InvalidRequest(f"The request body is larger than {limit} bytes", status=413)
+    if length is not None:  # the usual case: what Content-Length says, in one read
+        try:
+            return await request.content.readexactly(length)
+        except asyncio.IncompleteReadError as short:  # the body ended early: what came, as before
+            return short.partial
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(4096):
@@ -39,13 +46,36 @@ async def _read_bounded(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _unquote(text: str) -> str:
+    """A name or value decoded as ``parse_qsl`` does ('+' is a space, then %XX as UTF-8, strictly),
+    without the work for the usual text that has neither."""
+    if "%" in text or "+" in text:
+        return unquote(text.replace("+", " "), encoding="utf-8", errors="strict")
+    return text
+
+
+def parse_pairs(text: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a form body, as ``parse_qsl(text, keep_blank_values=True,
+    errors="strict", max_num_fields=MAX_FIELDS, separator="&")`` gives them, without its per-call
+    argument coercion (tests/unit/test_form.py checks that both agree): ValueError beyond MAX_FIELDS
+    fields, UnicodeDecodeError for %XX sequences that are not UTF-8."""
+    if not text:
+        return []
+    fields = text.split("&")
+    if len(fields) > MAX_FIELDS:
+        raise ValueError("Max number of fields exceeded")
+    pairs = []
+    for field in fields:
+        if field:
+            name, _, value = field.partition("=")
+            pairs.append((_unquote(name), _unquote(value)))
+    return pairs
+
+
 def parse_form(raw: bytes, known: Collection[str]) -> dict[str, str]:
     """The known, non-empty parameters of a form body (errors as ``invalid_request``)."""
     try:
-        text = raw.decode("utf-8")
-        pairs = parse_qsl(
-            text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS, separator="&"
-        )
+        pairs = parse_pairs(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise InvalidRequest("The request body is not valid UTF-8") from None
     except ValueError:

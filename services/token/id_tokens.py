@@ -20,8 +20,8 @@ on first start, rotated with ``oauthctl keys add --alg RS256``), and discovery a
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from libs.contracts.token import SIGNING_KEYS
-from libs.oauth.keys import KeyStore
+from libs.oauth.keys import KeyStore, SigningKey, sign_jwt
 from libs.platform.config import Settings
 from libs.platform.web import PG, SETTINGS
 
@@ -59,8 +59,10 @@ def token_hash_claim(value: str) -> str:
 
 
 def id_token_claims(
-    settings: Settings, *, sub: str, client_id: str, scope: str, access_token: str, auth: Authentication, now: int
+    settings: Settings, *, sub: str, client_id: str, scope: str, auth: Authentication, now: int
 ) -> dict[str, Any]:
+    """The id_token's claims but ``at_hash``, which sign_with_id_token adds once the access token
+    it describes is signed."""
     scopes = scope.split()
     claims: dict[str, Any] = {
         "iss": settings.issuer,
@@ -69,7 +71,6 @@ def id_token_claims(
         "azp": client_id,
         "iat": now,
         "exp": now + settings.access_token_ttl_seconds,
-        "at_hash": token_hash_claim(access_token),
     }
     if auth.auth_time is not None:
         claims["auth_time"] = int(auth.auth_time.timestamp())
@@ -81,19 +82,26 @@ def id_token_claims(
     return claims
 
 
-async def mint_id_token(
-    keys: KeyStore, settings: Settings, *, sub: str, client_id: str, scope: str, access_token: str, auth: Authentication
-) -> str:
-    claims = id_token_claims(
-        settings,
-        sub=sub,
-        client_id=client_id,
-        scope=scope,
-        access_token=access_token,
-        auth=auth,
-        now=int(time.time()),
+async def sign_with_id_token(
+    keys: KeyStore, id_keys: KeyStore | None, access_claims: dict[str, Any], id_claims: dict[str, Any] | None
+) -> tuple[str, str | None]:
+    """The access token, and with ``id_claims`` (and ``id_keys``) the id_token whose ``at_hash`` is
+    that access token's, both signed in ONE hand-off to the signing threads (KeyStore.run_signing)
+    rather than one per signature."""
+    key = await keys.signing_key()
+    if id_claims is None or id_keys is None:
+        return await keys.run_signing(functools.partial(sign_jwt, key, access_claims, "at+jwt"), key), None
+    id_key = await id_keys.signing_key()
+    return await keys.run_signing(
+        functools.partial(sign_access_and_id_token, key, access_claims, id_key, id_claims), key, id_key
     )
-    return await keys.sign(claims, "JWT")
+
+
+def sign_access_and_id_token(
+    key: SigningKey, access_claims: dict[str, Any], id_key: SigningKey, id_claims: dict[str, Any]
+) -> tuple[str, str]:
+    access = sign_jwt(key, access_claims, "at+jwt")
+    return access, sign_jwt(id_key, {**id_claims, "at_hash": token_hash_claim(access)}, "JWT")
 
 
 async def load_id_keys(app: web.Application, access_keys: KeyStore) -> None:

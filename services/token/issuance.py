@@ -10,6 +10,8 @@ transaction (the device code grant, which holds its code's row lock while it dec
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,15 +19,17 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from libs.oauth.access_tokens import mint
+from libs.oauth.access_tokens import access_claims
 from libs.oauth.keys import KeyStore
 from libs.oauth.vocabulary import REFRESH_PREFIX
 from libs.platform.config import Settings
-from libs.platform.security import new_token, token_hash
+from libs.platform.security import TOKEN_BYTES, token_from, token_hash
 
 from . import store
 from .families import create_family
-from .id_tokens import Authentication, mint_id_token
+from .id_tokens import Authentication, id_token_claims, sign_with_id_token
+
+GRACE_NONCE_BYTES = 12  # AES-GCM's 96-bit nonce (NIST SP 800-38D 8.2.2: random, never reused under a key)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class Deps:
 class Minted:
     body: dict[str, Any]  # the RFC 6749 5.1 response
     refresh_hash: bytes  # what the database stores of body["refresh_token"]
+    # 12 more CSPRNG bytes of the same draw: the AES-GCM nonce if a rotation seals this response
+    # (grants/refresh_token.seal_response); None: it draws its own.
+    grace_nonce: bytes | None = None
 
 
 async def mint_pair(
@@ -57,10 +64,24 @@ async def mint_pair(
     """A new refresh token and an access token for ``scope``; with ``auth`` and ``openid`` in
     ``scope``, an id_token too (OIDC Core 3.1.3.3, 12.2). Nothing is stored here."""
     settings = deps.settings
-    refresh = new_token(REFRESH_PREFIX)
-    access, _claims = await mint(
-        deps.keys, settings, sub=str(user_id), client_id=client_id, scope=scope, family=str(family_id)
+    # One CSPRNG call for every random value of the response: the refresh token's 256 bits, the
+    # access token's jti (128 bits) and the grace response's nonce (96 bits; refresh_token.py).
+    random_bytes = os.urandom(TOKEN_BYTES + 16 + GRACE_NONCE_BYTES)
+    refresh = token_from(REFRESH_PREFIX, random_bytes[:TOKEN_BYTES])
+    sub, now = str(user_id), int(time.time())
+    claims = access_claims(
+        settings,
+        sub=sub,
+        client_id=client_id,
+        scope=scope,
+        family=str(family_id),
+        jti=random_bytes[TOKEN_BYTES : TOKEN_BYTES + 16].hex(),
+        now=now,
     )
+    id_claims = None
+    if auth is not None and deps.id_keys is not None and "openid" in scope.split():
+        id_claims = id_token_claims(settings, sub=sub, client_id=client_id, scope=scope, auth=auth, now=now)
+    access, id_token = await sign_with_id_token(deps.keys, deps.id_keys, claims, id_claims)
     body = {
         "access_token": access,
         "token_type": "Bearer",
@@ -68,11 +89,9 @@ async def mint_pair(
         "refresh_token": refresh,
         "scope": scope,
     }
-    if auth is not None and deps.id_keys is not None and "openid" in scope.split():
-        body["id_token"] = await mint_id_token(
-            deps.id_keys, settings, sub=str(user_id), client_id=client_id, scope=scope, access_token=access, auth=auth
-        )
-    return Minted(body, token_hash(settings.pepper_bytes, refresh))
+    if id_token is not None:
+        body["id_token"] = id_token
+    return Minted(body, token_hash(settings.pepper_bytes, refresh), random_bytes[TOKEN_BYTES + 16 :])
 
 
 async def start_family(

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import jwt
 import pytest
 
 from libs.oauth.vocabulary import SCOPES
 from libs.platform.config import Settings
 from services.token import discovery
-from services.token.id_tokens import Authentication, id_token_algorithm, id_token_claims, token_hash_claim
+from services.token.id_tokens import (
+    Authentication,
+    id_token_algorithm,
+    id_token_claims,
+    sign_access_and_id_token,
+    token_hash_claim,
+)
 from services.token.key_admin import _state, signing_algorithms
+from tests.unit.test_sign_jwt import signing_key
 
 SETTINGS = Settings(token_pepper="x" * 40, public_base_url="https://auth.example")
 
@@ -22,9 +30,7 @@ def test_at_hash_matches_the_oidc_core_example() -> None:
 
 def test_claims() -> None:
     auth = Authentication(auth_time=datetime(2026, 1, 1, tzinfo=UTC), nonce="n", email="a@example.com")
-    claims = id_token_claims(
-        SETTINGS, sub="7", client_id="client_x", scope="openid email", access_token="at", auth=auth, now=1000
-    )
+    claims = id_token_claims(SETTINGS, sub="7", client_id="client_x", scope="openid email", auth=auth, now=1000)
     assert claims == {
         "iss": "https://auth.example",
         "sub": "7",
@@ -32,7 +38,6 @@ def test_claims() -> None:
         "azp": "client_x",
         "iat": 1000,
         "exp": 1000 + SETTINGS.access_token_ttl_seconds,
-        "at_hash": token_hash_claim("at"),
         "auth_time": int(auth.auth_time.timestamp()),  # type: ignore[union-attr]
         "nonce": "n",
         "email": "a@example.com",
@@ -43,11 +48,23 @@ def test_claims() -> None:
         sub="7",
         client_id="client_x",
         scope="openid profile",
-        access_token="at",
         auth=Authentication(None, None, "a@example.com"),
         now=1000,
     )
-    assert not {"nonce", "email", "email_verified", "auth_time"} & set(plain)
+    assert not {"nonce", "email", "email_verified", "auth_time", "at_hash"} & set(plain)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+def test_the_id_token_signed_with_its_access_token_carries_its_at_hash(alg: str) -> None:
+    key = signing_key(alg)
+    claims = id_token_claims(
+        SETTINGS, sub="7", client_id="client_x", scope="openid", auth=Authentication(None, "n", None), now=1000
+    )
+    access, id_token = sign_access_and_id_token(key, {"sub": "7", "jti": "j"}, key, claims)
+    assert jwt.decode(access, key.public, algorithms=[alg]) == {"sub": "7", "jti": "j"}
+    decoded = jwt.decode(id_token, key.public, algorithms=[alg], options={"verify_aud": False, "verify_exp": False})
+    assert decoded == claims | {"at_hash": token_hash_claim(access)}
+    assert jwt.get_unverified_header(id_token) == {"alg": alg, "kid": key.kid, "typ": "JWT"}
 
 
 @pytest.mark.parametrize("alg, expected", [("RS256", "RS256"), ("ES256", "ES256"), ("HS256", "RS256")])

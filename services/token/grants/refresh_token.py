@@ -45,7 +45,7 @@ from libs.platform.security import token_hash
 
 from ..form import required
 from ..id_tokens import Authentication
-from ..issuance import Deps
+from ..issuance import GRACE_NONCE_BYTES, Deps
 from .storage import NewPair, PgGrantStore, RefreshGrantStore, Row
 
 log = logging.getLogger("oauth.token")
@@ -111,8 +111,12 @@ def _aad(row_id: int) -> bytes:
     return b"refresh_tokens.grace_response:" + str(row_id).encode()
 
 
-def seal_response(pepper: bytes, old_token: str, row_id: int, body: dict[str, Any]) -> bytes:
-    nonce = os.urandom(12)
+def seal_response(
+    pepper: bytes, old_token: str, row_id: int, body: dict[str, Any], nonce: bytes | None = None
+) -> bytes:
+    """``body`` encrypted for the holder of ``old_token``; ``nonce``: 12 fresh CSPRNG bytes
+    (issuance.Minted.grace_nonce, drawn with the pair's other random values), else drawn here."""
+    nonce = nonce or os.urandom(GRACE_NONCE_BYTES)
     return nonce + AESGCM(_grace_key(pepper, old_token)).encrypt(nonce, orjson.dumps(body), _aad(row_id))
 
 
@@ -177,7 +181,7 @@ async def rotate_with(
         # OIDC 12.2: a refreshed id_token keeps the original auth_time and has no nonce.
         auth = Authentication(auth_time=row["auth_time"], nonce=None, email=row["email"])
         minted = await grants.mint_pair(NewPair(row["family_id"], client.client_id, row["user_id"], access_scope, auth))
-        sealed = seal_response(pepper, refresh_token, row["id"], minted.body)
+        sealed = seal_response(pepper, refresh_token, row["id"], minted.body, minted.grace_nonce)
         child = await grants.rotate_refresh_token(
             row["id"], row["family_id"], client.client_id, minted.refresh_hash, sealed
         )

@@ -117,22 +117,34 @@ async def issue_consented_code(db: DB, code: tuple[object, ...], scopes: list[st
     return await db.fetchrow(ISSUE_CONSENTED_CODE_SQL, *code, scopes)
 
 
-# authz: a one-click login (docs/operations.md "App verification") in ONE statement: for a user still
-# active, record the consent (the union of the old and new scopes, the first time kept) and store
-# the code. A record that already covers the scopes is not rewritten (ON CONFLICT ... WHERE: only
-# locked), unless its last_authorized_at is a minute old. The same row as ISSUE_CONSENTED_CODE_SQL.
-ISSUE_ONE_CLICK_CODE_SQL = (
+# The consent record's write, shared by every statement below that records a consent (an INSERT
+# INTO grants (user_id, client_id, scopes) SELECT ... ends with it): the union of the old and new
+# scopes (old ones first), the first time kept. A record that already covers the scopes is not
+# rewritten (ON CONFLICT ... WHERE: only locked), unless its last_authorized_at is a minute old
+# (the authorized-apps page shows it to the minute).
+MERGE_CONSENT_SQL = """
+    ON CONFLICT (user_id, client_id) DO UPDATE SET
+        scopes = ARRAY(SELECT s FROM unnest(grants.scopes || EXCLUDED.scopes) WITH ORDINALITY AS t(s, i)
+                       GROUP BY s ORDER BY min(i)),
+        last_authorized_at = now()
+    WHERE NOT (grants.scopes @> EXCLUDED.scopes) OR grants.last_authorized_at < now() - interval '1 minute'"""
+
+# authz: a consent given (POST /consent, with or without a spending limit) or a one-click login
+# (docs/operations.md "App verification") in ONE statement: for a user still active, record the
+# consent (MERGE_CONSENT_SQL) and store the code; the user's row is locked first, so a disable
+# waits for it or comes first, and then nothing is written. A revocation still committing makes
+# the record's upsert wait and then insert a new one: the consent given now, after the
+# revocation (one that comes later waits for this statement and expires its code). The same row
+# as ISSUE_CONSENTED_CODE_SQL.
+RECORD_CONSENT_AND_ISSUE_CODE_SQL = (
     """
 WITH u AS (
     SELECT username, status FROM users WHERE id = $3 FOR KEY SHARE
 ), consent AS (
     INSERT INTO grants (user_id, client_id, scopes)
-    SELECT $3, $2, $11::text[] FROM u WHERE u.status = 1
-    ON CONFLICT (user_id, client_id) DO UPDATE SET
-        scopes = ARRAY(SELECT s FROM unnest(grants.scopes || EXCLUDED.scopes) WITH ORDINALITY AS t(s, i)
-                       GROUP BY s ORDER BY min(i)),
-        last_authorized_at = now()
-    WHERE NOT (grants.scopes @> EXCLUDED.scopes) OR grants.last_authorized_at < now() - interval '1 minute'
+    SELECT $3, $2, $11::text[] FROM u WHERE u.status = 1"""
+    + MERGE_CONSENT_SQL
+    + """
 ), code AS (
 """
     + _NEW_CODE
@@ -145,10 +157,11 @@ WITH u AS (
 )
 
 
-async def issue_one_click_code(db: DB, code: tuple[object, ...], scopes: list[str]) -> asyncpg.Record | None:
-    """owner: authz (+ account's users). ``ISSUE_ONE_CLICK_CODE_SQL``; ``code`` and the answer as
-    for ``issue_consented_code`` (authz: authorize, a one-click login)."""
-    return await db.fetchrow(ISSUE_ONE_CLICK_CODE_SQL, *code, scopes)
+async def record_consent_and_issue_code(db: DB, code: tuple[object, ...], scopes: list[str]) -> asyncpg.Record | None:
+    """owner: authz (+ account's users). ``RECORD_CONSENT_AND_ISSUE_CODE_SQL``; ``code`` and the
+    answer as for ``issue_consented_code`` (authz: authorize, a one-click login; POST /consent, in
+    the transaction that then stores the spending limit chosen with it)."""
+    return await db.fetchrow(RECORD_CONSENT_AND_ISSUE_CODE_SQL, *code, scopes)
 
 
 async def expire_codes(conn: asyncpg.Connection, *, user_id: int | None, client_id: str | None) -> None:
@@ -202,6 +215,36 @@ async def insert_device_code(
         device_ip,
         interval_seconds,
         float(ttl_seconds),
+    )
+
+
+# authz: the user's answer on /device (RFC 8628 3.3, docs/device.md), recorded on a still pending,
+# live request, once, only if the user is still active. The user's row is locked first (FOR KEY
+# SHARE, which the device code's foreign key check takes anyway, at the end), then the device
+# code's: the order in which disabling a user takes them, so a disable waits for the answer or
+# comes first, and then nothing is recorded. The caller records the consent next, in the same
+# transaction (device code, then consent record: the order in which revocations take them).
+ANSWER_DEVICE_CODE_SQL = """
+WITH u AS (
+    SELECT status FROM users WHERE id = $3 FOR KEY SHARE
+), answered AS (
+    UPDATE device_codes
+    SET status = $2, user_id = $3, auth_time = to_timestamp($4), decided_at = now()
+    WHERE id = $1 AND status = 'pending' AND expires_at > now() AND EXISTS (SELECT 1 FROM u WHERE u.status = 1)
+    RETURNING client_id, scope
+)
+SELECT u.status = 1 AS active, a.client_id, a.scope FROM u LEFT JOIN answered a ON true
+"""
+
+
+async def answer_device_code(
+    conn: asyncpg.Connection, device_id: int, *, approved: bool, user_id: int, auth_time: int
+) -> asyncpg.Record | None:
+    """owner: authz (+ account's users). ``ANSWER_DEVICE_CODE_SQL``: (active, client_id, scope),
+    the request's client and scope null when it was not pending and live any more (answered,
+    expired) or the user is not active; None when the user is gone."""
+    return await conn.fetchrow(
+        ANSWER_DEVICE_CODE_SQL, device_id, "approved" if approved else "denied", user_id, auth_time
     )
 
 

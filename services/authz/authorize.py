@@ -34,7 +34,7 @@ from libs.platform.web import PG, REDIS, SETTINGS
 
 from . import consent, loginrequest
 from .authrequest import AuthRequest, load_client, parse
-from .codes import issue_code, issue_code_at_once
+from .codes import issue_code_at_once
 from .decision import OneClickPolicy, Step, consent_step, decide, login_step, one_click_allowed
 from .identity import SignedIn, drop_dead_session, signed_in
 from .responses import ErrorPage, error_page, found, redirect_error, to_client
@@ -74,8 +74,8 @@ async def handle_authorize(request: web.Request) -> web.Response:
     if isinstance(decided, str):  # the usual answer: a code at once
         return to_client(req.redirect_uri, settings.issuer, req.state, code=decided)
     who, step = decided
-    if who is not None and step in ("issue", "consent"):
-        return await _act_signed_in(request, req, who, step, now)
+    if who is not None and step in ("issue", "consent"):  # "issue": the code could not be stored: ask
+        return await _act_signed_in(request, req, who, now)
     if step == "consent_required":
         return redirect_error(request, req.redirect_uri, req.state, ConsentRequired())
     return await _to_login(request, req, who, step, now)
@@ -91,28 +91,39 @@ async def _decide(
     that the user is still active and that their consent record covers the scopes (or, for a
     one-click login, records the consent), and stores the code (docs/performance.md "authorize in
     one statement"): no separate user and record reads, no rewrite of an unchanged record."""
-    settings, db = request.app[SETTINGS], request.app[PG]
-    policy = OneClickPolicy.from_settings(settings)
     if session is not None and login_step(req, session.auth_time, fresh, now) is None and "consent" not in req.prompt:
-        one_click = one_click_allowed(policy, req)
-        at_once = await issue_code_at_once(db, settings, req, session.user_id, session.auth_time, one_click=one_click)
-        if at_once.code is not None:
-            return at_once.code
-        if at_once.username is None:  # the user is gone or disabled: the session no longer counts
-            return None, login_step(req, None, fresh, now) or "login"
-        return SignedIn(session, session.user_id, at_once.username), consent_step(policy, req, covered=False)
+        return await _at_once(request, req, session, fresh, now)
     who = await signed_in(request)
     auth = (who.user_id, who.session.auth_time) if who else None
-    return who, await decide(consent_records.Store(db), policy, req, auth, fresh, now)
+    policy = OneClickPolicy.from_settings(request.app[SETTINGS])
+    step = await decide(consent_records.Store(request.app[PG]), policy, req, auth, fresh, now)
+    if who is not None and step == "issue":  # the same conditions as above, so not reached: kept to its rules
+        return await _at_once(request, req, who.session, fresh, now)
+    return who, step
 
 
-async def _act_signed_in(request: web.Request, req: AuthRequest, who: SignedIn, step: Step, now: int) -> web.Response:
-    """``issue``: a code at once; ``consent``: the consent page."""
+async def _at_once(
+    request: web.Request, req: AuthRequest, session: Session, fresh: bool, now: int
+) -> str | tuple[SignedIn | None, Step]:
+    """``_decide``'s one statement (``codes.issue_code_at_once``), which locks the user's row, then
+    the consent record: a disable or a revocation committing meanwhile wins (docs/architecture.md
+    "Consent records and locks"). The code; else the next step, as ``_decide``."""
     settings = request.app[SETTINGS]
-    if step == "issue":
-        code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time)
-        return to_client(req.redirect_uri, settings.issuer, req.state, code=code)
-    request_id = await consent.store(request.app[REDIS], settings, req, who.user_id)
+    policy = OneClickPolicy.from_settings(settings)
+    one_click = one_click_allowed(policy, req)
+    at_once = await issue_code_at_once(
+        request.app[PG], settings, req, session.user_id, session.auth_time, one_click=one_click
+    )
+    if at_once.code is not None:
+        return at_once.code
+    if at_once.username is None:  # the user is gone or disabled: the session no longer counts
+        return None, login_step(req, None, fresh, now) or "login"
+    return SignedIn(session, session.user_id, at_once.username), consent_step(policy, req, covered=False)
+
+
+async def _act_signed_in(request: web.Request, req: AuthRequest, who: SignedIn, now: int) -> web.Response:
+    """The consent page (consent.py)."""
+    request_id = await consent.store(request.app[REDIS], request.app[SETTINGS], req, who.user_id)
     switch_url = await login_redirect_url(request, now, reauth=False)
     return await consent.render_page(request, req, who, request_id, switch_url)
 

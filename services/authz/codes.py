@@ -16,8 +16,7 @@ from libs.platform.security import token_hash
 
 from .authrequest import AuthRequest
 from .spend_limits import record_limit
-from .store import consent_records
-from .store.codes import CodeRow, insert_code, insert_code_at_once, insert_code_with_consent
+from .store.codes import CodeRow, insert_code_at_once
 
 
 def _new_code(settings: Settings, req: AuthRequest, user_id: int, auth_time: int) -> tuple[str, CodeRow]:
@@ -46,19 +45,21 @@ async def issue_code(
     auth_time: int,
     *,
     spend: tuple[int, str] | None = None,
-) -> str:
-    """Record the consent (with the spending limit the user chose, if any: docs/spending.md) and
-    store a new code; return the code (shown once). Without a limit, one statement does both (one
-    round trip, docs/performance.md); with one, a transaction of three."""
+) -> str | None:
+    """The consent given on the page (POST /consent): record it (with the spending limit the user
+    chose, if any: docs/spending.md) and store a new code; the code (shown once), or None when the
+    user is no longer active (then nothing was written). One statement locks the user's row, then
+    the record, and stores the code, as authorize's (docs/architecture.md "Consent records and
+    locks"); with a limit, the limit and its event follow in the same transaction."""
     code, row = _new_code(settings, req, user_id, auth_time)
     if spend is None:
-        await insert_code_with_consent(pool, row, list(req.scopes))
-        return code
-    async with pool.acquire() as conn, conn.transaction():
-        await consent_records.upsert(conn, user_id, req.client_id, req.scopes)
-        await record_limit(conn, user_id, req.client_id, *spend)
-        await insert_code(conn, row)
-    return code
+        found = await insert_code_at_once(pool, row, list(req.scopes), record_consent=True)
+    else:
+        async with pool.acquire() as conn, conn.transaction():
+            found = await insert_code_at_once(conn, row, list(req.scopes), record_consent=True)
+            if found is not None and found["issued"]:
+                await record_limit(conn, user_id, req.client_id, *spend)
+    return code if found is not None and found["issued"] else None
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ async def issue_code_at_once(
     consent); a record that already covers the scopes is not rewritten. Else no code, and whether
     the user is active (their name) for the rest of the decision."""
     code, row = _new_code(settings, req, user_id, auth_time)
-    found = await insert_code_at_once(pool, row, list(req.scopes), one_click=one_click)
+    found = await insert_code_at_once(pool, row, list(req.scopes), record_consent=one_click)
     if found is None or not found["active"]:
         return AtOnce(None, None)
     return AtOnce(code if found["issued"] else None, found["username"])

@@ -284,6 +284,8 @@ async def post_consent(request: web.Request) -> web.Response:
         return await error_page(request, 400, "spend.bad_amount")
     who = answer.who
     code = await issue_code(request.app[PG], settings, req, who.user_id, who.session.auth_time, spend=spend)
+    if code is None:  # the user was disabled meanwhile (the statement waited for it): logged out now
+        return await error_page(request, 401, "error.not_logged_in")
     return to_client(req.redirect_uri, settings.issuer, req.state, code=code)
 
 

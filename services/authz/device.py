@@ -7,9 +7,11 @@
   space-insensitive, libs/oauth/user_codes.py). A live, unanswered request shows the SAME consent
   page as the browser flow (consent.render_consent), with the app, the scopes, and the device: the
   user code to compare with the one on the device's screen (RFC 8628 5.4), its User-Agent and IP.
-- ``POST /device/consent`` (CSRF): Allow records the consent (table ``grants``, so the app shows in
-  the user's authorizations and can be revoked there) and approves the request in one
-  transaction; Deny denies it. The device's next poll gets its tokens or ``access_denied``.
+- ``POST /device/consent`` (CSRF): Allow approves the request and records the consent (table
+  ``grants``, so the app shows in the user's authorizations and can be revoked there) in one
+  transaction, the user's row locked first (a user disabled meanwhile: nothing is recorded, the
+  expired-login page); Deny denies it. The device's next poll gets its tokens or
+  ``access_denied``.
 
 Guessing user codes (RFC 8628 5.1) is limited in Redis, shared by every instance: a wrong or
 expired code counts against the login session (DEVICE_MAX_FAILURES_PER_SESSION) and the client IP
@@ -22,11 +24,13 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import urlencode
 
+import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 from multidict import MultiMapping
 
 from libs.contracts.account import get_client
+from libs.contracts.authz import answer_device_code
 from libs.oauth.pages import render
 from libs.oauth.sessions import CSRF_FIELD, check_csrf
 from libs.oauth.user_codes import MAX_INPUT, normalize, shown
@@ -172,25 +176,39 @@ async def post_device_consent(request: web.Request) -> web.Response:
     )
     if isinstance(answer, web.Response):
         return answer
-    device_id, who = answer.payload.get("device_id"), answer.who
+    device_id = answer.payload.get("device_id")
     if not isinstance(device_id, int):  # a browser flow's pending request is not answered here
         return await error_page(request, 400, "device.expired")
-    spend = chosen_limit(answer.form, per_unit)
     async with request.app[PG].acquire() as conn, conn.transaction():
-        row = await device_codes.answer(
-            conn, device_id, approved=answer.allow, user_id=who.user_id, auth_time=who.session.auth_time
-        )
-        if row is not None and answer.allow:
-            scopes = row["scope"].split()
-            if SPEND_SCOPE in scopes and spend is None:  # a form without the page's limit block
-                raise ErrorPage(400, "spend.bad_amount")  # rolls the answer back
-            await consent_records.upsert(conn, who.user_id, row["client_id"], scopes)
-            if SPEND_SCOPE in scopes and spend is not None:
-                await record_limit(conn, who.user_id, row["client_id"], *spend)
-    if row is None:
+        row = await _record_answer(conn, device_id, answer, chosen_limit(answer.form, per_unit))
+    if row is None or not row["active"]:  # the user was disabled meanwhile (the answer waited for it)
+        return await error_page(request, 401, "device.not_logged_in")
+    if row["client_id"] is None:
         return await error_page(request, 400, "device.expired")
     step = "approved" if answer.allow else "denied"
     return await render(request, "device.html", step=step, lang_url=lang_url(request))
+
+
+async def _record_answer(
+    conn: asyncpg.Connection, device_id: int, answer: consent.Answer, spend: tuple[int, str] | None
+) -> asyncpg.Record | None:
+    """In one transaction: the answer on the device code (the user's row locked first: a disable
+    waits for it or comes first, and then nothing is recorded), then for Allow the consent record
+    and the spending limit (docs/architecture.md "Consent records and locks"). The answer's row
+    (``libs/contracts/authz.answer_device_code``)."""
+    who = answer.who
+    row = await answer_device_code(
+        conn, device_id, approved=answer.allow, user_id=who.user_id, auth_time=who.session.auth_time
+    )
+    if row is None or row["client_id"] is None or not answer.allow:
+        return row
+    scopes = row["scope"].split()
+    if SPEND_SCOPE in scopes and spend is None:  # a form without the page's limit block
+        raise ErrorPage(400, "spend.bad_amount")  # rolls the answer back
+    await consent_records.upsert(conn, who.user_id, row["client_id"], scopes)
+    if SPEND_SCOPE in scopes and spend is not None:
+        await record_limit(conn, who.user_id, row["client_id"], *spend)
+    return row
 
 
 def add_routes(app: web.Application) -> None:

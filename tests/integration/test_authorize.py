@@ -631,6 +631,51 @@ async def test_authorize_waits_for_a_user_being_disabled(stack, browser, db, set
     assert_redirect_error(*(await pending)[:2], settings, "login_required")
 
 
+@pytest.mark.parametrize("recorded", [True, False], ids=["a-record-to-widen", "a-first-consent"])
+async def test_a_consent_answer_waits_for_a_user_being_disabled(
+    stack, browser, db, settings, client, user, recorded: bool
+) -> None:
+    """POST /consent locks the user's row before the consent record, as authorize does: an Allow
+    arriving while the user is being disabled waits for it (before, it held the record the disable
+    deletes and deadlocked: a 503; without a record it re-created one for the disabled user), then
+    records nothing and issues no code: the expired-login page."""
+    if recorded:
+        await authorize(browser, stack.base, client[0], CB)  # one click: a record for "profile balance"
+    _, request_id, token = await consent_page(browser, stack, client[0], scope="openid")
+    codes = "SELECT count(*) FROM authorization_codes WHERE user_id = $1"
+    issued = await db.fetchval(codes, user.id)
+    async with db.acquire() as conn, conn.transaction():
+        await account_store.lock_user_status(conn, user.id)
+        pending = asyncio.ensure_future(answer(browser, stack, request_id, token, "allow"))
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        assert not done  # waiting for the user's row
+        await account_store.set_user_status(conn, user.id, UserStatus.DISABLED)
+        await delete_user_consents(conn, user.id)
+    status, location, body = await pending
+    assert (status, location) == (401, ""), body[:300]
+    assert "你的登录已过期" in body
+    assert await db.fetchval("SELECT count(*) FROM grants WHERE user_id = $1", user.id) == 0
+    assert await db.fetchval(codes, user.id) == issued
+
+
+async def test_an_allow_meeting_a_revocation_in_progress_is_a_new_consent(stack, browser, db, client, user) -> None:
+    """The consent page's Allow is a consent given now: one that meets a revocation still
+    committing waits for the record's lock, then records a new record with only the scopes it
+    answers (the revoked ones stay revoked) and gets its code, as it would a moment later."""
+    await authorize(browser, stack.base, client[0], CB)  # one click: a record for "profile balance"
+    first = await db.fetchval("SELECT first_authorized_at FROM grants WHERE user_id = $1", user.id)
+    _, request_id, token = await consent_page(browser, stack, client[0], scope="openid")
+    async with db.acquire() as conn, conn.transaction():
+        assert await consent_records.delete(conn, user.id, client[0])
+        pending = asyncio.ensure_future(answer(browser, stack, request_id, token, "allow"))
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        assert not done  # waiting for the revocation's row lock
+    status, location, _ = await pending
+    assert status == 302 and query_of(location)["code"]
+    grant = await db.fetchrow("SELECT * FROM grants WHERE user_id = $1", user.id)
+    assert list(grant["scopes"]) == ["openid"] and grant["first_authorized_at"] > first
+
+
 async def test_prompt_none_without_grant_is_consent_required(stack, browser, settings, client) -> None:
     r = await get(browser, stack, params(client[0], prompt="none"))
     assert_redirect_error(*r[:2], settings, "consent_required")

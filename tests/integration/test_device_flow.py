@@ -9,6 +9,7 @@ as a client library we did not write."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator
@@ -20,11 +21,14 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from libs.contracts.authz import delete_user_consents
 from libs.oauth.user_codes import ALPHABET, normalize
-from libs.oauth.vocabulary import DEVICE_CODE_GRANT
+from libs.oauth.vocabulary import DEVICE_CODE_GRANT, UserStatus
 from libs.platform.config import Settings
 from libs.platform.redis import key
 from libs.platform.security import token_hash
+from services.account import store as account_store
+from services.authz.store import consent_records
 from tests.support.codes import ClientApp, refresh_form, refresh_status, userinfo_status
 from tests.support.device import (
     DEVICE_GRANT_TYPES,
@@ -307,6 +311,38 @@ async def test_a_user_disabled_after_approving_gets_no_tokens(
     await db.execute("UPDATE users SET status = 2 WHERE id = $1", user.id)
     status, answer_ = await poll(http, stack.base, public_app, body["device_code"])
     assert_oauth_error(status, answer_, 400, "invalid_grant")
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["a-record-to-widen", "a-first-consent"])
+async def test_an_approval_waits_for_a_user_being_disabled(
+    stack: Stack, http, db, settings: Settings, public_app, recorded: bool
+) -> None:
+    """The approval locks the user's row first (then the device code, then the consent record), as
+    authorize does: an Allow arriving while the user is being disabled waits for it (before, it
+    approved the code and re-created a consent record for the disabled user), then records nothing:
+    the expired-login page, and the device is still waiting."""
+    user = await make_user(db, PASSWORD)
+    if recorded:
+        await consent_records.upsert(db, user.id, public_app.client_id, ["openid"])
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as b:
+        await login(b, stack.base, user.username, PASSWORD)
+        body = await start(http, stack, public_app)
+        status, page = await enter_code(b, stack.base, body["user_code"])
+        assert status == 200, page[:300]
+        form = {"csrf_token": form_value(page), "request": form_value(page, REQUEST_RE), "decision": "allow"}
+        async with db.acquire() as conn, conn.transaction():
+            await account_store.lock_user_status(conn, user.id)
+            pending = asyncio.ensure_future(b.post(f"{stack.base}/device/consent", data=form))
+            done, _ = await asyncio.wait([pending], timeout=0.5)
+            assert not done  # waiting for the user's row
+            await account_store.set_user_status(conn, user.id, UserStatus.DISABLED)
+            await delete_user_consents(conn, user.id)
+        async with await pending as r:
+            assert r.status == 401, (await r.text())[:300]
+            assert "你的登录已过期" in await r.text()
+    assert await db.fetchval("SELECT count(*) FROM grants WHERE user_id = $1", user.id) == 0
+    status, answer_ = await poll(http, stack.base, public_app, body["device_code"])
+    assert_oauth_error(status, answer_, 400, "authorization_pending")
 
 
 # --- the /device page ----------------------------------------------------------------------------------

@@ -200,9 +200,9 @@ async def test_consuming_a_token_touches_a_handful_of_pages(seeded: asyncpg.Conn
 
 async def test_authorize_reaches_the_consent_record_by_its_key(seeded: asyncpg.Connection) -> None:
     """authorize's one statement (``libs/contracts/authz.issue_consented_code`` and
-    ``issue_one_click_code``) reaches the user and the consent record by primary key, at 100,000
-    consent records (1,000 users x 100 apps, ``CLIENT`` among them), stale and analyzed: never
-    from the app's records by ``grants_client``, never a scan of ``grants``."""
+    ``record_consent_and_issue_code``) reaches the user and the consent record by primary key, at
+    100,000 consent records (1,000 users x 100 apps, ``CLIENT`` among them), stale and analyzed:
+    never from the app's records by ``grants_client``, never a scan of ``grants``."""
     conn = seeded
     first_user = await conn.fetchval("SELECT min(user_id) FROM token_families WHERE client_id = $1", CLIENT)
     await conn.execute(
@@ -219,7 +219,7 @@ async def test_authorize_reaches_the_consent_record_by_its_key(seeded: asyncpg.C
         if statistics:
             await conn.execute("ANALYZE users, grants")
         for mode in ("force_generic_plan", "force_custom_plan"):
-            for sql in (authz.ISSUE_CONSENTED_CODE_SQL, authz.ISSUE_ONE_CLICK_CODE_SQL):
+            for sql in (authz.ISSUE_CONSENTED_CODE_SQL, authz.RECORD_CONSENT_AND_ISSUE_CODE_SQL):
                 text = await plan(conn, sql, args, mode)
                 assert "users_pkey" in text and "grants_pkey" in text, text
                 assert "Seq Scan on grants" not in text and "grants_client" not in text, text

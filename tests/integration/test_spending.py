@@ -15,13 +15,15 @@ import asyncpg
 import orjson
 import pytest
 
+from libs.contracts.authz import delete_user_consents
 from libs.oauth.events.bus import EVENTS
+from libs.oauth.vocabulary import UserStatus
 from libs.platform.config import Settings
 from services.account import store as account_store
 from tests.support.clock import spending_a_day_ago
 from tests.support.codes import ClientApp, obtain_tokens
 from tests.support.factories import make_user
-from tests.support.oauth import csrf_from, make_app
+from tests.support.oauth import REQUEST_RE, csrf_from, form_value, login, make_app
 from tests.support.spending import CB, SpendGrant, consent_with_limit, make_spend_grant
 from tests.support.stack import Stack, extra_instance
 
@@ -400,6 +402,55 @@ async def test_second_consent_can_change_the_limit(stack, http, db, settings, gr
     assert code
     row = await db.fetchrow("SELECT spend_limit, spend_period FROM grants WHERE user_id = $1", grant.user_id)
     assert (row["spend_limit"], row["spend_period"]) == (4000, "once")
+
+
+async def _spend_consent_page(http: aiohttp.ClientSession, stack: Stack, client_id: str) -> dict[str, str]:
+    """The consent page of ``profile spend`` (prompt=consent: also when a record covers it), as
+    the form an Allow with a limit of 3.00 a day posts."""
+    params = {"client_id": client_id, "redirect_uri": CB, "response_type": "code", "scope": "profile spend"}
+    params |= {"state": "s", "prompt": "consent"}
+    async with http.get(f"{stack.base}/api/oauth2/authorize", params=params, allow_redirects=False) as r:
+        page = await r.text()
+    assert r.status == 200, (r.headers.get("Location"), page[:300])
+    return {
+        "csrf_token": form_value(page),
+        "request": form_value(page, REQUEST_RE),
+        "decision": "allow",
+        "spend_amount": "3",
+        "spend_period": "daily",
+    }
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["a-second-consent", "a-first-consent"])
+async def test_a_limit_chosen_while_the_user_is_being_disabled_records_nothing(
+    stack, http, db, settings, recorded: bool
+) -> None:
+    """The consent-with-a-limit transaction locks the user's row first, as authorize does: an
+    Allow arriving while the user is being disabled waits for it (before, a second consent held the
+    record the disable deletes and deadlocked: a 503; a first one re-created a record for the
+    disabled user), then records no consent, no limit, no event, and issues no code."""
+    if recorded:
+        g = await make_spend_grant(http, stack, db, settings)
+        user_id, client_id = g.user_id, g.client_id
+    else:
+        user = await make_user(db)
+        user_id, client_id = user.id, (await make_app(db, settings, (await make_user(db)).id, [CB]))[0]
+        await login(http, stack.base, user.username, "correct horse battery")
+    form = await _spend_consent_page(http, stack, client_id)
+    counts = """SELECT (SELECT count(*) FROM authorization_codes WHERE user_id = $1),
+                       (SELECT count(*) FROM event_outbox WHERE type = 'quota.changed' AND data->>'client_id' = $2)"""
+    before = tuple(await db.fetchrow(counts, user_id, client_id))
+    async with db.acquire() as conn, conn.transaction():
+        await account_store.lock_user_status(conn, user_id)
+        pending = asyncio.ensure_future(http.post(f"{stack.base}/consent", data=form, allow_redirects=False))
+        done, _ = await asyncio.wait([pending], timeout=0.5)
+        assert not done  # waiting for the user's row
+        await account_store.set_user_status(conn, user_id, UserStatus.DISABLED)
+        await delete_user_consents(conn, user_id)
+    async with await pending as r:
+        assert (r.status, r.headers.get("Location")) == (401, None), (await r.text())[:300]
+    assert await db.fetchval("SELECT count(*) FROM grants WHERE user_id = $1", user_id) == 0
+    assert tuple(await db.fetchrow(counts, user_id, client_id)) == before
 
 
 async def test_developer_console_shows_aggregates_only(stack, http, db, settings) -> None:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from libs.contracts.authz import issue_consented_code, issue_one_click_code
+from libs.contracts.authz import issue_consented_code, record_consent_and_issue_code
 
 
 @dataclass(frozen=True)
@@ -50,37 +50,16 @@ def _code_args(row: CodeRow) -> tuple[object, ...]:
 
 
 async def insert_code(conn: asyncpg.Connection, row: CodeRow) -> None:
-    """The code alone, in the caller's transaction (a spending limit chosen with it; tests)."""
+    """The code alone (tests: a code for a user and an app without the authorize endpoint)."""
     await conn.execute(INSERT_CODE_SQL, *_code_args(row))
 
 
-# ONE statement records the consent (the union of the old and new scopes, old ones first; the
-# first time kept) and stores the code: one round trip instead of BEGIN +
-# two statements + COMMIT (docs/performance.md). A data-modifying CTE always runs to completion.
-INSERT_CODE_WITH_CONSENT_SQL = (
-    """
-WITH consent AS (
-    INSERT INTO grants (user_id, client_id, scopes) VALUES ($3, $2, $11::text[])
-    ON CONFLICT (user_id, client_id) DO UPDATE SET
-        scopes = ARRAY(SELECT s FROM unnest(grants.scopes || EXCLUDED.scopes) WITH ORDINALITY AS t(s, i)
-                       GROUP BY s ORDER BY min(i)),
-        last_authorized_at = now()
-)
-"""
-    + INSERT_CODE_SQL
-)
-
-
-async def insert_code_with_consent(db: asyncpg.Pool | asyncpg.Connection, row: CodeRow, scopes: list[str]) -> None:
-    await db.execute(INSERT_CODE_WITH_CONSENT_SQL, *_code_args(row), scopes)
-
-
 async def insert_code_at_once(
-    db: asyncpg.Pool, row: CodeRow, scopes: list[str], *, one_click: bool
+    db: asyncpg.Pool | asyncpg.Connection, row: CodeRow, scopes: list[str], *, record_consent: bool
 ) -> asyncpg.Record | None:
-    """The code only if its user is active and, unless ``one_click`` (which records the consent in
-    the same statement), their consent record covers ``scopes``: one statement that also reads the
-    user (``libs/contracts/authz.issue_consented_code``, ``issue_one_click_code``).
-    (username, active, issued), or None when the user is gone."""
-    issue = issue_one_click_code if one_click else issue_consented_code
+    """The code only if its user is active and either ``record_consent`` (which records the consent
+    in the same statement) or their consent record covers ``scopes``: one statement that also reads
+    and locks the user (``libs/contracts/authz.issue_consented_code``,
+    ``record_consent_and_issue_code``). (username, active, issued), or None when the user is gone."""
+    issue = record_consent_and_issue_code if record_consent else issue_consented_code
     return await issue(db, _code_args(row), scopes)

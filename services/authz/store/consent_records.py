@@ -1,13 +1,17 @@
 """Consent records: a user's consent to an app, with the scopes consented so far (table ``grants``;
-not to be confused with the token service's grant types). Consent is recorded together with the
-code it allows, by one statement (store/codes.INSERT_CODE_WITH_CONSENT_SQL) when no spending
-limit is chosen; ``upsert`` records it alone (the device flow, a limit chosen, seeding)."""
+not to be confused with the token service's grant types). The services record consent in the
+statement that locks the user's row first and stores the code it allows
+(``libs/contracts/authz.record_consent_and_issue_code``), or with ``upsert`` right after the
+device's approval locked it (``libs/contracts/authz.answer_device_code``): the lock order of
+docs/architecture.md "Consent records and locks"."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import asyncpg
+
+from libs.contracts.authz import MERGE_CONSENT_SQL
 
 
 async def covers(db: asyncpg.Pool | asyncpg.Connection, user_id: int, client_id: str, scopes: Sequence[str]) -> bool:
@@ -21,14 +25,12 @@ async def covers(db: asyncpg.Pool | asyncpg.Connection, user_id: int, client_id:
     return bool(ok)
 
 
-async def upsert(conn: asyncpg.Connection, user_id: int, client_id: str, scopes: Sequence[str]) -> None:
-    """Record consent: the union of the old and new scopes (old ones first), the first time kept."""
-    await conn.execute(
-        """INSERT INTO grants (user_id, client_id, scopes) VALUES ($1, $2, $3::text[])
-           ON CONFLICT (user_id, client_id) DO UPDATE SET
-               scopes = ARRAY(SELECT s FROM unnest(grants.scopes || EXCLUDED.scopes) WITH ORDINALITY AS t(s, i)
-                              GROUP BY s ORDER BY min(i)),
-               last_authorized_at = now()""",
+async def upsert(db: asyncpg.Pool | asyncpg.Connection, user_id: int, client_id: str, scopes: Sequence[str]) -> None:
+    """Record consent (``MERGE_CONSENT_SQL``, as the code's statement does) in the caller's
+    transaction, once the user's row is locked (the device's approval, ``answer_device_code``);
+    alone for seeding (tests, the bench, the tour)."""
+    await db.execute(
+        "INSERT INTO grants (user_id, client_id, scopes) VALUES ($1, $2, $3::text[])" + MERGE_CONSENT_SQL,
         user_id,
         client_id,
         list(scopes),

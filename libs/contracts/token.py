@@ -114,13 +114,26 @@ async def ensure_signing_key(pool: asyncpg.Pool, alg: str) -> None:
             await add_signing_key(conn, alg)
 
 
+# The keys that sign or still verify (retired less than $1 ago), oldest activation first.
+_LIVE_KEYS = """FROM signing_keys WHERE retired_at IS NULL OR retired_at > now() - $1::interval
+                ORDER BY activates_at"""
+
+
 async def signing_key_rows(db: DB, retire_grace: timedelta) -> Sequence[asyncpg.Record]:
     """Every key that signs or still verifies (retired less than ``retire_grace`` ago), oldest
-    activation first (every verifier's ``libs/oauth/keys.KeyStore``)."""
+    activation first, WITH its private key (the token service's ``libs/oauth/keys.KeyStore``)."""
     return await db.fetch(
-        """SELECT kid, alg, private_pem, public_jwk, activates_at, retired_at FROM signing_keys
-           WHERE retired_at IS NULL OR retired_at > now() - $1::interval
-           ORDER BY activates_at""",
+        f"SELECT kid, alg, private_pem, public_jwk, activates_at, retired_at {_LIVE_KEYS}", retire_grace
+    )
+
+
+async def verifying_key_rows(db: DB, retire_grace: timedelta) -> Sequence[asyncpg.Record]:
+    """The keys of ``signing_key_rows`` WITHOUT their private keys: the public JWK, and for the
+    legacy HS256 only its shared secret as ``shared_secret`` (an HMAC key verifies only with
+    itself; docs/operations.md "Signing keys"). Every verifier that does not sign (account)."""
+    return await db.fetch(
+        "SELECT kid, alg, public_jwk, activates_at, retired_at,"
+        f" CASE WHEN alg = 'HS256' THEN private_pem END AS shared_secret {_LIVE_KEYS}",
         retire_grace,
     )
 
@@ -137,5 +150,7 @@ async def signing_key_exists(db: DB, kid: str, retire_grace: timedelta) -> bool:
     )
 
 
-# What libs/oauth's KeyStore and setup_tokens are given by the services that verify or sign tokens.
-SIGNING_KEYS = KeyTable(rows=signing_key_rows, exists=signing_key_exists, ensure=ensure_signing_key)
+# What libs/oauth's KeyStore and setup_tokens are given: the token service, which signs, reads the
+# private keys; every other verifier only the public ones (least privilege; docs/operations.md).
+SIGNING_KEYS = KeyTable(signs=True, rows=signing_key_rows, exists=signing_key_exists, ensure=ensure_signing_key)
+VERIFYING_KEYS = KeyTable(signs=False, rows=verifying_key_rows, exists=signing_key_exists, ensure=ensure_signing_key)

@@ -292,11 +292,14 @@ def setup_tokens(
     create_first_key: bool = False,
     then: Callable[[web.Application, KeyStore], Awaitable[None]] | None = None,
 ) -> None:
-    """Give ``app`` a KeyStore over ``keys`` (``libs/contracts/token.SIGNING_KEYS``) as ``app[KEYS]``
-    and an AccessTokenVerifier (``app[VERIFIER]``, checking ``revocations`` when given, else Redis)
-    once its Postgres and Redis are up; ``then`` runs right after, with the loaded KeyStore (e.g.
-    the token service's ID-token keys). The service that signs (``create_first_key``) gets the
-    signing thread pool (SIGNING_THREADS, docs/performance.md)."""
+    """Give ``app`` a KeyStore over ``keys`` as ``app[KEYS]`` and an AccessTokenVerifier
+    (``app[VERIFIER]``, checking ``revocations`` when given, else Redis) once its Postgres and Redis
+    are up; ``then`` runs right after, with the loaded KeyStore (e.g. the token service's ID-token
+    keys). The service that signs (``create_first_key``, ``libs/contracts/token.SIGNING_KEYS``) gets
+    the signing thread pool (SIGNING_THREADS, docs/performance.md); a service that only verifies
+    passes ``VERIFYING_KEYS`` and never loads a private key."""
+    if create_first_key and not keys.signs:
+        raise ValueError("create_first_key needs a KeyTable that signs (SIGNING_KEYS)")
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]

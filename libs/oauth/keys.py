@@ -2,6 +2,9 @@
 
 Keys live in the token service's ``signing_keys`` table, read through the ``KeyTable`` the service
 passes in (``libs/contracts/token.SIGNING_KEYS``; storing a new key is ``add_signing_key`` there).
+Only the token service signs: every other verifier reads ``VERIFYING_KEYS``, whose rows carry the
+public JWK and no private key, so it never loads or holds one (the one exception is the legacy
+HS256, whose shared secret is the only key that verifies; docs/operations.md "Signing keys").
 A key is published (JWKS) from creation and signs from ``activates_at`` (rotation: publish first,
 sign later, so caches of JWKS see a key before any token carries its kid). Retired keys stop
 signing but keep verifying until every token they signed has expired. Parsed key objects are
@@ -45,8 +48,8 @@ T = TypeVar("T")
 class SigningKey:
     kid: str
     alg: str
-    private: Any  # a cryptography private key, or bytes for HS256
-    public: Any  # a cryptography public key, or bytes for HS256
+    private: Any  # a cryptography private key, or bytes for HS256; None in a verifying store
+    public: Any  # a cryptography public key, or bytes for HS256 (the same shared secret)
     activates_at: datetime
     retired_at: datetime | None
 
@@ -80,21 +83,59 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else dict(value)
 
 
+def _secret(stored: str) -> bytes:
+    return base64.urlsafe_b64decode(stored + "=" * (-len(stored) % 4))
+
+
 def _load(row: asyncpg.Record) -> SigningKey:
+    """A signing key from a ``SIGNING_KEYS`` row: its private key parsed from PEM (for RSA, with
+    cryptography's key checks: tens of ms per key, docs/performance.md)."""
     alg = row["alg"]
     if alg == "HS256":
-        secret = base64.urlsafe_b64decode(row["private_pem"] + "=" * (-len(row["private_pem"]) % 4))
+        secret = _secret(row["private_pem"])
         return SigningKey(row["kid"], alg, secret, secret, row["activates_at"], row["retired_at"])
     priv = serialization.load_pem_private_key(row["private_pem"].encode(), password=None)
     return SigningKey(row["kid"], alg, priv, priv.public_key(), row["activates_at"], row["retired_at"])
 
 
+def public_key_from_jwk(alg: str, jwk: dict[str, Any]) -> Any:
+    """The public key of a published JWK (RFC 7517, RFC 7518 6.2/6.3) for ``alg``. Refuses a JWK
+    with private members (pyjwt would load the private key), another key type or curve."""
+    if "d" in jwk or alg not in ("RS256", "ES256"):
+        raise ValueError(f"not a public {alg} JWK")
+    key = jwt.get_algorithm_by_name(alg).from_jwk(jwk)  # checks kty (and crv for EC)
+    if alg == "RS256" and isinstance(key, rsa.RSAPublicKey):
+        return key
+    if alg == "ES256" and isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    raise ValueError(f"not a public {alg} JWK")
+
+
+def _load_public(row: asyncpg.Record) -> SigningKey:
+    """A verification key from a ``VERIFYING_KEYS`` row: the public key from its published JWK,
+    no private key parsed or held (``private`` is None). HS256 has no public key: its shared
+    secret verifies."""
+    alg = row["alg"]
+    if alg == "HS256":
+        public: Any = _secret(row["shared_secret"])
+    else:
+        public = public_key_from_jwk(alg, _as_dict(row["public_jwk"]))
+    return SigningKey(row["kid"], alg, None, public, row["activates_at"], row["retired_at"])
+
+
+class VerifyingOnly(RuntimeError):
+    """Signing with a key or a KeyStore that only verifies (a ``KeyTable`` with ``signs=False``):
+    a programming error. Only the token service signs."""
+
+
 @dataclass(frozen=True)
 class KeyTable:
     """Where the keys are read and the first key is made: the token service's ``signing_keys``
-    table, reached through ``libs/contracts/token.SIGNING_KEYS`` (this layer runs no SQL on a
-    service's table; the service passes this in)."""
+    table, reached through ``libs/contracts/token.SIGNING_KEYS`` (the token service, which signs)
+    or ``VERIFYING_KEYS`` (every other verifier) (this layer runs no SQL on a service's table;
+    the service passes this in)."""
 
+    signs: bool  # True: rows carry ``private_pem``; False: ``public_jwk`` and HS256's ``shared_secret``
     rows: Callable[[asyncpg.Pool, timedelta], Awaitable[Sequence[asyncpg.Record]]]  # signing or verifying keys
     exists: Callable[[asyncpg.Pool, str, timedelta], Awaitable[bool]]  # does this kid still verify?
     ensure: Callable[[asyncpg.Pool, str], Awaitable[None]]  # create the first key of an algorithm
@@ -115,6 +156,8 @@ def jws_signature(key: SigningKey, signing_input: bytes) -> bytes:
     cryptography's key objects directly: what pyjwt's ``Algorithm.sign`` does, without building its
     padding and hash objects per call. ES256's DER signature becomes the fixed-size R || S of RFC
     7518 3.4."""
+    if key.private is None:
+        raise VerifyingOnly(f"key {key.kid} only verifies: it was loaded without its private key")
     if key.alg == "RS256":
         return key.private.sign(signing_input, _PKCS1V15, _SHA256)  # type: ignore[no-any-return]
     if key.alg == "ES256":
@@ -219,7 +262,9 @@ INLINE_ALGORITHMS = frozenset({"HS256", "ES256"})
 
 class KeyStore:
     """In-process cache of the signing keys, reloaded periodically and on an unknown ``kid``.
-    ``signer``: the thread pool that signs (signing_pool), or None to sign on the event loop."""
+    ``signer``: the thread pool that signs (signing_pool), or None to sign on the event loop.
+    Over a verifying ``KeyTable`` (``signs=False``) it holds public keys only and refuses to sign
+    (VerifyingOnly)."""
 
     RELOAD_SECONDS = 30.0
     UNKNOWN_KID_TTL = 5.0  # how long a kid that is not in the database stays "unknown"
@@ -249,13 +294,14 @@ class KeyStore:
     async def load(self) -> None:
         async with self._lock:
             rows = await self.table.rows(self.pool, self.retire_grace)
+            parse = _load if self.table.signs else _load_public
             keys = {}
             for r in rows:
                 cached = self._keys.get(r["kid"])
                 keys[r["kid"]] = (
                     cached
                     if cached and cached.retired_at == r["retired_at"] and cached.activates_at == r["activates_at"]
-                    else _load(r)
+                    else parse(r)
                 )
             self._keys = keys
             self._jwks = [_as_dict(r["public_jwk"]) for r in rows if r["public_jwk"] is not None]
@@ -295,6 +341,8 @@ class KeyStore:
 
     async def signing_key(self) -> SigningKey:
         """The newest active key of the configured algorithm."""
+        if not self.table.signs:
+            raise VerifyingOnly("this KeyStore only verifies (VERIFYING_KEYS): only the token service signs")
         await self._fresh()
         candidates = self._active()
         if not candidates:  # e.g. a rotated key just became active

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from libs.contracts.token import SIGNING_KEYS, revoked_in_db
+from libs.contracts.token import VERIFYING_KEYS, revoked_in_db
 from libs.oauth.access_tokens import setup_tokens
 from libs.oauth.caches import drop_client
 from libs.oauth.events.bus import setup_events
@@ -71,7 +71,7 @@ def build(settings: Settings) -> web.Application:
             ClientDeleted: (revocations.write_shared_state,),
         },
     )
-    setup_tokens(app, SIGNING_KEYS, revocations=revocations)
+    setup_tokens(app, VERIFYING_KEYS, revocations=revocations)
     cors_origins.setup(app)  # the gateway's CORS origins (Redis), rebuilt at start and periodically
     setup_pages(app, TEMPLATES)
     enable_csrf(app)

@@ -15,7 +15,6 @@ import base64
 import functools
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +29,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from libs.platform.cpus import usable_cpus
 from libs.platform.params import is_kid
 
 ALGORITHMS = ("RS256", "ES256", "HS256")
@@ -110,13 +110,9 @@ def sign_jwt(key: SigningKey, claims: dict[str, Any], typ: str) -> str:
 
 
 def signing_threads(setting: int) -> int:
-    """Threads of the signing pool for ``SIGNING_THREADS`` (-1: one per core this process may use)."""
-    if setting >= 0:
-        return setting
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """Threads of the signing pool for ``SIGNING_THREADS`` (-1: one per CPU this process may use,
+    its container's CPU limit included: libs/platform/cpus.py)."""
+    return setting if setting >= 0 else usable_cpus()
 
 
 def signing_pool(setting: int) -> ThreadPoolExecutor | None:

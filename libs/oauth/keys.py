@@ -19,7 +19,6 @@ import functools
 import hmac
 import json
 import logging
-import os
 import queue
 import secrets
 import threading
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from libs.platform.cpus import usable_cpus
 from libs.platform.params import is_kid
 
 ALGORITHMS = ("RS256", "ES256", "HS256")
@@ -177,13 +177,9 @@ def sign_jwt(key: SigningKey, claims: dict[str, Any], typ: str) -> str:
 
 
 def signing_threads(setting: int) -> int:
-    """Threads of the signing pool for ``SIGNING_THREADS`` (-1: one per core this process may use)."""
-    if setting >= 0:
-        return setting
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    """Threads of the signing pool for ``SIGNING_THREADS`` (-1: one per CPU this process may use,
+    its container's CPU limit included: libs/platform/cpus.py)."""
+    return setting if setting >= 0 else usable_cpus()
 
 
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]

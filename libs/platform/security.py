@@ -12,16 +12,33 @@ import base64
 import hashlib
 import hmac
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from .cpus import usable_cpus
+
 TOKEN_BYTES = 32  # 256 bits
 
 _hasher = PasswordHasher()
-# A valid hash of a random password, verified when the user does not exist, so a login for an
-# unknown account takes as long as one for a known account (no user enumeration by timing).
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+# A valid hash of a random password (generated once and thrown away), verified when the user does
+# not exist, so a login for an unknown account takes as long as one for a known account (no user
+# enumeration by timing). Only its parameters matter for that, and they are the hasher's (else one
+# is made at start-up, as every start once did: 170 ms of CPU). Matching it logs nobody in:
+# verify_password_sync answers False without a stored hash.
+_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$7LPCVu2PQuMUezodHZqW2A$Gdz17glU86o1MljLEpJCl/OJLaqin51VUkoTRIHZK7U"
+if _hasher.check_needs_rehash(_DUMMY_HASH):  # pragma: no cover - argon2-cffi changed its defaults
+    _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(32))
+
+# The threads argon2 runs in, one per CPU the process may use (libs/platform/cpus.py). Each hash
+# or verify holds ``memory_cost`` (64 MiB) while it runs, so a burst of logins holds at most
+# PASSWORD_THREADS x 64 MiB; the others wait their turn. asyncio's default executor would run up to
+# min(32, cores + 4) at once, counting the node's cores, not the pod's CPU limit
+# (docs/operations.md "Password hashing").
+PASSWORD_THREADS = usable_cpus()
+PASSWORD_MEMORY_BYTES = _hasher.memory_cost * 1024  # argon2's memory_cost is in KiB
+_password_pool = ThreadPoolExecutor(PASSWORD_THREADS, thread_name_prefix="argon2")
 
 
 def new_token(prefix: str) -> str:
@@ -61,9 +78,9 @@ def verify_password_sync(stored: str | None, password: str) -> bool:
 
 
 async def hash_password(password: str) -> str:
-    # argon2 costs tens of milliseconds of CPU: keep it off the event loop.
-    return await asyncio.get_running_loop().run_in_executor(None, hash_password_sync, password)
+    # argon2 costs tens of milliseconds of CPU: keep it off the event loop, in the bounded pool.
+    return await asyncio.get_running_loop().run_in_executor(_password_pool, hash_password_sync, password)
 
 
 async def verify_password(stored: str | None, password: str) -> bool:
-    return await asyncio.get_running_loop().run_in_executor(None, verify_password_sync, stored, password)
+    return await asyncio.get_running_loop().run_in_executor(_password_pool, verify_password_sync, stored, password)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import re
 import secrets
@@ -461,6 +462,23 @@ def run_service(service: str, build: Callable[[Settings], web.Application]) -> N
     asyncio.run(_serve(service, build(settings), settings))
 
 
+# Collect the young generation after this many new container objects still alive (CPython's
+# default: 700). A request's objects are freed by reference counting as it ends, so at 700 a busy
+# service still collected 300-600 times per 40 s of load; at 7,000, twice (docs/performance.md).
+YOUNG_GC_THRESHOLD = 7000
+
+
+def settle_heap() -> None:
+    """Once the service is up (modules, app, pools, keys loaded): collect, then freeze what is left
+    into the permanent generation, so the garbage collector's full collections no longer walk the
+    70,000-85,000 objects start-up made (each such walk paused the event loop for tens of ms);
+    objects made later are collected as before, the young ones less often."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
+
+
 async def _serve(service: str, app: web.Application, settings: Settings) -> None:
     import signal
 
@@ -469,6 +487,7 @@ async def _serve(service: str, app: web.Application, settings: Settings) -> None
     runner = await start_service(
         service, app, settings, shutdown_timeout=settings.shutdown_timeout_seconds, reuse_port=settings.reuse_port
     )
+    settle_heap()
     log.info(
         "started",
         extra={

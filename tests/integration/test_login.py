@@ -13,11 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from libs.oauth.vocabulary import UserStatus
+from libs.platform import security
 from libs.platform.config import Settings
 from libs.platform.redis import key
 from services.account import store as account_store
 from services.authz import ratelimit
 from tests.support.factories import make_user
+from tests.support.gauge import Gauge
 from tests.support.oauth import SHARED_SCRIPT, csrf_from, login, login_response
 from tests.support.stack import Stack
 
@@ -147,6 +149,28 @@ async def test_next_on_the_page_is_sanitised(stack: Stack, http) -> None:
         body = await r.text()
     assert 'name="next" value="/user"' in body
     assert 'value="//evil.example"' not in body and "/register?next" not in body
+
+
+async def test_a_burst_of_logins_runs_at_most_the_pool_of_argon2_at_once(
+    stack: Stack, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each argon2 verify holds 64 MiB: a burst of logins queues for the bounded pool
+    (security.PASSWORD_THREADS) instead of running one verify per login at once (docs/operations.md
+    "Password hashing"). Straight to authz, each login from its own address and browser."""
+    user = await make_user(db)
+    gauge = Gauge()
+    monkeypatch.setattr(security, "verify_password_sync", gauge.wrap(security.verify_password_sync))
+    authz = stack.url_of("authz")
+
+    async def one(i: int, username: str) -> int:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            status, _, _ = await post_login_from(browser, authz, f"198.51.100.{i + 1}", username, PASSWORD)
+            return status
+
+    burst = security.PASSWORD_THREADS * 3 + 1
+    statuses = await asyncio.gather(*(one(i, user.username) for i in range(burst)), one(burst, "nobody_at_all"))
+    assert statuses == [302] * burst + [401]
+    assert 1 <= gauge.peak <= security.PASSWORD_THREADS
 
 
 # --- failures ----------------------------------------------------------------------------------------

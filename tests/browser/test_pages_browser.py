@@ -213,14 +213,65 @@ async def test_a_verified_app_shows_its_badge(chromium: Chromium, stack: Stack, 
         await session.close()
 
 
+MENU = {"zh": ("菜单", "开发者"), "en": ("Menu", "Developers")}
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_the_phone_menu(chromium: Chromium, stack: Stack, tour: TourData, lang: str) -> None:  # noqa: F811
+    """At 390px the header's links fold into a "Menu" disclosure (<details>) that the keyboard opens,
+    walks and closes; at 1280px they stay inline and the menu is not shown."""
+    from playwright.async_api import expect
+
+    name, developers = MENU[lang]
+    session = await Browsing(chromium.get(), lang, 390).open(stack.base, tour.username)
+    try:
+        page = session.pages[True]
+        await page.goto(f"{stack.base}/user")
+        summary = page.locator("header details.nav-menu > summary")
+        await expect(summary).to_have_accessible_name(name)
+        link = page.get_by_role("link", name=developers, exact=True)
+        await expect(link).to_be_hidden()
+        await summary.focus()
+        await page.keyboard.press("Enter")
+        await expect(link).to_be_visible()
+        await page.keyboard.press("Tab")  # the first link of the menu, the current page
+        assert await page.evaluate("document.activeElement.getAttribute('aria-current')") == "page"
+        assert not await inside_viewport(page, "details.nav-menu nav a, details.nav-menu nav button")
+        await page.keyboard.press("Escape")  # site.js: closes the menu, focus back on its summary
+        await expect(link).to_be_hidden()
+        await expect(summary).to_be_focused()
+        await page.keyboard.press("Enter")
+        await link.focus()
+        await page.keyboard.press("Enter")
+        await page.wait_for_url(f"{stack.base}/developer")
+        assert not session.watches[True].take()
+    finally:
+        await session.close()
+    session = await Browsing(chromium.get(), lang, 1280).open(stack.base, tour.username)
+    try:
+        page = session.pages[True]
+        await page.goto(f"{stack.base}/user")
+        await expect(page.locator("header details.nav-menu")).to_be_hidden()
+        await expect(page.get_by_role("link", name=developers, exact=True)).to_be_visible()
+    finally:
+        await session.close()
+
+
 async def test_without_javascript(chromium: Chromium, stack: Stack, tour: TourData) -> None:  # noqa: F811
-    """No JavaScript: the password is a plain password field (no button), times read in UTC."""
+    """No JavaScript: the password is a plain password field (no button), times read in UTC, the
+    phone menu opens."""
+    from playwright.async_api import expect
+
     session = await Browsing(chromium.get(), "en", 390, java_script_enabled=False).open(stack.base, tour.username)
     try:
         anonymous = session.pages[False]
         await anonymous.goto(stack.base + authorize_url(tour.trusted_client_id, REDIRECT))
         assert await anonymous.get_attribute("#password", "type") == "password"
         assert not await anonymous.locator("button.reveal").is_visible()
+        # the phone menu is a <details>: it opens without JavaScript
+        await anonymous.goto(f"{stack.base}/login")
+        await anonymous.click("header details.nav-menu > summary")
+        await expect(anonymous.locator('header details.nav-menu a[href="/register"]')).to_be_visible()
         page = session.pages[True]
         await page.goto(f"{stack.base}/user/authorizations")
         first = page.locator("#authorizations time").first

@@ -246,4 +246,19 @@ async def visit(page: Any, watch: Watch, stop: Stop, base: str, data: TourData) 
         report.problems.append(f"the page answered {status}, expected {stop.status}")
     if report.scroll_width > report.inner_width:
         report.problems.append(f"horizontal scroll: {report.scroll_width}px wide in {report.inner_width}px")
+    report.problems += await header_on_one_row(page)
     return report
+
+
+HEADER_MAX_HEIGHT = 64  # one row: the brand, the language switch and the links (or the phone menu)
+
+
+async def header_on_one_row(page: Any) -> list[str]:
+    """The site header holds one row at every width (at 390px the links fold into its "Menu")."""
+    header = page.locator("header.site-header")
+    if not await header.count():
+        return []
+    box = await header.bounding_box()
+    if box is None or box["height"] >= HEADER_MAX_HEIGHT:
+        return [f"the header wraps: {box and round(box['height'])}px high (one row is < {HEADER_MAX_HEIGHT}px)"]
+    return []

@@ -1,6 +1,7 @@
 // The platform's pages work without this file; it only adds comfort (docs/architecture.md "Pages"):
 // - <time datetime="..."> shown in the browser's time zone (the server writes UTC as the fallback);
-// - the show-password button beside password fields (hidden without JavaScript).
+// - the show-password button beside password fields (hidden without JavaScript);
+// - Escape closes the header's phone menu (a <details>, which opens and closes without this file).
 (function () {
   "use strict";
   var lang = document.documentElement.lang || "zh-CN";
@@ -27,6 +28,13 @@
       btn.textContent = show ? btn.dataset.hide : btn.dataset.show;
       btn.setAttribute("aria-pressed", show ? "true" : "false");
       input.focus();
+    });
+  });
+  document.querySelectorAll("details.nav-menu").forEach(function (menu) {
+    menu.addEventListener("keydown", function (event) {
+      if (event.key !== "Escape" || !menu.open) return;
+      menu.open = false;
+      menu.querySelector("summary").focus();
     });
   });
 })();

@@ -51,7 +51,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
-from urllib.parse import parse_qs, unquote_plus
+from urllib.parse import unquote_plus
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -300,6 +300,25 @@ def rule_for(request: web.Request, settings: Settings) -> tuple[str, int] | None
     return None
 
 
+MAX_FORM_FIELDS = 64
+
+
+def _form_client_id(form: str) -> str | None:
+    """The form's first non-empty ``client_id`` ("" when there is none), read as
+    ``parse_qs(form, max_num_fields=MAX_FORM_FIELDS)["client_id"][0]`` reads it (same splitting on
+    "&", same blank-value skipping, same decoding of names and values), without decoding every other
+    field; None when the form has more than MAX_FORM_FIELDS fields, where parse_qs raises."""
+    if form.count("&") >= MAX_FORM_FIELDS:
+        return None
+    for pair in form.split("&"):
+        name, _, value = pair.partition("=")
+        if not value:
+            continue  # no "=" or a blank value: parse_qs skips it
+        if name == "client_id" or (("%" in name or "+" in name) and unquote_plus(name) == "client_id"):
+            return unquote_plus(value)
+    return ""
+
+
 def client_id_of(request: web.Request, body: bytes | None) -> str | None:
     """The client_id the request authenticates with (RFC 6749 2.3.1), if readable and sane."""
     auth = request.headers.get("Authorization", "")
@@ -310,11 +329,10 @@ def client_id_of(request: web.Request, body: bytes | None) -> str | None:
             return None
         client_id = unquote_plus(decoded.partition(":")[0])
     elif body and request.content_type == "application/x-www-form-urlencoded":
-        try:
-            values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=64).get("client_id") or [""]
-        except ValueError:  # more fields than any token request has: the upstream will refuse it
+        found = _form_client_id(body.decode("utf-8", "replace"))
+        if found is None:  # more fields than any token request has: the upstream will refuse it
             return None
-        client_id = values[0]
+        client_id = found
     else:
         return None
     if 0 < len(client_id) <= MAX_CLIENT_ID and client_id.isascii() and client_id.isprintable():

@@ -82,7 +82,8 @@ def _body_deadline(request: web.Request) -> float:
 
 async def _read_small_body(request: web.Request) -> bytes | None:
     """The whole body of a request with a known length up to SMALL_BODY (cached by aiohttp), else None."""
-    if request.content_length is None or request.content_length > SMALL_BODY or not request.body_exists:
+    length = request.content_length  # parsed from the field on every access
+    if length is None or length > SMALL_BODY or not request.body_exists:
         return None
     if request.content.is_eof():
         return await request.read()  # all of it arrived with the head: nothing to wait for
@@ -188,8 +189,9 @@ def _route(request: web.Request) -> str:
 
 def _check_declared_size(request: web.Request, limit: int) -> int:
     """Refuse a declared Content-Length over MAX_BODY_BYTES before reading anything; the limit."""
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    length = request.content_length
+    if length is not None and length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=length)
     return limit
 
 
@@ -252,12 +254,13 @@ def _decoded(headers: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
 
 
 async def _request_body(request: web.Request, limit: int, upload: _Upload) -> AsyncIterator[bytes] | bytes | None:
-    if request.content_length is not None and request.content_length <= SMALL_BODY:
+    length = request.content_length
+    if length is not None and length <= SMALL_BODY:
         # Small and of a known, already checked length: read whole, forwarded in one write.
         return await _read_small_body(request)
     if not request.body_exists:
         return None
-    upload.length = request.content_length
+    upload.length = length
     upload.streaming = True
 
     async def body() -> AsyncIterator[bytes]:

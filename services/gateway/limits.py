@@ -58,7 +58,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from libs.platform.config import Settings
-from libs.platform.web import REDIS, SETTINGS, error_style
+from libs.platform.web import REDIS, SETTINGS, error_style, media_type
 
 log = logging.getLogger("oauth.gateway.limits")
 
@@ -328,7 +328,7 @@ def client_id_of(request: web.Request, body: bytes | None) -> str | None:
         except (binascii.Error, ValueError):
             return None
         client_id = unquote_plus(decoded.partition(":")[0])
-    elif body and request.content_type == "application/x-www-form-urlencoded":
+    elif body and media_type(request) == "application/x-www-form-urlencoded":
         found = _form_client_id(body.decode("utf-8", "replace"))
         if found is None:  # more fields than any token request has: the upstream will refuse it
             return None

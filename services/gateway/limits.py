@@ -349,12 +349,13 @@ async def check(request: web.Request, read_body: Callable[[], Awaitable[bytes | 
         return None
     name, per_minute = rule
     ip = client_ip(request, settings)
-    buckets = [Bucket(f"{name}:ip:{ip}", per_minute)]
     failures = None
-    if name == "client":
+    if name != "client":
+        buckets = [Bucket(f"{name}:ip:{ip}", per_minute)]
+    else:
         client_id = client_id_of(request, await read_body())
-        if client_id is not None:
-            buckets = [Bucket(f"client:id:{client_id}", per_minute)]
+        key = f"client:ip:{ip}" if client_id is None else f"client:id:{client_id}"
+        buckets = [Bucket(key, per_minute)]
         if settings.gateway_rate_limit_auth_failures_per_minute:
             # Per client_id *and* address: wrong secrets from one place are stopped early, and
             # nobody can block a client's own backend by failing with its client_id elsewhere.

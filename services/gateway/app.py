@@ -139,7 +139,7 @@ def _strip(pairs: Iterable[tuple[str, str]], connection: Iterable[str], drop: fr
     and ``Access-Control-*`` (only the gateway answers CORS: cors.py)."""
     if connection:
         drop = drop | _listed(connection)
-    return [(k, v) for k, v in pairs if (n := k.lower()) not in drop and not cors.is_upstream_cors_field(n)]
+    return [(k, v) for k, v in pairs if (n := k.lower()) not in drop and not n.startswith(cors.FIELD_PREFIX)]
 
 
 def _is_unsafe_path(request: web.Request) -> bool:

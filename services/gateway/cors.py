@@ -48,6 +48,8 @@ CORS_PATHS: dict[str, tuple[str, ...]] = {
     "/.well-known/openid-configuration": ("GET",),
     "/.well-known/oauth-authorization-server": ("GET",),
 }
+# Only the gateway answers CORS: the proxy drops these fields (lowercase prefix) from every upstream answer.
+FIELD_PREFIX = "access-control-"
 ALLOW_HEADERS = "Authorization, Content-Type"
 EXPOSE_HEADERS = "WWW-Authenticate, Retry-After"  # Retry-After: a 429 is readable by the app
 MAX_AGE_SECONDS = 600
@@ -132,12 +134,6 @@ def preflight(request: web.Request, methods: tuple[str, ...], origin: str | None
     )
     _vary(resp, "Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers")
     return resp
-
-
-def is_upstream_cors_field(name: str) -> bool:
-    """An ``Access-Control-*`` field (``name`` lowercase): never relayed from an upstream, only the
-    gateway answers CORS (the gateway's proxy drops them from every upstream answer)."""
-    return name.startswith("access-control-")
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:

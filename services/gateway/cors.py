@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -48,6 +48,8 @@ CORS_PATHS: dict[str, tuple[str, ...]] = {
     "/.well-known/openid-configuration": ("GET",),
     "/.well-known/oauth-authorization-server": ("GET",),
 }
+# Only the gateway answers CORS: the proxy drops these fields (lowercase prefix) from every upstream answer.
+FIELD_PREFIX = "access-control-"
 ALLOW_HEADERS = "Authorization, Content-Type"
 EXPOSE_HEADERS = "WWW-Authenticate, Retry-After"  # Retry-After: a 429 is readable by the app
 MAX_AGE_SECONDS = 600
@@ -85,8 +87,6 @@ class AllowedOrigins:
 
 ORIGINS = web.AppKey("cors_origins", AllowedOrigins)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 def _vary(response: web.StreamResponse, *names: str) -> None:
     current = response.headers.get("Vary")
@@ -99,11 +99,10 @@ def _vary(response: web.StreamResponse, *names: str) -> None:
         response.headers["Vary"] = ", ".join([current, *missing] if current else missing)
 
 
-@web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    methods = CORS_PATHS.get(request.path)
-    if methods is None:
-        return await handler(request)
+async def admit(request: web.Request, methods: tuple[str, ...]) -> web.StreamResponse | None:
+    """The CORS step of a request on one of CORS_PATHS (``methods``: the path's), run by the
+    gateway's edge middleware before anything else of its own: the answer to a preflight, or None
+    (the request goes on; from an allowed origin, its response will carry the CORS headers)."""
     raw_origin = request.headers.get("Origin")
     origin = request_origin(raw_origin)
     allowed = origin is not None and await request.app[ORIGINS].allows(origin)
@@ -112,7 +111,7 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return preflight(request, methods, raw_origin if allowed else None)
     if allowed and raw_origin is not None:
         request[ALLOWED_ORIGIN] = raw_origin
-    return await handler(request)
+    return None
 
 
 def preflight(request: web.Request, methods: tuple[str, ...], origin: str | None) -> web.StreamResponse:
@@ -138,12 +137,7 @@ def preflight(request: web.Request, methods: tuple[str, ...], origin: str | None
 
 
 async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    if request.get(ANSWERED):
-        return
-    # Only the gateway answers CORS: whatever an upstream said is dropped.
-    for name in [h for h in response.headers if h[:15].lower() == "access-control-"]:
-        response.headers.popall(name, None)
-    if request.path not in CORS_PATHS:
+    if request.path not in CORS_PATHS or request.get(ANSWERED):
         return
     _vary(response, "Origin")
     origin = request.get(ALLOWED_ORIGIN)
@@ -153,8 +147,8 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 
 
 def setup(app: web.Application) -> None:
-    """CORS for the gateway ``app`` (which must have Redis): a middleware and a response hook."""
-    app.middlewares.append(cors_middleware)
+    """CORS for the gateway ``app`` (which must have Redis): the allowed origins and a response hook;
+    the gateway's edge middleware calls ``admit`` for the requests on CORS_PATHS."""
     app.on_response_prepare.append(_on_prepare)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:

@@ -51,14 +51,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
-from urllib.parse import parse_qs, unquote_plus
+from urllib.parse import unquote_plus
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import Counter
 
 from libs.platform.config import Settings
-from libs.platform.web import REDIS, SETTINGS, error_style
+from libs.platform.web import REDIS, SETTINGS, error_style, media_type
 
 log = logging.getLogger("oauth.gateway.limits")
 
@@ -300,6 +300,25 @@ def rule_for(request: web.Request, settings: Settings) -> tuple[str, int] | None
     return None
 
 
+MAX_FORM_FIELDS = 64
+
+
+def _form_client_id(form: str) -> str | None:
+    """The form's first non-empty ``client_id`` ("" when there is none), read as
+    ``parse_qs(form, max_num_fields=MAX_FORM_FIELDS)["client_id"][0]`` reads it (same splitting on
+    "&", same blank-value skipping, same decoding of names and values), without decoding every other
+    field; None when the form has more than MAX_FORM_FIELDS fields, where parse_qs raises."""
+    if form.count("&") >= MAX_FORM_FIELDS:
+        return None
+    for pair in form.split("&"):
+        name, _, value = pair.partition("=")
+        if not value:
+            continue  # no "=" or a blank value: parse_qs skips it
+        if name == "client_id" or (("%" in name or "+" in name) and unquote_plus(name) == "client_id"):
+            return unquote_plus(value)
+    return ""
+
+
 def client_id_of(request: web.Request, body: bytes | None) -> str | None:
     """The client_id the request authenticates with (RFC 6749 2.3.1), if readable and sane."""
     auth = request.headers.get("Authorization", "")
@@ -309,12 +328,11 @@ def client_id_of(request: web.Request, body: bytes | None) -> str | None:
         except (binascii.Error, ValueError):
             return None
         client_id = unquote_plus(decoded.partition(":")[0])
-    elif body and request.content_type == "application/x-www-form-urlencoded":
-        try:
-            values = parse_qs(body.decode("utf-8", "replace"), max_num_fields=64).get("client_id") or [""]
-        except ValueError:  # more fields than any token request has: the upstream will refuse it
+    elif body and media_type(request) == "application/x-www-form-urlencoded":
+        found = _form_client_id(body.decode("utf-8", "replace"))
+        if found is None:  # more fields than any token request has: the upstream will refuse it
             return None
-        client_id = values[0]
+        client_id = found
     else:
         return None
     if 0 < len(client_id) <= MAX_CLIENT_ID and client_id.isascii() and client_id.isprintable():
@@ -331,12 +349,13 @@ async def check(request: web.Request, read_body: Callable[[], Awaitable[bytes | 
         return None
     name, per_minute = rule
     ip = client_ip(request, settings)
-    buckets = [Bucket(f"{name}:ip:{ip}", per_minute)]
     failures = None
-    if name == "client":
+    if name != "client":
+        buckets = [Bucket(f"{name}:ip:{ip}", per_minute)]
+    else:
         client_id = client_id_of(request, await read_body())
-        if client_id is not None:
-            buckets = [Bucket(f"client:id:{client_id}", per_minute)]
+        key = f"client:ip:{ip}" if client_id is None else f"client:id:{client_id}"
+        buckets = [Bucket(key, per_minute)]
         if settings.gateway_rate_limit_auth_failures_per_minute:
             # Per client_id *and* address: wrong secrets from one place are stopped early, and
             # nobody can block a client's own backend by failing with its client_id elsewhere.

@@ -31,13 +31,20 @@ ROUTES: dict[str, str] = {
     "/user": "account",
     "/developer": "account",
 }
-_BY_LENGTH = sorted(ROUTES.items(), key=lambda kv: len(kv[0]), reverse=True)
+
+
+_LONGEST = max(map(len, ROUTES))
 
 
 def route_for(path: str) -> str | None:
+    """The service of the longest prefix matching ``path``: the path itself, then its truncations
+    before a "/", longest first, among its first _LONGEST + 1 characters (longer ones match
+    nothing): a few dictionary lookups, however long the path, instead of a walk over every prefix."""
     if path == "/internal" or path.startswith("/internal/"):
         return None
-    for prefix, service in _BY_LENGTH:
-        if path == prefix or path.startswith(prefix + "/"):
-            return service
-    return None
+    service = ROUTES.get(path)
+    candidate = path[: _LONGEST + 1]
+    while service is None and candidate:
+        candidate = candidate.rpartition("/")[0]
+        service = ROUTES.get(candidate)
+    return service

@@ -4,12 +4,14 @@ same as the Redis script), bucket choice and client_id extraction (RFC 6749 2.3.
 from __future__ import annotations
 
 import base64
+import random
+from urllib.parse import parse_qs
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from libs.platform.config import Settings
-from services.gateway.limits import Bucket, LocalGcra, client_id_of, client_ip, rule_for
+from services.gateway.limits import Bucket, LocalGcra, _form_client_id, client_id_of, client_ip, rule_for
 
 
 def test_gcra_allows_a_burst_of_n_then_one_per_interval() -> None:
@@ -52,6 +54,47 @@ def basic(raw: str) -> dict[str, str]:
 def test_client_id_of(headers: dict[str, str], body: bytes | None, expected: str | None) -> None:
     request = make_mocked_request("POST", "/api/oauth2/token", headers=headers)
     assert client_id_of(request, body) == expected
+
+
+def _parse_qs_client_id(form: str) -> str | None:
+    """What the gateway read with ``parse_qs`` before it scanned for the one field it needs."""
+    try:
+        return (parse_qs(form, max_num_fields=64).get("client_id") or [""])[0]
+    except ValueError:
+        return None
+
+
+FORM_PIECES = [
+    "client_id",
+    "client%5Fid",
+    "client+id",
+    "client_i%64",
+    "=",
+    "&",
+    "a",
+    "%",
+    "%2",
+    "%zz",
+    "+",
+    "client_id=",
+    "client_id=abc",
+    "client_id=&",
+    "x=1",
+    "%26",
+    "é",
+    "%C3%A9",
+    ";",
+    "==",
+    "grant_type=y",
+]
+
+
+def test_the_form_client_id_is_read_as_parse_qs_reads_it() -> None:
+    rng = random.Random(17)
+    forms = ["".join(rng.choice(FORM_PIECES) for _ in range(rng.randint(0, 12))) for _ in range(20_000)]
+    forms += ["&".join(["x=1"] * n + ["client_id=z"]) for n in (62, 63, 64)] + ["&" * n for n in (62, 63, 64)]
+    for form in forms:
+        assert _form_client_id(form) == _parse_qs_client_id(form), form
 
 
 @pytest.mark.parametrize(

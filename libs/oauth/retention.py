@@ -18,34 +18,27 @@ REVOKED_DEAD = "FROM revoked_access_tokens WHERE expires_at < now() - interval '
 def purge_rules(outbox_retention_seconds: float) -> list[PurgeRule]:
     args = (float(outbox_retention_seconds),)
     return [
-        PurgeRule(
-            table="event_outbox",
-            owner="libs/oauth",
-            rule="events published longer ago than EVENTS_OUTBOX_RETENTION_SECONDS",
-            count_sql=f"SELECT count(*) {OUTBOX_DEAD}",
-            delete_sql=f"""WITH doomed AS (SELECT id {OUTBOX_DEAD} LIMIT $2 FOR UPDATE SKIP LOCKED),
-                gone AS (DELETE FROM event_outbox WHERE id IN (SELECT id FROM doomed) RETURNING 1)
-                SELECT count(*) FROM gone""",
-            args=args,
+        PurgeRule.keyed(
+            "event_outbox",
+            "libs/oauth",
+            "events published longer ago than EVENTS_OUTBOX_RETENTION_SECONDS",
+            "id",
+            OUTBOX_DEAD,
+            args,
         ),
-        PurgeRule(
-            table="processed_events",
-            owner="libs/oauth",
-            rule="applied-event records older than EVENTS_OUTBOX_RETENTION_SECONDS (no redelivery comes that late)",
-            count_sql=f"SELECT count(*) {PROCESSED_DEAD}",
-            delete_sql=f"""WITH doomed AS (SELECT consumer, event_id {PROCESSED_DEAD} LIMIT $2 FOR UPDATE SKIP LOCKED),
-                gone AS (DELETE FROM processed_events WHERE (consumer, event_id) IN (SELECT * FROM doomed)
-                         RETURNING 1)
-                SELECT count(*) FROM gone""",
-            args=args,
+        PurgeRule.keyed(
+            "processed_events",
+            "libs/oauth",
+            "applied-event records older than EVENTS_OUTBOX_RETENTION_SECONDS (no redelivery comes that late)",
+            "consumer, event_id",
+            PROCESSED_DEAD,
+            args,
         ),
-        PurgeRule(
-            table="revoked_access_tokens",
-            owner="libs/oauth",
-            rule="revoked access tokens that expired more than an hour ago",
-            count_sql=f"SELECT count(*) {REVOKED_DEAD}",
-            delete_sql=f"""WITH doomed AS (SELECT jti {REVOKED_DEAD} LIMIT $1 FOR UPDATE SKIP LOCKED),
-                gone AS (DELETE FROM revoked_access_tokens WHERE jti IN (SELECT jti FROM doomed) RETURNING 1)
-                SELECT count(*) FROM gone""",
+        PurgeRule.keyed(
+            "revoked_access_tokens",
+            "libs/oauth",
+            "revoked access tokens that expired more than an hour ago",
+            "jti",
+            REVOKED_DEAD,
         ),
     ]

@@ -47,6 +47,23 @@ class PurgeRule:
     args: tuple[Any, ...] = ()
     start: tuple[Any, ...] | None = None  # the first cursor of a rule that walks its table
 
+    @classmethod
+    def keyed(cls, table: str, owner: str, rule: str, key: str, dead: str, args: tuple[Any, ...] = ()) -> PurgeRule:
+        """The usual rule: ``dead`` is ``FROM <table> WHERE ...`` (parameters ``$1..$n`` = ``args``),
+        ``key`` the column(s) naming a row (``"id"``, ``"consumer, event_id"``); a batch locks and
+        deletes at most ``$n+1`` of those rows by key."""
+        limit = f"${len(args) + 1}"
+        return cls(
+            table=table,
+            owner=owner,
+            rule=rule,
+            count_sql=f"SELECT count(*) {dead}",
+            delete_sql=f"""WITH doomed AS (SELECT {key} {dead} LIMIT {limit} FOR UPDATE SKIP LOCKED),
+                gone AS (DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM doomed) RETURNING 1)
+                SELECT count(*) FROM gone""",
+            args=args,
+        )
+
 
 async def count_dead(conn: asyncpg.Connection, rule: PurgeRule) -> int:
     async with conn.transaction(readonly=True):

@@ -521,14 +521,12 @@ RESET_TOKENS_DEAD = "FROM password_reset_tokens WHERE expires_at < now() - make_
 
 def purge_rules(retention_seconds: float) -> list[PurgeRule]:
     return [
-        PurgeRule(
-            table="password_reset_tokens",
-            owner="account",
-            rule="reset links (used or not) expired longer ago than the retention",
-            count_sql=f"SELECT count(*) {RESET_TOKENS_DEAD}",
-            delete_sql=f"""WITH doomed AS (SELECT id {RESET_TOKENS_DEAD} LIMIT $2 FOR UPDATE SKIP LOCKED),
-                gone AS (DELETE FROM password_reset_tokens WHERE id IN (SELECT id FROM doomed) RETURNING 1)
-                SELECT count(*) FROM gone""",
-            args=(float(retention_seconds),),
+        PurgeRule.keyed(
+            "password_reset_tokens",
+            "account",
+            "reset links (used or not) expired longer ago than the retention",
+            "id",
+            RESET_TOKENS_DEAD,
+            (float(retention_seconds),),
         )
     ]

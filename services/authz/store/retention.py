@@ -20,25 +20,20 @@ DEVICE_DEAD = "FROM device_codes WHERE expires_at < now() - make_interval(secs =
 def purge_rules(retention_seconds: float) -> list[PurgeRule]:
     args = (float(retention_seconds),)
     return [
-        PurgeRule(
-            table="authorization_codes",
-            owner="authz",
-            rule="codes (used or not) expired longer ago than the retention",
-            count_sql=f"SELECT count(*) {CODES_DEAD}",
-            delete_sql=f"""WITH doomed AS (SELECT code_hash {CODES_DEAD} LIMIT $2 FOR UPDATE SKIP LOCKED),
-                gone AS (DELETE FROM authorization_codes WHERE code_hash IN (SELECT code_hash FROM doomed)
-                         RETURNING 1)
-                SELECT count(*) FROM gone""",
-            args=args,
+        PurgeRule.keyed(
+            "authorization_codes",
+            "authz",
+            "codes (used or not) expired longer ago than the retention",
+            "code_hash",
+            CODES_DEAD,
+            args,
         ),
-        PurgeRule(
-            table="device_codes",
-            owner="authz",
-            rule="device authorization requests (any status) expired longer ago than the retention",
-            count_sql=f"SELECT count(*) {DEVICE_DEAD}",
-            delete_sql=f"""WITH doomed AS (SELECT id {DEVICE_DEAD} LIMIT $2 FOR UPDATE SKIP LOCKED),
-                gone AS (DELETE FROM device_codes WHERE id IN (SELECT id FROM doomed) RETURNING 1)
-                SELECT count(*) FROM gone""",
-            args=args,
+        PurgeRule.keyed(
+            "device_codes",
+            "authz",
+            "device authorization requests (any status) expired longer ago than the retention",
+            "id",
+            DEVICE_DEAD,
+            args,
         ),
     ]

@@ -18,7 +18,7 @@ import asyncpg
 
 from libs.oauth.keys import ALGORITHMS
 from libs.platform.config import Settings
-from oauthctl.util import die, with_conn
+from oauthctl.util import die, whole_number, with_conn
 
 
 async def cmd_add(settings: Settings, args: argparse.Namespace) -> int:
@@ -96,14 +96,7 @@ async def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     return await with_conn(settings, run)
 
 
-def _seconds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if not 0 <= value <= 30 * 24 * 3600:
-        raise argparse.ArgumentTypeError("must be between 0 and 2592000 seconds (30 days)")
-    return value
+_seconds = whole_number("seconds", 0, 30 * 24 * 3600, out_of_range="must be between 0 and 2592000 seconds (30 days)")
 
 
 def add_parser(sub: Any) -> None:

@@ -19,7 +19,7 @@ import asyncpg
 
 from libs.platform.config import Settings
 from libs.platform.retention import BATCH_LOCK_TIMEOUT, BATCH_STATEMENT_TIMEOUT, PurgeRule, count_dead, purge_batches
-from oauthctl.util import die, with_conn
+from oauthctl.util import die, whole_number, with_conn
 
 PROGRESS_EVERY_SECONDS = 5.0
 
@@ -135,24 +135,8 @@ async def cmd_purge(settings: Settings, args: argparse.Namespace) -> int:
         await asyncio.sleep(args.every)
 
 
-def _batch_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of rows") from None
-    if not 1 <= value <= 100_000:
-        raise argparse.ArgumentTypeError("must be between 1 and 100000 rows")
-    return value
-
-
-def _max_seconds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (no limit) or more seconds")
-    return value
+_batch_size = whole_number("rows", 1, 100_000, out_of_range="must be between 1 and 100000 rows")
+_max_seconds = whole_number("seconds", 0, out_of_range="must be 0 (no limit) or more seconds")
 
 
 def add_parser(sub: Any) -> None:

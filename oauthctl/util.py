@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -11,6 +12,22 @@ from libs.platform.config import Settings
 from libs.platform.migrate import apply_all, ensure_database
 
 from .components import MIGRATIONS
+
+
+def whole_number(unit: str, low: int, high: int | None = None, *, out_of_range: str) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of ``unit`` from ``low`` to ``high`` (no upper bound when
+    None); ``out_of_range`` says what is allowed."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {unit}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(out_of_range)
+        return value
+
+    return parse
 
 
 def die(msg: str, code: int = 1) -> int:
